@@ -1,0 +1,99 @@
+/* hms_daemon: common start-up and shutdown of every Hermes daemon. */
+#include "hms_daemon.h"
+#include "hms_log.h"
+
+#include <czmq.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+const hms_cfg_key_t hms_daemon_service_keys[] = {
+    {"controller", HMS_CFG_STRING, "tcp://127.0.0.1:7100", "controller api endpoint"},
+    {"controller_push", HMS_CFG_STRING, "tcp://127.0.0.1:7101", "controller config feed"},
+    {"keys_dir", HMS_CFG_STRING, "var/keys", "folder of CURVE keys (hermesctl keygen)"},
+    {"instance", HMS_CFG_STRING, NULL, "unique instance id (default: the host name)"},
+    {"log_level", HMS_CFG_STRING, "info", "debug, info, warning or error"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const hms_cfg_key_t s_controller_keys[] = {
+    {"log_level", HMS_CFG_STRING, "info", "debug, info, warning or error"},
+    {NULL, 0, NULL, NULL},
+};
+
+int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
+{
+    hms_log_set_name (def->name);
+    zsys_handler_set (NULL);
+    zsys_set_logstream (stderr);
+    hms_config_t *cfg =
+        hms_config_new (def->kind ? hms_daemon_service_keys : s_controller_keys, def->keys);
+    char err[1024] = "";
+    int rc = hms_config_load (cfg, argc, argv, err, sizeof err);
+    if (rc == 1) {
+        hms_config_destroy (&cfg);
+        return 0;
+    }
+    hms_log_level_t level = HMS_LOG_INFO;
+    if (rc == 0 && hms_log_level_parse (hms_config_str (cfg, "log_level"), &level)) {
+        snprintf (err, sizeof err, "log_level must be debug, info, warning or error, got '%s'",
+                  hms_config_str (cfg, "log_level"));
+        rc = -1;
+    }
+    if (rc) {
+        fprintf (stderr, "%s: %s\n", def->name, err);
+        hms_config_destroy (&cfg);
+        return 2;
+    }
+    hms_log_set_level (level);
+    /* Blocked here, so every thread started from now on leaves them to sigwait below. */
+    sigset_t stop_set;
+    sigemptyset (&stop_set);
+    sigaddset (&stop_set, SIGINT);
+    sigaddset (&stop_set, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &stop_set, NULL);
+    signal (SIGPIPE, SIG_IGN);
+
+    void *state = NULL;
+    if (def->start && !(state = def->start (cfg, err, sizeof err))) {
+        hms_error ("cannot start: %s", err);
+        hms_config_destroy (&cfg);
+        return 1;
+    }
+    hms_service_t *service = NULL;
+    if (def->kind) {
+        char host[256] = "";
+        gethostname (host, sizeof host - 1);
+        const char *instance = hms_config_str (cfg, "instance");
+        hms_service_opts_t opts = {
+            .kind = def->kind,
+            .instance = instance && *instance ? instance : host,
+            .controller = hms_config_str (cfg, "controller"),
+            .controller_push = hms_config_str (cfg, "controller_push"),
+            .keys_dir = hms_config_str (cfg, "keys_dir"),
+            .validate = def->validate,
+            .apply = def->apply,
+            .arg = state,
+            .build = HMS_VERSION,
+        };
+        service = hms_service_new (&opts, err, sizeof err);
+        if (!service) {
+            hms_error ("cannot start: %s", err);
+            if (def->stop)
+                def->stop (state);
+            hms_config_destroy (&cfg);
+            return 1;
+        }
+        hms_info ("started kind=%s instance=%s controller=%s version=%s", def->kind, opts.instance,
+                  opts.controller, HMS_VERSION);
+    }
+    int sig = 0;
+    sigwait (&stop_set, &sig);
+    hms_info ("stopping on signal %d", sig);
+    hms_service_destroy (&service);
+    if (def->stop)
+        def->stop (state);
+    hms_config_destroy (&cfg);
+    return 0;
+}

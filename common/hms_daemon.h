@@ -1,0 +1,32 @@
+/* hms_daemon: the one way every Hermes daemon starts and stops: bootstrap config (file,
+ * HERMES_* environment, flags), logging, signals, the controller lifecycle (hms_service)
+ * and the daemon's own start/stop. A daemon's main.c only calls hms_daemon_main. */
+#ifndef HMS_DAEMON_H_INCLUDED
+#define HMS_DAEMON_H_INCLUDED
+
+#include "hms_config.h"
+#include "hms_service.h"
+
+#define HMS_VERSION "0.1.0"
+
+typedef struct {
+    const char *name;          /* binary name, e.g. "hermes-relay" */
+    const char *kind;          /* controller kind; NULL for the controller itself */
+    const hms_cfg_key_t *keys; /* the daemon's own bootstrap keys, or NULL */
+    /* Starts the daemon's work; returns its state (passed to the hooks below), or NULL with
+     * err. May be NULL when the daemon has nothing of its own to start. */
+    void *(*start) (hms_config_t *cfg, char *err, size_t errlen);
+    void (*stop) (void *state);
+    hms_validate_fn *validate; /* arg = the state returned by start */
+    hms_apply_fn *apply;
+} hms_daemon_def_t;
+
+/* The bootstrap keys every service daemon has (controller, controller_push, keys_dir,
+ * instance, log_level). */
+extern const hms_cfg_key_t hms_daemon_service_keys[];
+
+/* Parses options, starts, waits for SIGINT/SIGTERM, stops. Returns the exit code:
+ * 0 on a clean stop, 2 on a usage or config error, 1 when start-up failed. */
+int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def);
+
+#endif

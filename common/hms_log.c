@@ -1,0 +1,106 @@
+/* hms_log: line-oriented logging to stderr with run-time debug switches per subsystem. */
+#include "hms_log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define HMS_LOG_MAX_DEBUG 32
+
+static char s_name[64] = "hermes";
+static hms_log_level_t s_level = HMS_LOG_INFO;
+static char s_debug[HMS_LOG_MAX_DEBUG][48];
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *s_level_names[] = {"debug", "info", "warning", "error"};
+
+void hms_log_set_name (const char *name)
+{
+    snprintf (s_name, sizeof s_name, "%s", name);
+}
+
+void hms_log_set_level (hms_log_level_t level)
+{
+    s_level = level;
+}
+
+int hms_log_level_parse (const char *text, hms_log_level_t *level)
+{
+    for (int i = 0; i < 4; i++)
+        if (text && strcmp (text, s_level_names[i]) == 0) {
+            *level = (hms_log_level_t)i;
+            return 0;
+        }
+    return -1;
+}
+
+void hms_log_debug_set (const char *subsystem, bool on)
+{
+    pthread_mutex_lock (&s_lock);
+    int free_slot = -1;
+    for (int i = 0; i < HMS_LOG_MAX_DEBUG; i++) {
+        if (s_debug[i][0] == 0) {
+            if (free_slot < 0)
+                free_slot = i;
+        } else if (strcmp (s_debug[i], subsystem) == 0) {
+            if (!on)
+                s_debug[i][0] = 0;
+            pthread_mutex_unlock (&s_lock);
+            return;
+        }
+    }
+    if (on && free_slot >= 0)
+        snprintf (s_debug[free_slot], sizeof s_debug[free_slot], "%s", subsystem);
+    pthread_mutex_unlock (&s_lock);
+}
+
+bool hms_log_debug_on (const char *subsystem)
+{
+    if (s_level == HMS_LOG_DEBUG)
+        return true;
+    bool on = false;
+    pthread_mutex_lock (&s_lock);
+    for (int i = 0; i < HMS_LOG_MAX_DEBUG && !on; i++)
+        on = s_debug[i][0] && strcmp (s_debug[i], subsystem) == 0;
+    pthread_mutex_unlock (&s_lock);
+    return on;
+}
+
+static void s_vlog (hms_log_level_t level, int err, const char *fmt, va_list ap)
+{
+    if (level < s_level && level != HMS_LOG_DEBUG)
+        return;
+    char msg[2048];
+    vsnprintf (msg, sizeof msg, fmt, ap);
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r (&ts.tv_sec, &tm);
+    char stamp[32];
+    strftime (stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (err)
+        fprintf (stderr, "%s.%03ldZ %s %s: %s: %s\n", stamp, ts.tv_nsec / 1000000,
+                 s_level_names[level], s_name, msg, strerror (err));
+    else
+        fprintf (stderr, "%s.%03ldZ %s %s: %s\n", stamp, ts.tv_nsec / 1000000, s_level_names[level],
+                 s_name, msg);
+}
+
+void hms_log (hms_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start (ap, fmt);
+    s_vlog (level, 0, fmt, ap);
+    va_end (ap);
+}
+
+void hms_log_sys (hms_log_level_t level, const char *fmt, ...)
+{
+    int err = errno;
+    va_list ap;
+    va_start (ap, fmt);
+    s_vlog (level, err, fmt, ap);
+    va_end (ap);
+}

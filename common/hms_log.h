@@ -1,0 +1,32 @@
+/* hms_log: one line per event on stderr, "TS LEVEL NAME: message key=value ...". */
+#ifndef HMS_LOG_H_INCLUDED
+#define HMS_LOG_H_INCLUDED
+
+#include <stdbool.h>
+
+typedef enum { HMS_LOG_DEBUG = 0, HMS_LOG_INFO, HMS_LOG_WARNING, HMS_LOG_ERROR } hms_log_level_t;
+
+/* Sets the process name printed on each line (copied). */
+void hms_log_set_name (const char *name);
+void hms_log_set_level (hms_log_level_t level);
+/* Parses "debug", "info", "warning", "error"; -1 on anything else. */
+int hms_log_level_parse (const char *text, hms_log_level_t *level);
+/* Turns debug output of one subsystem ("relay.h2") on or off at run time. */
+void hms_log_debug_set (const char *subsystem, bool on);
+bool hms_log_debug_on (const char *subsystem);
+
+void hms_log (hms_log_level_t level, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+/* Appends ": strerror(errno)" to the message. */
+void hms_log_sys (hms_log_level_t level, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+#define hms_error(...)   hms_log (HMS_LOG_ERROR, __VA_ARGS__)
+#define hms_warning(...) hms_log (HMS_LOG_WARNING, __VA_ARGS__)
+#define hms_info(...)    hms_log (HMS_LOG_INFO, __VA_ARGS__)
+#define hms_debug(sub, ...)                                                                        \
+    do {                                                                                           \
+        if (hms_log_debug_on (sub))                                                                \
+            hms_log (HMS_LOG_DEBUG, __VA_ARGS__);                                                  \
+    } while (0)
+
+#endif

@@ -1,0 +1,709 @@
+/* controller: api handlers (one table keyed by message type), instance health, config
+ * versions and their push. */
+#include "controller.h"
+#include "controller_snapshot.h"
+#include "controller_store.h"
+#include "hms_alloc.h"
+#include "hms_auth.h"
+#include "hms_bus.h"
+#include "hms_keys.h"
+#include "hms_log.h"
+#include "hms_msg.h"
+#include "hms_schema.h"
+#include "hms_time.h"
+
+#include <czmq.h>
+#include <inttypes.h>
+#include <string.h>
+
+/* A service instance as the controller sees it. */
+typedef struct {
+    char kind[32];
+    char instance[160];
+    bool session; /* registered with this controller process */
+    bool up;
+    int64_t last_seen_mono;
+    int64_t last_seen_wall;
+    int64_t applied;
+    int64_t rejected;
+    char *reason;
+} s_inst_t;
+
+struct controller {
+    controller_opts_t opts;
+    char *api_bind, *push_bind, *db_path, *keys_dir, *instance;
+    char src[192];
+    zactor_t *actor;
+    /* owned by the actor thread after start */
+    controller_store_t *store;
+    hms_auth_t *auth;
+    zcert_t *cert;
+    zsock_t *router;
+    zsock_t *pub;
+    zhash_t *instances; /* "kind/instance" -> s_inst_t */
+    int64_t version;
+    json_t *state; /* source state of the current version */
+    uint64_t messages, refused_messages;
+    char start_err[1024];
+};
+
+/* One request being handled. */
+typedef struct {
+    json_t *env;
+    json_t *body;
+    const char *type;
+    char role[32];
+    char who[96];
+    const char *reply_type; /* set by service handlers: reply with this type and body */
+    char reason[256];       /* set by write handlers: why the new version exists */
+} s_req_t;
+
+typedef int (s_handler_fn) (controller_t *self, s_req_t *req, json_t **result,
+                            controller_err_t *err);
+
+typedef struct {
+    const char *type;
+    const char *role;
+    bool write; /* admin write: one transaction, a new version, an audit row */
+    s_handler_fn *fn;
+} s_route_t;
+
+static void s_err (controller_err_t *err, const char *code, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
+static void s_err (controller_err_t *err, const char *code, const char *fmt, ...)
+{
+    err->code = code;
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (err->text, sizeof err->text, fmt, ap);
+    va_end (ap);
+}
+
+static void s_inst_free (void *p)
+{
+    s_inst_t *inst = p;
+    free (inst->reason);
+    free (inst);
+}
+
+static s_inst_t *s_inst (controller_t *self, const char *kind, const char *instance, bool create)
+{
+    char key[256];
+    snprintf (key, sizeof key, "%s/%s", kind, instance);
+    s_inst_t *inst = zhash_lookup (self->instances, key);
+    if (!inst && create) {
+        inst = hms_alloc (sizeof *inst);
+        snprintf (inst->kind, sizeof inst->kind, "%s", kind);
+        snprintf (inst->instance, sizeof inst->instance, "%s", instance);
+        inst->reason = hms_strdup ("");
+        zhash_insert (self->instances, key, inst);
+        zhash_freefn (self->instances, key, s_inst_free);
+    }
+    return inst;
+}
+
+static void s_inst_persist (controller_t *self, s_inst_t *inst)
+{
+    controller_store_instance_update (self->store, inst->kind, inst->instance,
+                                      inst->up ? "up" : "down", inst->last_seen_wall, inst->applied,
+                                      inst->rejected, inst->reason);
+}
+
+/* {version, kind, config} of version for kind; NULL when the version does not exist. */
+static json_t *s_snapshot (controller_t *self, int64_t version, const char *kind)
+{
+    json_t *state = version == self->version
+                        ? json_incref (self->state)
+                        : controller_store_version_state (self->store, version);
+    if (!state)
+        return NULL;
+    json_t *snap = json_pack ("{s:I, s:s, s:o}", "version", (json_int_t)version, "kind", kind,
+                              "config", controller_snapshot_compile (state, kind));
+    json_decref (state);
+    return snap;
+}
+
+static void s_publish (controller_t *self)
+{
+    for (int i = 0; controller_kinds[i]; i++) {
+        json_t *body = s_snapshot (self, self->version, controller_kinds[i]);
+        json_object_set_new (body, "epoch", json_string (controller_store_epoch (self->store)));
+        json_t *env = hms_msg_new ("config.snapshot", 1, self->src, body);
+        hms_bus_send (self->pub, NULL, controller_kinds[i], &env);
+    }
+}
+
+static void s_load_current (controller_t *self)
+{
+    self->version = controller_store_version_current (self->store);
+    json_decref (self->state);
+    self->state = controller_store_version_state (self->store, self->version);
+    if (!self->state)
+        self->state = json_pack ("{s:[], s:[], s:[]}", "nodes", "links", "policies");
+}
+
+/* ---- service messages ------------------------------------------------------------ */
+
+/* Service keys are named after their kind: a relay key may only speak for relays. */
+static int s_check_kind (s_req_t *req, const char *kind, controller_err_t *err)
+{
+    if (strcmp (req->who, kind) != 0) {
+        s_err (err, HMS_ERR_FORBIDDEN, "key '%s' may not act for kind '%s'", req->who, kind);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_on_register (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    const char *kind = json_string_value (json_object_get (req->body, "kind"));
+    const char *name = json_string_value (json_object_get (req->body, "instance"));
+    if (s_check_kind (req, kind, err))
+        return -1;
+    const char *host = json_string_value (json_object_get (req->body, "host"));
+    const char *build = json_string_value (json_object_get (req->body, "build"));
+    int64_t pid = json_integer_value (json_object_get (req->body, "pid"));
+    int64_t applied = json_integer_value (json_object_get (req->body, "applied_version"));
+    s_inst_t *inst = s_inst (self, kind, name, true);
+    bool was_up = inst->up;
+    inst->session = true;
+    inst->up = true;
+    inst->last_seen_mono = hms_mono_ms ();
+    inst->last_seen_wall = hms_wall_ms ();
+    if (applied > self->version)
+        applied = 0; /* from another database: it will take ours */
+    inst->applied = applied;
+    controller_store_instance_upsert (self->store, kind, name, host ? host : "", pid,
+                                      build ? build : "", inst->last_seen_wall);
+    s_inst_persist (self, inst);
+    hms_info ("registered kind=%s instance=%s host=%s pid=%" PRId64 "%s", kind, name,
+              host ? host : "?", pid, was_up ? " (again)" : "");
+    /* The current version, unless this instance rejected it: then the newest it applied. */
+    json_t *snap = NULL;
+    if (self->version > 0 && inst->rejected != self->version)
+        snap = s_snapshot (self, self->version, kind);
+    else if (inst->applied > 0)
+        snap = s_snapshot (self, inst->applied, kind);
+    *result = json_pack ("{s:s, s:I, s:o}", "epoch", controller_store_epoch (self->store),
+                         "config_version", (json_int_t)self->version, "snapshot",
+                         snap ? snap : json_null ());
+    req->reply_type = "register.ok";
+    return 0;
+}
+
+static s_inst_t *s_session (controller_t *self, s_req_t *req, controller_err_t *err)
+{
+    const char *kind = json_string_value (json_object_get (req->body, "kind"));
+    const char *name = json_string_value (json_object_get (req->body, "instance"));
+    if (s_check_kind (req, kind, err))
+        return NULL;
+    s_inst_t *inst = s_inst (self, kind, name, false);
+    if (!inst || !inst->session) {
+        s_err (err, HMS_ERR_UNREGISTERED, "instance %s/%s is not registered: send register", kind,
+               name);
+        return NULL;
+    }
+    inst->last_seen_mono = hms_mono_ms ();
+    inst->last_seen_wall = hms_wall_ms ();
+    if (!inst->up) {
+        inst->up = true;
+        hms_info ("instance up again kind=%s instance=%s", kind, name);
+        s_inst_persist (self, inst);
+    }
+    return inst;
+}
+
+static int s_on_heartbeat (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    s_inst_t *inst = s_session (self, req, err);
+    if (!inst)
+        return -1;
+    *result = json_pack ("{s:s, s:I}", "epoch", controller_store_epoch (self->store),
+                         "config_version", (json_int_t)self->version);
+    /* Behind and not refusing the current version: the PUB was missed, send it here. */
+    if (inst->applied < self->version && inst->rejected != self->version)
+        json_object_set_new (*result, "snapshot", s_snapshot (self, self->version, inst->kind));
+    req->reply_type = "heartbeat.ok";
+    return 0;
+}
+
+static int s_on_ack (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    s_inst_t *inst = s_session (self, req, err);
+    if (!inst)
+        return -1;
+    int64_t version = json_integer_value (json_object_get (req->body, "version"));
+    const char *outcome = json_string_value (json_object_get (req->body, "result"));
+    const char *reason = json_string_value (json_object_get (req->body, "reason"));
+    if (strcmp (outcome, "applied") == 0) {
+        if (version > inst->applied)
+            inst->applied = version;
+        hms_info ("config applied kind=%s instance=%s version=%" PRId64, inst->kind, inst->instance,
+                  version);
+    } else {
+        inst->rejected = version;
+        free (inst->reason);
+        inst->reason = hms_strdup (reason ? reason : "no reason given");
+        hms_warning ("config rejected kind=%s instance=%s version=%" PRId64
+                     " reason=\"%s\" (it keeps version %" PRId64 "; fix the config and push a "
+                     "new version)",
+                     inst->kind, inst->instance, version, inst->reason, inst->applied);
+    }
+    s_inst_persist (self, inst);
+    *result = json_null ();
+    return 0;
+}
+
+/* ---- admin reads ----------------------------------------------------------------- */
+
+static int s_on_status (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    json_t *services = json_array ();
+    json_array_append_new (services, json_pack ("{s:s, s:s, s:s, s:I, s:I}", "kind", "controller",
+                                                "instance", self->instance, "state", "up",
+                                                "applied_version", (json_int_t)self->version,
+                                                "last_seen_ms", (json_int_t)hms_wall_ms ()));
+    json_t *rows = controller_store_instances (self->store);
+    size_t i;
+    json_t *row;
+    json_array_foreach (rows, i, row)
+    {
+        const char *kind = json_string_value (json_object_get (row, "kind"));
+        const char *name = json_string_value (json_object_get (row, "instance"));
+        s_inst_t *inst = s_inst (self, kind, name, false);
+        json_t *svc = json_pack (
+            "{s:s, s:s, s:s, s:I, s:I, s:O, s:O}", "kind", kind, "instance", name, "state",
+            inst && inst->up ? "up" : "down", "applied_version",
+            (json_int_t)(inst ? inst->applied
+                              : json_integer_value (json_object_get (row, "applied_version"))),
+            "last_seen_ms",
+            (json_int_t)(inst && inst->last_seen_wall
+                             ? inst->last_seen_wall
+                             : json_integer_value (json_object_get (row, "last_seen_ms"))),
+            "host", json_object_get (row, "host"), "pid", json_object_get (row, "pid"));
+        int64_t rejected =
+            inst ? inst->rejected : json_integer_value (json_object_get (row, "rejected_version"));
+        if (rejected) {
+            json_object_set_new (svc, "rejected_version", json_integer (rejected));
+            json_object_set_new (
+                svc, "reject_reason",
+                json_string (inst ? inst->reason
+                                  : json_string_value (json_object_get (row, "reject_reason"))));
+        }
+        json_array_append_new (services, svc);
+    }
+    json_decref (rows);
+    *result = json_pack ("{s:I, s:s, s:o, s:{s:I, s:I, s:I}}", "config_version",
+                         (json_int_t)self->version, "epoch", controller_store_epoch (self->store),
+                         "services", services, "counters", "messages", (json_int_t)self->messages,
+                         "refused_messages", (json_int_t)self->refused_messages, "auth_refused",
+                         (json_int_t)hms_auth_refused (self->auth));
+    return 0;
+}
+
+static int s_on_node_list (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    *result = controller_store_nodes (self->store);
+    return 0;
+}
+
+static int s_on_link_list (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    *result = controller_store_links (self->store);
+    return 0;
+}
+
+static int s_on_policy_list (controller_t *self, s_req_t *req, json_t **result,
+                             controller_err_t *err)
+{
+    *result = controller_store_policies (self->store);
+    return 0;
+}
+
+static int s_limit (s_req_t *req, int dflt)
+{
+    json_t *limit = json_object_get (req->body, "limit");
+    return limit ? (int)json_integer_value (limit) : dflt;
+}
+
+static int s_on_config_history (controller_t *self, s_req_t *req, json_t **result,
+                                controller_err_t *err)
+{
+    *result = controller_store_version_history (self->store, s_limit (req, 20));
+    return 0;
+}
+
+static int s_on_audit_list (controller_t *self, s_req_t *req, json_t **result,
+                            controller_err_t *err)
+{
+    *result = controller_store_audit_list (self->store, s_limit (req, 20));
+    return 0;
+}
+
+static int s_on_config_show (controller_t *self, s_req_t *req, json_t **result,
+                             controller_err_t *err)
+{
+    json_t *v = json_object_get (req->body, "version");
+    int64_t version = v ? json_integer_value (v) : self->version;
+    const char *kind = json_string_value (json_object_get (req->body, "kind"));
+    json_t *state = version == self->version
+                        ? json_incref (self->state)
+                        : controller_store_version_state (self->store, version);
+    if (!state) {
+        s_err (err, HMS_ERR_NOT_FOUND, "no config version %" PRId64 " (current is %" PRId64 ")",
+               version, self->version);
+        return -1;
+    }
+    json_t *configs = json_object ();
+    for (int i = 0; controller_kinds[i]; i++)
+        if (!kind || strcmp (kind, controller_kinds[i]) == 0)
+            json_object_set_new (configs, controller_kinds[i],
+                                 controller_snapshot_compile (state, controller_kinds[i]));
+    *result = json_pack ("{s:I, s:o, s:o}", "version", (json_int_t)version, "state", state,
+                         "configs", configs);
+    return 0;
+}
+
+/* ---- admin writes (run inside one transaction by s_dispatch) --------------------- */
+
+static const char *s_str (s_req_t *req, const char *key)
+{
+    return json_string_value (json_object_get (req->body, key));
+}
+
+static int s_on_node_add (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    snprintf (req->reason, sizeof req->reason, "node add %s", s_str (req, "name"));
+    return controller_store_node_add (self->store, s_str (req, "name"), s_str (req, "address"),
+                                      s_str (req, "site"), err);
+}
+
+static int s_on_node_del (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    snprintf (req->reason, sizeof req->reason, "node del %s", s_str (req, "name"));
+    return controller_store_node_del (self->store, s_str (req, "name"), err);
+}
+
+static int s_on_link_add (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    json_t *cost = json_object_get (req->body, "cost");
+    const char *transport = s_str (req, "transport");
+    snprintf (req->reason, sizeof req->reason, "link add %s %s", s_str (req, "from"),
+              s_str (req, "to"));
+    return controller_store_link_add (self->store, s_str (req, "from"), s_str (req, "to"),
+                                      cost ? json_integer_value (cost) : 1,
+                                      transport ? transport : "h2", err);
+}
+
+static int s_on_link_del (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    snprintf (req->reason, sizeof req->reason, "link del %s %s", s_str (req, "from"),
+              s_str (req, "to"));
+    return controller_store_link_del (self->store, s_str (req, "from"), s_str (req, "to"), err);
+}
+
+static int s_on_policy_add (controller_t *self, s_req_t *req, json_t **result,
+                            controller_err_t *err)
+{
+    json_t *doc = json_object_get (req->body, "policy");
+    char why[768];
+    if (hms_schemas_validate ("config/policy.v1", doc, why, sizeof why)) {
+        s_err (err, HMS_ERR_INVALID, "policy document: %s", why);
+        return -1;
+    }
+    int replaced = 0;
+    const char *id = json_string_value (json_object_get (doc, "id"));
+    if (controller_store_policy_add (self->store, doc, &replaced, err))
+        return -1;
+    snprintf (req->reason, sizeof req->reason, "policy %s %s", replaced ? "replace" : "add", id);
+    *result = json_pack ("{s:s, s:b}", "id", id, "replaced", replaced);
+    return 0;
+}
+
+static int s_on_policy_del (controller_t *self, s_req_t *req, json_t **result,
+                            controller_err_t *err)
+{
+    snprintf (req->reason, sizeof req->reason, "policy del %s", s_str (req, "id"));
+    return controller_store_policy_del (self->store, s_str (req, "id"), err);
+}
+
+static int s_on_rollback (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    int64_t version = json_integer_value (json_object_get (req->body, "version"));
+    json_t *state = controller_store_version_state (self->store, version);
+    if (!state) {
+        s_err (err, HMS_ERR_NOT_FOUND, "no config version %" PRId64 " to roll back to", version);
+        return -1;
+    }
+    int rc = controller_store_restore (self->store, state, err);
+    json_decref (state);
+    snprintf (req->reason, sizeof req->reason, "rollback to %" PRId64, version);
+    *result = json_pack ("{s:I}", "restored", (json_int_t)version);
+    return rc;
+}
+
+static const s_route_t s_routes[] = {
+    {"register", "service", false, s_on_register},
+    {"heartbeat", "service", false, s_on_heartbeat},
+    {"config.ack", "service", false, s_on_ack},
+    {"status", "admin", false, s_on_status},
+    {"node.list", "admin", false, s_on_node_list},
+    {"link.list", "admin", false, s_on_link_list},
+    {"policy.list", "admin", false, s_on_policy_list},
+    {"config.show", "admin", false, s_on_config_show},
+    {"config.history", "admin", false, s_on_config_history},
+    {"audit.list", "admin", false, s_on_audit_list},
+    {"node.add", "admin", true, s_on_node_add},
+    {"node.del", "admin", true, s_on_node_del},
+    {"link.add", "admin", true, s_on_link_add},
+    {"link.del", "admin", true, s_on_link_del},
+    {"policy.add", "admin", true, s_on_policy_add},
+    {"policy.del", "admin", true, s_on_policy_del},
+    {"config.rollback", "admin", true, s_on_rollback},
+    {NULL, NULL, false, NULL},
+};
+
+/* Runs a write handler in one transaction with its new version and audit row. */
+static int s_write (controller_t *self, const s_route_t *route, s_req_t *req, json_t **result,
+                    controller_err_t *err)
+{
+    if (controller_store_begin (self->store, err))
+        return -1;
+    int64_t version = -1;
+    int rc = route->fn (self, req, result, err);
+    if (rc == 0)
+        version = controller_store_version_new (self->store, req->who, req->reason, err);
+    if (version > 0 &&
+        controller_store_audit (self->store, req->who, req->type, req->body, "ok", req->reason) ==
+            0 &&
+        controller_store_commit (self->store, err) == 0) {
+        if (!*result)
+            *result = json_object ();
+        json_object_set_new (*result, "version", json_integer (version));
+        s_load_current (self);
+        hms_info ("config version=%" PRId64 " by=%s reason=\"%s\"", version, req->who, req->reason);
+        s_publish (self);
+        return 0;
+    }
+    controller_store_rollback (self->store);
+    json_decref (*result);
+    *result = NULL;
+    if (!err->code)
+        s_err (err, HMS_ERR_INTERNAL, "could not record the change (see the controller's log)");
+    controller_store_audit (self->store, req->who, req->type, req->body, err->code, err->text);
+    return -1;
+}
+
+static json_t *s_dispatch (controller_t *self, s_req_t *req)
+{
+    const s_route_t *route = NULL;
+    for (int i = 0; s_routes[i].type; i++)
+        if (strcmp (s_routes[i].type, req->type) == 0)
+            route = &s_routes[i];
+    if (!route)
+        return hms_msg_error (req->env, self->src, HMS_ERR_UNKNOWN_TYPE,
+                              "the controller does not handle '%s' messages", req->type);
+    if (strcmp (route->role, req->role) != 0) {
+        hms_warning ("refused %s from key=%s role=%s: needs role %s", req->type, req->who,
+                     req->role, route->role);
+        return hms_msg_error (req->env, self->src, HMS_ERR_FORBIDDEN,
+                              "'%s' needs a key with role %s; key '%s' has role %s", req->type,
+                              route->role, req->who, req->role);
+    }
+    json_t *result = NULL;
+    controller_err_t err = {0};
+    int rc = route->write ? s_write (self, route, req, &result, &err)
+                          : route->fn (self, req, &result, &err);
+    if (rc) {
+        if (strcmp (req->role, "admin") == 0)
+            hms_info ("refused %s by=%s code=%s: %s", req->type, req->who, err.code, err.text);
+        return hms_msg_error (req->env, self->src, err.code ? err.code : HMS_ERR_INTERNAL, "%s",
+                              err.text);
+    }
+    if (req->reply_type)
+        return hms_msg_reply (req->env, req->reply_type, self->src, result);
+    return hms_msg_reply (req->env, "ok", self->src,
+                          json_pack ("{s:o}", "result", result ? result : json_null ()));
+}
+
+static int s_on_router (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    controller_t *self = arg;
+    zmsg_t *msg = zmsg_recv (sock);
+    if (!msg)
+        return 0;
+    self->messages++;
+    zframe_t *route = zmsg_pop (msg);
+    zframe_t *frame = zmsg_first (msg);
+    s_req_t req = {0};
+    hms_auth_peer (frame, req.role, sizeof req.role, req.who, sizeof req.who);
+    json_t *reply = NULL;
+    if (zmsg_size (msg) != 1)
+        reply = hms_msg_error (NULL, self->src, HMS_ERR_BAD_ENVELOPE,
+                               "expected one frame with a JSON envelope, got %zu frames",
+                               zmsg_size (msg));
+    else if (zframe_size (frame) > HMS_BUS_MAX_MSG)
+        reply = hms_msg_error (NULL, self->src, HMS_ERR_TOO_LARGE,
+                               "message of %zu bytes is over the limit of %d bytes",
+                               zframe_size (frame), HMS_BUS_MAX_MSG);
+    else {
+        const char *code;
+        char err[1024];
+        req.env = hms_msg_decode ((const char *)zframe_data (frame), zframe_size (frame), &code,
+                                  err, sizeof err);
+        if (!req.env)
+            reply = hms_msg_error (NULL, self->src, code, "%s", err);
+        else {
+            req.body = hms_msg_body (req.env);
+            req.type = hms_msg_type (req.env);
+            reply = s_dispatch (self, &req);
+        }
+    }
+    if (strcmp (hms_msg_type (reply), "error") == 0) {
+        self->refused_messages++;
+        if (!req.env)
+            hms_warning ("refused message from key=%s: %s", req.who[0] ? req.who : "?",
+                         json_string_value (json_object_get (hms_msg_body (reply), "message")));
+    }
+    hms_bus_send (sock, &route, NULL, &reply);
+    json_decref (req.env);
+    zframe_destroy (&route);
+    zmsg_destroy (&msg);
+    return 0;
+}
+
+static int s_on_sweep (zloop_t *loop, int timer_id, void *arg)
+{
+    controller_t *self = arg;
+    int64_t now = hms_mono_ms ();
+    int limit = self->opts.down_after_ms ? self->opts.down_after_ms : 3000;
+    for (s_inst_t *inst = zhash_first (self->instances); inst;
+         inst = zhash_next (self->instances)) {
+        if (inst->up && now - inst->last_seen_mono > limit) {
+            inst->up = false;
+            hms_warning ("instance down kind=%s instance=%s silent_ms=%" PRId64, inst->kind,
+                         inst->instance, now - inst->last_seen_mono);
+            s_inst_persist (self, inst);
+        }
+    }
+    return 0;
+}
+
+static int s_on_pipe (zloop_t *loop, zsock_t *pipe, void *arg)
+{
+    char *cmd = zstr_recv (pipe);
+    bool term = !cmd || strcmp (cmd, "$TERM") == 0;
+    free (cmd);
+    return term ? -1 : 0;
+}
+
+static int s_start (controller_t *self)
+{
+    controller_err_t cerr = {0};
+    char err[1024];
+    self->store = controller_store_open (self->db_path, &cerr);
+    if (!self->store) {
+        snprintf (self->start_err, sizeof self->start_err, "%s", cerr.text);
+        return -1;
+    }
+    if (controller_store_version_current (self->store) == 0) {
+        if (controller_store_begin (self->store, &cerr) ||
+            controller_store_version_new (self->store, "controller", "initial", &cerr) < 0 ||
+            controller_store_commit (self->store, &cerr)) {
+            snprintf (self->start_err, sizeof self->start_err, "%s", cerr.text);
+            return -1;
+        }
+    }
+    s_load_current (self);
+    /* Everything known is down until it registers with this process. */
+    json_t *rows = controller_store_instances (self->store);
+    size_t i;
+    json_t *row;
+    json_array_foreach (rows, i, row)
+    {
+        s_inst_t *inst = s_inst (self, json_string_value (json_object_get (row, "kind")),
+                                 json_string_value (json_object_get (row, "instance")), true);
+        inst->applied = json_integer_value (json_object_get (row, "applied_version"));
+        inst->rejected = json_integer_value (json_object_get (row, "rejected_version"));
+        inst->last_seen_wall = json_integer_value (json_object_get (row, "last_seen_ms"));
+        free (inst->reason);
+        inst->reason = hms_strdup (json_string_value (json_object_get (row, "reject_reason")));
+        if (strcmp (json_string_value (json_object_get (row, "state")), "up") == 0)
+            s_inst_persist (self, inst); /* inst->up is false: record it down */
+    }
+    json_decref (rows);
+    self->auth = hms_auth_new (self->keys_dir, err, sizeof err);
+    self->cert =
+        self->auth ? hms_keys_load_secret (self->keys_dir, "controller", err, sizeof err) : NULL;
+    if (self->cert)
+        self->router = hms_bus_server (ZMQ_ROUTER, self->api_bind, self->cert, err, sizeof err);
+    if (self->router)
+        self->pub = hms_bus_server (ZMQ_PUB, self->push_bind, self->cert, err, sizeof err);
+    if (!self->pub) {
+        snprintf (self->start_err, sizeof self->start_err, "%s", err);
+        return -1;
+    }
+    hms_info ("serving api=%s push=%s db=%s config_version=%" PRId64 " schema=%d", self->api_bind,
+              self->push_bind, self->db_path, self->version,
+              controller_store_schema_version (self->store));
+    return 0;
+}
+
+static void s_actor (zsock_t *pipe, void *arg)
+{
+    controller_t *self = arg;
+    if (s_start (self)) {
+        zsock_signal (pipe, 1);
+        return;
+    }
+    zsock_signal (pipe, 0);
+    zloop_t *loop = zloop_new ();
+    zloop_reader (loop, pipe, s_on_pipe, self);
+    zloop_reader (loop, self->router, s_on_router, self);
+    zloop_timer (loop, 250, 0, s_on_sweep, self);
+    zloop_set_nonstop (loop, true);
+    zloop_start (loop);
+    zloop_destroy (&loop);
+}
+
+controller_t *controller_new (const controller_opts_t *opts, char *err, size_t errlen)
+{
+    controller_t *self = hms_alloc (sizeof *self);
+    self->opts = *opts;
+    self->api_bind = hms_strdup (opts->api_bind);
+    self->push_bind = hms_strdup (opts->push_bind);
+    self->db_path = hms_strdup (opts->db);
+    self->keys_dir = hms_strdup (opts->keys_dir);
+    self->instance = hms_strdup (opts->instance ? opts->instance : "controller");
+    snprintf (self->src, sizeof self->src, "controller/%s", self->instance);
+    self->instances = zhash_new ();
+    self->actor = zactor_new (s_actor, self);
+    if (self->start_err[0]) {
+        snprintf (err, errlen, "%s", self->start_err[0] ? self->start_err : "cannot start");
+        controller_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+void controller_destroy (controller_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    controller_t *self = *self_p;
+    zactor_destroy (&self->actor);
+    zsock_destroy (&self->router);
+    zsock_destroy (&self->pub);
+    hms_auth_destroy (&self->auth);
+    zcert_destroy (&self->cert);
+    controller_store_destroy (&self->store);
+    zhash_destroy (&self->instances);
+    json_decref (self->state);
+    free (self->api_bind);
+    free (self->push_bind);
+    free (self->db_path);
+    free (self->keys_dir);
+    free (self->instance);
+    free (self);
+    *self_p = NULL;
+}
