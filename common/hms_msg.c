@@ -61,12 +61,13 @@ int hms_msg_validate (const json_t *env, const char **code, char *err, size_t er
     char why[768];
     if (hms_schemas_validate ("msg/envelope.v1", env, why, sizeof why)) {
         *code = HMS_ERR_BAD_ENVELOPE;
-        snprintf (err, errlen, "bad envelope: %s", why);
+        bool root = strncmp (why, "(root): ", 8) == 0;
+        snprintf (err, errlen, "bad envelope: %s", root ? why + 8 : why);
         return -1;
     }
     char name[160];
     snprintf (name, sizeof name, "msg/%s.v%d", hms_msg_type (env), hms_msg_v (env));
-    if (!hms_schemas_get (name)) {
+    if (strcmp (name, "msg/envelope.v1") == 0 || !hms_schemas_get (name)) {
         *code = HMS_ERR_UNKNOWN_TYPE;
         snprintf (err, errlen, "unknown message type '%s' version %d", hms_msg_type (env),
                   hms_msg_v (env));

@@ -1,0 +1,192 @@
+"""Starts real Hermes daemons on loopback for integration tests: keys, free ports, logs,
+readiness by polling the controller, TERM-then-KILL shutdown, and a check that no daemon
+died or logged an error the test did not cause."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+SOURCE_DIR = os.environ.get("HERMES_SOURCE_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN_DIR = os.environ.get("HERMES_BIN_DIR") or os.path.join(SOURCE_DIR, "build", "bin")
+KINDS = ["ingress", "relay", "policy", "retry", "ndn", "bypass"]
+BINARY = {k: "hermes-" + k for k in KINDS}
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout, interval=0.05, what="condition"):
+    """Polls predicate until it returns a true value or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def read_cert(path):
+    """Z85 public and secret keys of a czmq zcert file pair (path = NAME.cert)."""
+    keys = {}
+    for p, field in ((path, "public-key"), (path + "_secret", "secret-key")):
+        if not os.path.exists(p):
+            continue
+        with open(p) as f:
+            m = re.search(field + r'\s*=\s*"([^"]+)"', f.read())
+            if m:
+                keys[field] = m.group(1).encode()
+    return keys.get("public-key"), keys.get("secret-key")
+
+
+class Daemon:
+    def __init__(self, name, argv, log_path, env=None):
+        self.name, self.argv, self.log_path, self.env = name, argv, log_path, env
+        self.proc = None
+        self.expected_exit = False
+        self.log_offset = 0
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=self.env)
+        self.expected_exit = False
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=5):
+        """TERM, then KILL after timeout. Returns the exit code."""
+        if not self.proc:
+            return None
+        self.expected_exit = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+    def kill9(self):
+        self.expected_exit = True
+        self.proc.kill()
+        self.proc.wait(5)
+        self.log.close()
+
+    def log_text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+class Suite:
+    """A controller and any number of service daemons in a private temp dir."""
+
+    def __init__(self, keep=False):
+        self.dir = tempfile.mkdtemp(prefix="hermes-it-")
+        self.keys = os.path.join(self.dir, "keys")
+        self.db = os.path.join(self.dir, "hermes.db")
+        self.api_port, self.push_port = free_port(), free_port()
+        self.api = f"tcp://127.0.0.1:{self.api_port}"
+        self.push = f"tcp://127.0.0.1:{self.push_port}"
+        self.daemons = {}
+        self.allowed_errors = []
+        rc = subprocess.run([os.path.join(BIN_DIR, "hermesctl"), "keygen", "--dir", self.keys],
+                            capture_output=True, text=True, timeout=20)
+        assert rc.returncode == 0, rc.stderr
+
+    # -- processes ---------------------------------------------------------------------
+    def start_controller(self, wait=True):
+        argv = [os.path.join(BIN_DIR, "hermes-controller"), "--api-bind", self.api,
+                "--push-bind", self.push, "--db", self.db, "--keys-dir", self.keys]
+        d = Daemon("controller", argv, os.path.join(self.dir, "controller.log")).start()
+        self.daemons["controller"] = d
+        if wait:
+            wait_for(lambda: self.ctl("status", "--json", check=False)[0] == 0, 10,
+                     what="controller to answer")
+        return d
+
+    def start_service(self, kind, instance=None, extra=()):
+        instance = instance or f"{kind}-1"
+        argv = [os.path.join(BIN_DIR, BINARY[kind]), "--controller", self.api,
+                "--controller-push", self.push, "--keys-dir", self.keys, "--instance", instance,
+                *extra]
+        d = Daemon(instance, argv, os.path.join(self.dir, f"{instance}.log")).start()
+        self.daemons[instance] = d
+        return d
+
+    def start_all(self):
+        self.start_controller()
+        for kind in KINDS:
+            self.start_service(kind)
+        self.wait_converged(expect=len(KINDS))
+
+    def stop_all(self):
+        for d in self.daemons.values():
+            if d.proc and d.proc.poll() is None:
+                d.stop()
+            elif d.proc and not d.log.closed:
+                d.log.close()
+
+    def cleanup(self):
+        self.stop_all()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- the admin client --------------------------------------------------------------
+    def ctl(self, *args, check=True, timeout=15, input=None, controller=None):
+        argv = [os.path.join(BIN_DIR, "hermesctl"), "-c", controller or self.api, "--keys-dir",
+                self.keys, *args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+        if check:
+            assert r.returncode == 0, f"hermesctl {' '.join(args)} -> {r.returncode}: {r.stderr}"
+        return r.returncode, r.stdout, r.stderr
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl(*args, "--json")[1])
+
+    def status(self):
+        return self.ctl_json("status")
+
+    def services(self, kind=None):
+        return [s for s in self.status()["services"]
+                if s["kind"] != "controller" and (kind is None or s["kind"] == kind)]
+
+    def wait_converged(self, expect, timeout=10, version=None):
+        """All `expect` services up and running the current (or given) version."""
+        def ok():
+            st = self.status()
+            v = version or st["config_version"]
+            svcs = [s for s in st["services"] if s["kind"] != "controller"]
+            up = [s for s in svcs if s["state"] == "up" and s["applied_version"] == v]
+            return st if len(up) == expect and len(svcs) >= expect else None
+        return wait_for(ok, timeout, what=f"{expect} services converged")
+
+    # -- end-of-test checks ------------------------------------------------------------
+    def allow_error(self, pattern):
+        self.allowed_errors.append(re.compile(pattern))
+
+    def check_health(self):
+        """Every daemon not stopped on purpose is alive, and logged no error or warning
+        that the test did not announce with allow_error."""
+        problems = []
+        for name, d in self.daemons.items():
+            if not d.expected_exit and not d.alive():
+                problems.append(f"{name} died with {d.proc.returncode}")
+            for line in d.log_text().splitlines():
+                if " error " in line or " warning " in line:
+                    if not any(p.search(line) for p in self.allowed_errors):
+                        problems.append(f"{name}: unexpected log line: {line}")
+        assert not problems, "\n".join(problems)
