@@ -179,14 +179,23 @@ class Suite:
         self.allowed_errors.append(re.compile(pattern))
 
     def check_health(self):
-        """Every daemon not stopped on purpose is alive, and logged no error or warning
+        """Every daemon not stopped on purpose is still alive; then all are stopped with
+        TERM and must exit 0, and no log may hold an error, a warning or a sanitizer report
         that the test did not announce with allow_error."""
         problems = []
         for name, d in self.daemons.items():
             if not d.expected_exit and not d.alive():
                 problems.append(f"{name} died with {d.proc.returncode}")
+        for name, d in self.daemons.items():
+            if d.alive():
+                rc = d.stop()
+                if rc != 0:
+                    problems.append(f"{name} exited with {rc} on SIGTERM")
+        for name, d in self.daemons.items():
             for line in d.log_text().splitlines():
-                if " error " in line or " warning " in line:
+                if "Sanitizer" in line or "runtime error:" in line:
+                    problems.append(f"{name}: sanitizer report: {line}")
+                elif " error " in line or " warning " in line:
                     if not any(p.search(line) for p in self.allowed_errors):
                         problems.append(f"{name}: unexpected log line: {line}")
         assert not problems, "\n".join(problems)
