@@ -262,7 +262,7 @@ int ctl_args_parse (ctl_args_t *args, int argc, char **argv, char *err, size_t e
         }
     }
     if (!cmd) {
-        snprintf (err, errlen, "unknown command '%s'%s%s", words[0], nwords > 1 ? " " : "",
+        snprintf (err, errlen, "unknown command '%s%s%s'", words[0], nwords > 1 ? " " : "",
                   nwords > 1 ? words[1] : "");
         return -1;
     }

@@ -476,7 +476,7 @@ json_t *controller_store_version_history (controller_store_t *self, int limit)
 int controller_store_audit (controller_store_t *self, const char *who, const char *command,
                             const json_t *args, const char *result, const char *detail)
 {
-    char *text = json_dumps (args ? args : json_object (), JSON_COMPACT | JSON_SORT_KEYS);
+    char *text = args ? json_dumps (args, JSON_COMPACT | JSON_SORT_KEYS) : hms_strdup ("{}");
     controller_err_t err;
     int rc = s_write (self,
                       s_prepare (self,
