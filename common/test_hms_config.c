@@ -32,9 +32,8 @@ static char s_dir[64];
 
 static void s_clear_env (void)
 {
-    const char *names[] = {"HERMES_CONFIG",   "HERMES_API_BIND",  "HERMES_LOG_LEVEL",
-                           "HERMES_WORKERS",  "HERMES_DEBUG",     "HERMES_INSTANCE",
-                           "HERMES_MAX_CONNS", "HERMES_TLS"};
+    const char *names[] = {"HERMES_CONFIG", "HERMES_API_BIND", "HERMES_LOG_LEVEL", "HERMES_WORKERS",
+                           "HERMES_DEBUG",  "HERMES_INSTANCE", "HERMES_MAX_CONNS", "HERMES_TLS"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         unsetenv (names[i]);
 }
@@ -259,8 +258,8 @@ static void test_layers (void **state)
     cfg = s_new ();
     char config_eq[300];
     snprintf (config_eq, sizeof config_eq, "--config=%s", path);
-    assert_int_equal (s_load (cfg, err, sizeof err, "--api-bind", "tcp://flag:3",
-                              "--workers=20", config_eq, NULL),
+    assert_int_equal (s_load (cfg, err, sizeof err, "--api-bind", "tcp://flag:3", "--workers=20",
+                              config_eq, NULL),
                       0);
     assert_string_equal (hms_config_str (cfg, "api_bind"), "tcp://flag:3");
     assert_int_equal (hms_config_int (cfg, "workers"), 20);
@@ -268,9 +267,8 @@ static void test_layers (void **state)
     hms_config_destroy (&cfg);
 
     cfg = s_new ();
-    assert_int_equal (s_load (cfg, err, sizeof err, "--api-bind=tcp://flag:4", "--instance",
-                              "relay-9", NULL),
-                      0);
+    assert_int_equal (
+        s_load (cfg, err, sizeof err, "--api-bind=tcp://flag:4", "--instance", "relay-9", NULL), 0);
     assert_string_equal (hms_config_str (cfg, "api_bind"), "tcp://flag:4");
     assert_string_equal (hms_config_str (cfg, "instance"), "relay-9");
     assert_int_equal (hms_config_int (cfg, "workers"), 12); /* env */

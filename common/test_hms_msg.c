@@ -83,10 +83,10 @@ static void test_new_and_accessors (void **state)
 static void test_round_trip (void **state)
 {
     (void)state;
-    json_t *policy = json_pack ("{s:s, s:i, s:{s:[s], s:[s]}, s:s, s:{s:f, s:i, s:s}}", "id",
-                                "rate-api", "priority", 300, "match", "host", "api.example.com",
-                                "path_prefix", "/v1/", "action", "rate_limit", "rate",
-                                "per_second", 2.5, "burst", 10, "key", "user");
+    json_t *policy =
+        json_pack ("{s:s, s:i, s:{s:[s], s:[s]}, s:s, s:{s:f, s:i, s:s}}", "id", "rate-api",
+                   "priority", 300, "match", "host", "api.example.com", "path_prefix", "/v1/",
+                   "action", "rate_limit", "rate", "per_second", 2.5, "burst", 10, "key", "user");
     json_t *env = hms_msg_new ("policy.add", 1, "hermesctl", json_pack ("{s:o}", "policy", policy));
     char *text = hms_msg_encode (env);
     assert_non_null (text);
@@ -201,12 +201,14 @@ static void test_decode_errors (void **state)
     }
     err = s_refused (ENV ("\"body\":{}"), HMS_ERR_BAD_ENVELOPE);
     s_assert_contains (err, "src");
-    err = s_refused ("{\"hermes\":1,\"type\":\"status\",\"v\":1,\"ts\":5,\"src\":\"a\",\"body\":{}}",
-                     HMS_ERR_BAD_ENVELOPE);
+    err =
+        s_refused ("{\"hermes\":1,\"type\":\"status\",\"v\":1,\"ts\":5,\"src\":\"a\",\"body\":{}}",
+                   HMS_ERR_BAD_ENVELOPE);
     s_assert_contains (err, "missing required property 'id'");
-    err = s_refused ("{\"hermes\":2,\"type\":\"status\",\"v\":1,\"id\":\"i\",\"ts\":5,\"src\":\"a\","
-                     "\"body\":{}}",
-                     HMS_ERR_BAD_ENVELOPE);
+    err =
+        s_refused ("{\"hermes\":2,\"type\":\"status\",\"v\":1,\"id\":\"i\",\"ts\":5,\"src\":\"a\","
+                   "\"body\":{}}",
+                   HMS_ERR_BAD_ENVELOPE);
     s_assert_contains (err, "hermes");
     err = s_refused (ENV ("\"src\":\"a\",\"body\":{},\"reply_to\":\"x\""), HMS_ERR_BAD_ENVELOPE);
     s_assert_contains (err, "reply_to");
@@ -227,9 +229,10 @@ static void test_decode_errors (void **state)
                      "\"a\",\"body\":{}}",
                      HMS_ERR_UNKNOWN_TYPE);
     s_assert_contains (err, "node.rename");
-    err = s_refused ("{\"hermes\":1,\"type\":\"status\",\"v\":2,\"id\":\"i\",\"ts\":5,\"src\":\"a\","
-                     "\"body\":{}}",
-                     HMS_ERR_UNKNOWN_TYPE);
+    err =
+        s_refused ("{\"hermes\":1,\"type\":\"status\",\"v\":2,\"id\":\"i\",\"ts\":5,\"src\":\"a\","
+                   "\"body\":{}}",
+                   HMS_ERR_UNKNOWN_TYPE);
     s_assert_contains (err, "status");
     s_assert_contains (err, "version 2");
     /* "envelope" is the envelope's schema, not a message type, even with a body that is a
@@ -255,8 +258,8 @@ static void test_decode_errors (void **state)
     s_assert_contains (err, "body.instance");
     err = s_refused (REG ("{\"kind\":\"relay\",\"instance\":\"r1\",\"pid\":-1}"), HMS_ERR_BAD_BODY);
     s_assert_contains (err, "body.pid");
-    err = s_refused (REG ("{\"kind\":\"relay\",\"instance\":\"r1\",\"colour\":1}"),
-                     HMS_ERR_BAD_BODY);
+    err =
+        s_refused (REG ("{\"kind\":\"relay\",\"instance\":\"r1\",\"colour\":1}"), HMS_ERR_BAD_BODY);
     s_assert_contains (err, "colour");
 #undef REG
     err = s_refused ("{\"hermes\":1,\"type\":\"link.add\",\"v\":1,\"id\":\"i\",\"ts\":5,\"src\":"
@@ -381,8 +384,10 @@ static void test_golden (void **state)
 int main (void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_new_and_accessors), cmocka_unit_test (test_round_trip),
-        cmocka_unit_test (test_replies),           cmocka_unit_test (test_decode_errors),
+        cmocka_unit_test (test_new_and_accessors),
+        cmocka_unit_test (test_round_trip),
+        cmocka_unit_test (test_replies),
+        cmocka_unit_test (test_decode_errors),
         cmocka_unit_test (test_golden),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);

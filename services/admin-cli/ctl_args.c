@@ -201,19 +201,28 @@ int ctl_args_parse (ctl_args_t *args, int argc, char **argv, char *err, size_t e
     int nflags = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp (a, "-h") == 0 || strcmp (a, "--help") == 0 || strcmp (a, "help") == 0)
+        if (strcmp (a, "-h") == 0 || strcmp (a, "--help") == 0 ||
+            (nwords == 0 && strcmp (a, "help") == 0))
             return 1;
         if (strcmp (a, "--json") == 0) {
             args->json = true;
             continue;
         }
         if (a[0] == '-' && a[1] != 0) {
+            /* --name value, or --name=value */
             const char *name = a[1] == '-' ? a + 2 : a + 1;
-            if (i + 1 >= argc) {
+            const char *eq = strchr (name, '=');
+            const char *value;
+            if (eq) {
+                char *store = args->flag_name_store[nflags < 8 ? nflags : 7];
+                snprintf (store, sizeof args->flag_name_store[0], "%.*s", (int)(eq - name), name);
+                name = store;
+                value = eq + 1;
+            } else if (i + 1 >= argc) {
                 snprintf (err, errlen, "option %s needs a value", a);
                 return -1;
-            }
-            const char *value = argv[++i];
+            } else
+                value = argv[++i];
             if (strcmp (name, "c") == 0 || strcmp (name, "controller") == 0)
                 args->controller = value;
             else if (strcmp (name, "keys-dir") == 0)

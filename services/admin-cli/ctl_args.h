@@ -22,6 +22,7 @@ typedef struct {
     const char *pos[8];
     int npos;
     const char *flag_names[8];
+    char flag_name_store[8][48]; /* names of --name=value flags */
     const char *flag_values[8];
     int nflags;
 } ctl_args_t;

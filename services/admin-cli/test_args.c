@@ -78,7 +78,11 @@ static const s_case_t s_cases[] = {
     {{"policy", "del", "deny-telnet"}, "policy del", "policy.del", 1, {"deny-telnet"}},
     {{"policy", "list"}, "policy list", "policy.list", 0, {NULL}},
     {{"config", "show"}, "config show", "config.show", 0, {NULL}},
-    {{"config", "show", "--version", "3", "--kind", "relay"}, "config show", "config.show", 0, {NULL}},
+    {{"config", "show", "--version", "3", "--kind", "relay"},
+     "config show",
+     "config.show",
+     0,
+     {NULL}},
     {{"config", "history"}, "config history", "config.history", 0, {NULL}},
     {{"config", "history", "--limit", "5"}, "config history", "config.history", 0, {NULL}},
     {{"config", "rollback", "4"}, "config rollback", "config.rollback", 1, {"4"}},
@@ -128,9 +132,9 @@ static void test_flags (void **state)
 {
     (void)state;
     ctl_args_t args;
-    assert_int_equal (s_parse (&args, "node", "add", "relay-1", "--address", "10.0.0.1",
-                               "--site", "fra", NULL),
-                      0);
+    assert_int_equal (
+        s_parse (&args, "node", "add", "relay-1", "--address", "10.0.0.1", "--site", "fra", NULL),
+        0);
     assert_int_equal (args.nflags, 2);
     assert_string_equal (ctl_args_flag (&args, "address"), "10.0.0.1");
     assert_string_equal (ctl_args_flag (&args, "site"), "fra");
@@ -179,9 +183,8 @@ static void test_global_options (void **state)
     assert_int_equal (args.timeout_ms, 600000);
     assert_int_equal (args.nflags, 0); /* global options are not sub-command flags */
 
-    assert_int_equal (s_parse (&args, "link", "-c", "tcp://d:2", "del", "a", "--timeout", "1",
-                               "b", NULL),
-                      0);
+    assert_int_equal (
+        s_parse (&args, "link", "-c", "tcp://d:2", "del", "a", "--timeout", "1", "b", NULL), 0);
     assert_string_equal (args.command->words, "link del");
     assert_string_equal (args.pos[1], "b");
     assert_string_equal (args.controller, "tcp://d:2");
@@ -223,18 +226,12 @@ static void test_usage_errors (void **state)
 
     /* wrong positional counts name the usage */
     const char *const wrong[][5] = {
-        {"node", "add", NULL},
-        {"node", "add", "a", "b", NULL},
-        {"node", "del", NULL},
-        {"link", "add", "a", NULL},
-        {"link", "add", "a", "b", "c"},
-        {"link", "del", "a", NULL},
-        {"policy", "add", NULL},
-        {"policy", "del", NULL},
-        {"config", "rollback", NULL},
-        {"config", "rollback", "1", "2", NULL},
-        {"status", "now", NULL},
-        {"node", "list", "all", NULL},
+        {"node", "add", NULL},          {"node", "add", "a", "b", NULL},
+        {"node", "del", NULL},          {"link", "add", "a", NULL},
+        {"link", "add", "a", "b", "c"}, {"link", "del", "a", NULL},
+        {"policy", "add", NULL},        {"policy", "del", NULL},
+        {"config", "rollback", NULL},   {"config", "rollback", "1", "2", NULL},
+        {"status", "now", NULL},        {"node", "list", "all", NULL},
         {"audit", "all", NULL},
     };
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
@@ -354,7 +351,8 @@ static void test_requests (void **state)
     snprintf (policy, sizeof policy, "%s/policy.json", dir);
     snprintf (broken, sizeof broken, "%s/broken.json", dir);
     FILE *f = fopen (policy, "w");
-    fputs ("{\"id\": \"deny-telnet\", \"action\": \"deny\", \"match\": {\"ports\": [\"23\"]}}\n", f);
+    fputs ("{\"id\": \"deny-telnet\", \"action\": \"deny\", \"match\": {\"ports\": [\"23\"]}}\n",
+           f);
     fclose (f);
     f = fopen (broken, "w");
     fputs ("{\"id\": \"x\",\n \"action\": }\n", f);
@@ -370,8 +368,8 @@ static void test_requests (void **state)
         json_decref (s_build (words));
     }
 
-    json_t *body = s_build ((const char *[]){"link", "add", "a", "b", "--cost", "20",
-                                             "--transport", "h3", NULL});
+    json_t *body = s_build (
+        (const char *[]){"link", "add", "a", "b", "--cost", "20", "--transport", "h3", NULL});
     assert_int_equal (json_integer_value (json_object_get (body, "cost")), 20);
     assert_string_equal (json_string_value (json_object_get (body, "transport")), "h3");
     json_decref (body);

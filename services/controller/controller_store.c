@@ -224,7 +224,10 @@ static int s_write (controller_store_t *self, sqlite3_stmt *st, controller_err_t
     sqlite3_finalize (st);
     if (rc == SQLITE_DONE)
         return 0;
-    if ((rc & 0xff) == SQLITE_CONSTRAINT)
+    int ext = sqlite3_extended_errcode (self->db);
+    if (ext == SQLITE_CONSTRAINT_CHECK)
+        s_err (err, HMS_ERR_INVALID, "%s: %s", what, sqlite3_errmsg (self->db));
+    else if ((rc & 0xff) == SQLITE_CONSTRAINT)
         s_err (err, HMS_ERR_CONFLICT, "%s: %s", what, sqlite3_errmsg (self->db));
     else
         s_db_err (self, err, what);

@@ -78,8 +78,8 @@ static void test_kinds (void **state)
     json_t *schema = json_load_file (path, 0, &jerr);
     if (!schema)
         fail_msg ("%s: %s", path, jerr.text);
-    json_t *kinds = json_object_get (json_object_get (json_object_get (schema, "properties"), "kind"),
-                                     "enum");
+    json_t *kinds =
+        json_object_get (json_object_get (json_object_get (schema, "properties"), "kind"), "enum");
     assert_int_equal (json_array_size (kinds), n);
     size_t i;
     json_t *k;
@@ -101,8 +101,10 @@ static void test_compile_every_kind (void **state)
         assert_non_null (config);
         s_assert_valid (config, kind);
         json_t *topology = json_object_get (config, "topology");
-        assert_true (json_equal (json_object_get (topology, "nodes"), json_object_get (st, "nodes")));
-        assert_true (json_equal (json_object_get (topology, "links"), json_object_get (st, "links")));
+        assert_true (
+            json_equal (json_object_get (topology, "nodes"), json_object_get (st, "nodes")));
+        assert_true (
+            json_equal (json_object_get (topology, "links"), json_object_get (st, "links")));
         json_t *policies = json_object_get (config, "policies");
         assert_true (json_is_array (policies));
         if (strcmp (kind, "policy") == 0) {
@@ -131,9 +133,7 @@ static void test_empty_state (void **state)
     const char *empty = "{\"topology\":{\"nodes\":[],\"links\":[]},\"policies\":[]}";
     json_t *expected = s_json (empty);
     json_t *inputs[] = {
-        NULL,
-        s_json ("{}"),
-        s_json ("{\"nodes\":[],\"links\":[],\"policies\":[]}"),
+        NULL, s_json ("{}"), s_json ("{\"nodes\":[],\"links\":[],\"policies\":[]}"),
         s_json ("{\"nodes\":{},\"links\":\"x\",\"policies\":7}"), /* wrong shapes are ignored */
     };
     for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
@@ -194,9 +194,8 @@ static void test_from_store (void **state)
     for (size_t k = 0; controller_kinds[k]; k++) {
         json_t *config = controller_snapshot_compile (st, controller_kinds[k]);
         s_assert_valid (config, controller_kinds[k]);
-        assert_int_equal (json_array_size (json_object_get (json_object_get (config, "topology"),
-                                                            "links")),
-                          1);
+        assert_int_equal (
+            json_array_size (json_object_get (json_object_get (config, "topology"), "links")), 1);
         assert_int_equal (json_array_size (json_object_get (config, "policies")),
                           strcmp (controller_kinds[k], "policy") == 0 ? 1 : 0);
         json_decref (config);
@@ -211,8 +210,8 @@ static void test_from_store (void **state)
 int main (void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_kinds),          cmocka_unit_test (test_compile_every_kind),
-        cmocka_unit_test (test_empty_state),    cmocka_unit_test (test_compile_copies),
+        cmocka_unit_test (test_kinds),       cmocka_unit_test (test_compile_every_kind),
+        cmocka_unit_test (test_empty_state), cmocka_unit_test (test_compile_copies),
         cmocka_unit_test (test_from_store),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);

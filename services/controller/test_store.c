@@ -141,7 +141,8 @@ static void test_fresh_and_reopen (void **state)
     json_decref (history);
 
     controller_err_t err = {0};
-    assert_int_equal (controller_store_node_add (store, "relay-1", "10.0.0.1:4433", "fra", &err), 0);
+    assert_int_equal (controller_store_node_add (store, "relay-1", "10.0.0.1:4433", "fra", &err),
+                      0);
     assert_int_equal (controller_store_version_new (store, "alice", "first", &err), 1);
     controller_store_destroy (&store);
     assert_null (store);
@@ -159,7 +160,8 @@ static void test_fresh_and_reopen (void **state)
     assert_int_equal (controller_store_schema_version (store), controller_store_latest_schema ());
     assert_int_equal (controller_store_version_current (store), 1);
     json_t *nodes = controller_store_nodes (store);
-    s_assert_json (nodes, "[{\"name\":\"relay-1\",\"address\":\"10.0.0.1:4433\",\"site\":\"fra\"}]");
+    s_assert_json (nodes,
+                   "[{\"name\":\"relay-1\",\"address\":\"10.0.0.1:4433\",\"site\":\"fra\"}]");
     json_decref (nodes);
     controller_store_destroy (&store);
     assert_int_equal (s_sql_int ("SELECT count(*) FROM meta WHERE key = 'epoch'"), 1);
@@ -608,8 +610,8 @@ static void test_instances (void **state)
                    "\"build\":\"0.1.1\",\"state\":\"up\",\"last_seen_ms\":9000,"
                    "\"applied_version\":3,\"rejected_version\":4,\"reject_reason\":\"bad route\"}");
     json_decref (list);
-    assert_int_equal (
-        s_sql_int ("SELECT registered_ms FROM instances WHERE instance = 'relay-1'"), 9000);
+    assert_int_equal (s_sql_int ("SELECT registered_ms FROM instances WHERE instance = 'relay-1'"),
+                      9000);
     controller_store_destroy (&store);
 }
 

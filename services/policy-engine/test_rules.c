@@ -48,10 +48,8 @@ static void test_prefixes (void **state)
                       0);
     assert_int_equal (family, AF_INET6);
     assert_int_equal (len, 32);
-    assert_memory_equal (addr,
-                         ((unsigned char[]){0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                            0, 0}),
-                         16);
+    assert_memory_equal (
+        addr, ((unsigned char[]){0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}), 16);
     assert_int_equal (policy_prefix_parse ("::1", &family, addr, &len, err, sizeof err), 0);
     assert_int_equal (family, AF_INET6);
     assert_int_equal (len, 128);
@@ -96,20 +94,16 @@ static void test_ports (void **state)
     struct {
         const char *text;
         int lo, hi;
-    } good[] = {{"443", 443, 443},
-                {"8000-8100", 8000, 8100},
-                {"1", 1, 1},
-                {"65535", 65535, 65535},
-                {"1-65535", 1, 65535},
-                {"80-80", 80, 80}};
+    } good[] = {{"443", 443, 443},       {"8000-8100", 8000, 8100}, {"1", 1, 1},
+                {"65535", 65535, 65535}, {"1-65535", 1, 65535},     {"80-80", 80, 80}};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         if (policy_ports_parse (good[i].text, &lo, &hi, err, sizeof err))
             fail_msg ("'%s': %s", good[i].text, err);
         assert_int_equal (lo, good[i].lo);
         assert_int_equal (hi, good[i].hi);
     }
-    const char *bad[] = {"0",   "65536", "100-50", "80-",      "-80",        "abc",
-                         "",    "80x",   "0-10",   "10-70000", "80-90-100", "99999999999999999999"};
+    const char *bad[] = {"0", "65536", "100-50", "80-",      "-80",       "abc",
+                         "",  "80x",   "0-10",   "10-70000", "80-90-100", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = 0;
         lo = hi = -7;
