@@ -1,0 +1,289 @@
+"""Hermes under docker-compose, for real.
+
+Installs docker.io, docker-compose and debootstrap if missing, starts dockerd if none
+answers (and stops only that one at the end), builds a local Debian base image with
+debootstrap when it is absent (kept between runs), builds the Hermes image with
+compose/Dockerfile, starts compose/docker-compose.yml with three tunnel relays and waits
+until the controller reports every service up and on the current config version; then
+changes the config (`hermesctl node add`) and waits until every container runs the new
+version (the push channel between containers). Always tears the project down.
+
+Environment: HERMES_BIN_DIR (the build's bin dir, for hermesctl on the host),
+HERMES_SOURCE_DIR (repository root). Optional: HERMES_COMPOSE (default docker-compose,
+e.g. "docker compose" for Compose v2), HERMES_TEST_BASE_IMAGE (use this base image instead
+of building hermes-base:bookworm).
+Needs root (apt-get, dockerd). Fails, never skips, when docker cannot run here.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+SOURCE_DIR = Path(os.environ.get("HERMES_SOURCE_DIR") or Path(__file__).resolve().parents[2])
+BIN_DIR = Path(os.environ.get("HERMES_BIN_DIR") or SOURCE_DIR / "build" / "bin")
+COMPOSE_FILE = SOURCE_DIR / "compose" / "docker-compose.yml"
+COMPOSE = shlex.split(os.environ.get("HERMES_COMPOSE", "docker-compose"))
+
+BASE_IMAGE = "hermes-base:bookworm"
+# A fixed tag for the image under test, so that its layers (build dependencies above all)
+# stay cached between runs; stale copies are pruned at the end.
+IMAGE = "hermes-citest:local"
+PACKAGES = ["docker.io", "docker-compose", "debootstrap"]
+SERVICE_KINDS = ["relay", "ingress", "policy", "retry", "ndn", "bypass"]
+RELAYS = 3
+CONVERGE_S = 60  # from `compose up` returning to every service up and applied
+PUSH_S = 30  # from a config change to every service running it
+
+T0 = time.monotonic()
+
+
+def log(msg):
+    print(f"[compose-test {time.monotonic() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, timeout, check=True, **kw):
+    """Runs cmd, returns CompletedProcess with text output; fails the test on error."""
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"timed out after {timeout}s: {shlex.join(map(str, cmd))}\n"
+                    f"{(e.stdout or b'')[-3000:]!r}\n{(e.stderr or b'')[-3000:]!r}")
+    if check and p.returncode != 0:
+        pytest.fail(f"exit {p.returncode}: {shlex.join(map(str, cmd))}\n"
+                    f"--- stdout\n{p.stdout[-5000:]}\n--- stderr\n{p.stderr[-5000:]}")
+    return p
+
+
+def installed(pkg):
+    p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+    return p.returncode == 0 and "install ok installed" in p.stdout
+
+
+def ensure_packages():
+    missing = [p for p in PACKAGES if not installed(p)]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        pytest.fail(f"needs root to install {' '.join(missing)} (or install them first)")
+    log(f"apt-get install {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-qq"], timeout=300, env=env)
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        timeout=600, env=env)
+
+
+def docker_answers():
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextlib.contextmanager
+def docker_daemon(workdir):
+    """Yields once `docker info` answers; stops dockerd at exit only if started here."""
+    if docker_answers():
+        log("dockerd already running: using it")
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.fail("docker does not answer and starting dockerd needs root")
+    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+    logpath = workdir / "dockerd.log"
+    log(f"starting {dockerd} (log {logpath})")
+    with open(logpath, "wb") as logf:
+        proc = subprocess.Popen([dockerd], stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not docker_answers():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = logpath.read_text(errors="replace")[-4000:]
+                pytest.fail("this machine cannot run docker: dockerd "
+                            + (f"exited with {proc.returncode}" if proc.poll() is not None
+                               else "did not answer in 60 s")
+                            + f"\n--- dockerd log (tail)\n{tail}")
+            time.sleep(0.5)
+        log("dockerd answers")
+        yield
+    finally:
+        if proc.poll() is None:
+            log("stopping the dockerd this test started")
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def mirror_uri():
+    p = run(["bash", "-c", '. "$1/scripts/lib/install.sh" && hermes_mirror_uri', "_",
+             str(SOURCE_DIR)], timeout=30)
+    return p.stdout.strip()
+
+
+def image_exists(name):
+    return subprocess.run(["docker", "image", "inspect", name],
+                          capture_output=True).returncode == 0
+
+
+def ensure_base_image():
+    """hermes-base:bookworm from debootstrap, built once per machine and kept."""
+    if os.environ.get("HERMES_TEST_BASE_IMAGE"):
+        return os.environ["HERMES_TEST_BASE_IMAGE"]
+    with open("/tmp/hermes-base-image.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once build it once
+        if image_exists(BASE_IMAGE):
+            log(f"base image {BASE_IMAGE} cached")
+            return BASE_IMAGE
+        uri = mirror_uri()
+        root = Path(tempfile.mkdtemp(prefix="hermes-debootstrap-"))
+        try:
+            log(f"debootstrap --variant=minbase bookworm from {uri}")
+            run(["debootstrap", "--variant=minbase", "bookworm", str(root), uri], timeout=900)
+            # apt lists and caches are fetched again by every `apt-get update` of the build.
+            for d in ("var/lib/apt/lists", "var/cache/apt"):
+                for f in (root / d).glob("*"):
+                    if f.is_file():
+                        f.unlink()
+            log(f"docker import {BASE_IMAGE}")
+            run(["bash", "-c",
+                 'set -o pipefail; tar -C "$1" -c . | docker import --change "CMD [\\"/bin/bash\\"]" - "$2"',
+                 "_", str(root), BASE_IMAGE], timeout=300)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return BASE_IMAGE
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def prune_stale_images():
+    """Removes the stale images the classic builder leaves behind, keeping the newest
+    build-stage image (its layers are the cache of the next build)."""
+    runtime = run(["docker", "images", "-q", "--filter", "dangling=true",
+                   "--filter", "label=hermes.stage=runtime"], timeout=60, check=False)
+    build = run(["docker", "images", "-q", "--filter", "dangling=true",
+                 "--filter", "label=hermes.stage=build"], timeout=60, check=False)
+    stale = runtime.stdout.split() + build.stdout.split()[1:]  # newest first
+    if stale:
+        run(["docker", "rmi", *stale], timeout=120, check=False)
+
+
+def converged(status):
+    """None when the status shows every service up and applied, else what is missing."""
+    cfg = status.get("config_version")
+    services = [s for s in status.get("services", []) if s.get("kind") != "controller"]
+    counts = {k: sum(1 for s in services if s.get("kind") == k) for k in SERVICE_KINDS}
+    problems = []
+    if counts["relay"] != RELAYS:
+        problems.append(f"{counts['relay']} relays, want {RELAYS}")
+    problems += [f"no {k}" for k in SERVICE_KINDS if counts[k] == 0]
+    problems += [f"{s.get('kind')}/{s.get('instance')} state={s.get('state')} "
+                 f"applied={s.get('applied_version')} config={cfg}"
+                 for s in services
+                 if s.get("state") != "up" or s.get("applied_version") != cfg]
+    return "; ".join(problems) or None
+
+
+def wait_converged(ctl, seconds, min_version):
+    """Polls `hermesctl status --json` until converged() at config_version >= min_version;
+    returns that status, fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    last, status = "no answer yet", None
+    for _ in range(int(seconds * 4)):  # bounded: each try takes >= 0.5 s
+        if time.monotonic() > deadline:
+            break
+        p = run([*ctl, "status", "--json"], timeout=15, check=False)
+        if p.returncode == 0:
+            try:
+                status = json.loads(p.stdout)
+                last = converged(status)
+                if last is None and status["config_version"] < min_version:
+                    last = f"config_version {status['config_version']} < {min_version}"
+            except (ValueError, AttributeError, KeyError, TypeError) as e:
+                last = f"unparsable status ({e}): {p.stdout[:500]!r}"
+            if last is None:
+                return status
+        else:
+            last = f"hermesctl exit {p.returncode}: {p.stderr.strip()[-300:]}"
+        time.sleep(0.5)
+    pytest.fail(f"not converged within {seconds} s: {last}\n"
+                f"last status: {json.dumps(status, indent=1)}")
+
+
+def test_compose_stack_converges():
+    hermesctl = BIN_DIR / "hermesctl"
+    assert hermesctl.is_file(), f"{hermesctl} missing: build first (HERMES_BIN_DIR)"
+    assert COMPOSE_FILE.is_file(), f"{COMPOSE_FILE} missing (HERMES_SOURCE_DIR)"
+
+    ensure_packages()
+    work = Path(tempfile.mkdtemp(prefix="hermes-citest-"))
+    project = f"hermes-citest-{secrets.token_hex(4)}"
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        stack.enter_context(docker_daemon(work))
+        base = ensure_base_image()
+
+        keys = work / "keys"
+        run([str(hermesctl), "keygen", "--dir", str(keys)], timeout=60)
+        port = free_port()
+        env = dict(os.environ, HERMES_BASE_IMAGE=base, HERMES_IMAGE=IMAGE,
+                   HERMES_KEYS_DIR=str(keys), HERMES_CONTROLLER_PORT=str(port),
+                   COMPOSE_DOCKER_CLI_BUILD="0")
+        compose = [*COMPOSE, "-p", project, "-f", str(COMPOSE_FILE)]
+
+        def down():
+            log("compose down")
+            run([*compose, "down", "-v", "--remove-orphans", "-t", "10"], timeout=300,
+                check=False, env=env, cwd=SOURCE_DIR)
+            prune_stale_images()
+
+        stack.callback(down)  # runs before dockerd stops and the temp dir goes
+        try:
+            log(f"compose up ({project}, controller on port {port})")
+            run([*compose, "up", "-d", "--build", "--scale", f"tunnel-relay={RELAYS}"],
+                timeout=1200, env=env, cwd=SOURCE_DIR)
+            log("compose up done; polling hermesctl status")
+            ctl = [str(hermesctl), "-c", f"tcp://127.0.0.1:{port}", "--keys-dir", str(keys)]
+            status = wait_converged(ctl, CONVERGE_S, min_version=0)
+            relays = {s["instance"] for s in status["services"] if s["kind"] == "relay"}
+            assert len(relays) == RELAYS, f"relay instances not distinct: {relays}"
+
+            # A config change reaches every container over the push channel (7101).
+            version = status["config_version"]
+            log(f"converged at config version {version}; adding a node")
+            run([*ctl, "node", "add", "citest-node", "--address", "192.0.2.1"], timeout=30)
+            status = wait_converged(ctl, PUSH_S, min_version=version + 1)
+            log(f"converged at config version {status['config_version']}")
+        except BaseException:
+            dump_logs(compose, env)
+            raise
+
+
+def dump_logs(compose, env):
+    """Prints `compose ps` and `compose logs` (pytest shows them with the failure)."""
+    for args, timeout in ((["ps"], 60), (["logs", "--no-color", "--tail", "300"], 120)):
+        try:
+            p = subprocess.run([*compose, *args], capture_output=True, text=True,
+                               timeout=timeout, env=env, cwd=SOURCE_DIR)
+            print(f"--- compose {' '.join(args)}\n{p.stdout}{p.stderr}")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            print(f"--- compose {' '.join(args)}: {e}")
