@@ -66,3 +66,26 @@ def test_unreachable_controller_exits_3_within_2s(suite):
     took = time.monotonic() - t0
     assert rc == 3 and "did not answer within 2000 ms" in err
     assert took < 2.6, took
+
+
+def test_routes_follow_the_topology(running):
+    for n in ("edge", "mid", "core", "far"):
+        running.ctl("node", "add", n)
+    running.ctl("link", "add", "edge", "mid", "--cost", "1")
+    running.ctl("link", "add", "mid", "core", "--cost", "1")
+    running.ctl("link", "add", "edge", "core", "--cost", "5")
+    route = running.ctl_json("route", "show", "core", "--from", "edge")
+    assert route == [{"from": "edge", "to": "core", "cost": 2, "path": ["edge", "mid", "core"]}]
+    _, table, _ = running.ctl("route", "show", "core", "--from", "edge")
+    assert "edge -> mid -> core" in table
+    assert running.ctl_json("route", "show", "far") == []  # unreachable: no route
+    # a node going away reroutes, and the proxies get the new table
+    running.ctl("node", "del", "mid")
+    route = running.ctl_json("route", "show", "core", "--from", "edge")
+    assert route[0]["path"] == ["edge", "core"] and route[0]["cost"] == 5
+    version = running.status()["config_version"]
+    running.wait_converged(expect=6, timeout=3, version=version)
+    shown = running.ctl_json("config", "show", "--kind", "ingress")["configs"]["ingress"]
+    assert {(r["from"], r["to"]): r["path"] for r in shown["routes"]}[("edge", "core")] == [
+        "edge", "core"]
+    assert "routes" not in running.ctl_json("config", "show", "--kind", "retry")["configs"]["retry"]

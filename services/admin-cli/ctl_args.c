@@ -121,6 +121,17 @@ static json_t *s_build_config_show (const ctl_args_t *args, char *err, size_t er
     return body;
 }
 
+static json_t *s_build_route_show (const ctl_args_t *args, char *err, size_t errlen)
+{
+    json_t *body = json_object ();
+    const char *from = ctl_args_flag (args, "from");
+    if (args->npos > 0)
+        json_object_set_new (body, "to", json_string (args->pos[0]));
+    if (from)
+        json_object_set_new (body, "from", json_string (from));
+    return body;
+}
+
 static json_t *s_build_rollback (const ctl_args_t *args, char *err, size_t errlen)
 {
     long long v;
@@ -150,6 +161,8 @@ static const ctl_command_t s_commands[] = {
      ctl_print_history},
     {"config rollback", "config rollback VERSION", "config.rollback", 1, 1, "", s_build_rollback,
      ctl_print_write},
+    {"route show", "route show [DEST] [--from NODE]", "route.show", 0, 1, "from",
+     s_build_route_show, ctl_print_routes},
     {"audit", "audit [--limit N]", "audit.list", 0, 0, "limit", s_build_limit, ctl_print_audit},
     {"keygen", "keygen [--dir DIR]   (local: create missing CURVE keys)", NULL, 0, 0, "dir",
      s_build_empty, NULL},

@@ -135,6 +135,29 @@ void ctl_print_policies (const json_t *result)
     json_decref (rows);
 }
 
+void ctl_print_routes (const json_t *result)
+{
+    json_t *rows = json_deep_copy (result);
+    size_t i;
+    json_t *row;
+    json_array_foreach (rows, i, row)
+    {
+        char path[1024] = "";
+        size_t j;
+        json_t *hop;
+        json_array_foreach (json_object_get (row, "path"), j, hop)
+        {
+            size_t n = strlen (path);
+            snprintf (path + n, sizeof path - n, "%s%s", j ? " -> " : "", json_string_value (hop));
+        }
+        json_object_set_new (row, "path_text", json_string (path));
+    }
+    static const char *keys[] = {"from", "to", "cost", "path_text"};
+    static const char *heads[] = {"FROM", "TO", "COST", "PATH"};
+    s_table (rows, keys, heads, 4);
+    json_decref (rows);
+}
+
 static void s_add_when (json_t *rows, const char *key)
 {
     size_t i;

@@ -9,6 +9,7 @@ void ctl_print_status (const json_t *result);
 void ctl_print_nodes (const json_t *result);
 void ctl_print_links (const json_t *result);
 void ctl_print_policies (const json_t *result);
+void ctl_print_routes (const json_t *result);
 void ctl_print_history (const json_t *result);
 void ctl_print_audit (const json_t *result);
 /* Result of a write: the new config version. */

@@ -1,6 +1,7 @@
 /* controller: api handlers (one table keyed by message type), instance health, config
  * versions and their push. */
 #include "controller.h"
+#include "controller_routes.h"
 #include "controller_snapshot.h"
 #include "controller_store.h"
 #include "hms_alloc.h"
@@ -340,6 +341,21 @@ static int s_on_audit_list (controller_t *self, s_req_t *req, json_t **result,
     return 0;
 }
 
+static const char *s_str (s_req_t *req, const char *key)
+{
+    return json_string_value (json_object_get (req->body, key));
+}
+
+static int s_on_route_show (controller_t *self, s_req_t *req, json_t **result,
+                            controller_err_t *err)
+{
+    json_t *all = controller_routes_compute (json_object_get (self->state, "nodes"),
+                                             json_object_get (self->state, "links"));
+    *result = controller_routes_filter (all, s_str (req, "from"), s_str (req, "to"));
+    json_decref (all);
+    return 0;
+}
+
 static int s_on_config_show (controller_t *self, s_req_t *req, json_t **result,
                              controller_err_t *err)
 {
@@ -365,11 +381,6 @@ static int s_on_config_show (controller_t *self, s_req_t *req, json_t **result,
 }
 
 /* ---- admin writes (run inside one transaction by s_dispatch) --------------------- */
-
-static const char *s_str (s_req_t *req, const char *key)
-{
-    return json_string_value (json_object_get (req->body, key));
-}
 
 static int s_on_node_add (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
 {
@@ -451,6 +462,7 @@ static const s_route_t s_routes[] = {
     {"link.list", "admin", false, s_on_link_list},
     {"policy.list", "admin", false, s_on_policy_list},
     {"config.show", "admin", false, s_on_config_show},
+    {"route.show", "admin", false, s_on_route_show},
     {"config.history", "admin", false, s_on_config_history},
     {"audit.list", "admin", false, s_on_audit_list},
     {"node.add", "admin", true, s_on_node_add},

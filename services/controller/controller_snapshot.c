@@ -1,5 +1,6 @@
 /* controller_snapshot: per-kind config compilation. */
 #include "controller_snapshot.h"
+#include "controller_routes.h"
 
 #include <string.h>
 
@@ -12,6 +13,12 @@ int controller_kind_known (const char *kind)
         if (strcmp (kind, controller_kinds[i]) == 0)
             return 1;
     return 0;
+}
+
+/* Which kinds forward flows along routes. */
+static int s_wants_routes (const char *kind)
+{
+    return strcmp (kind, "ingress") == 0 || strcmp (kind, "relay") == 0;
 }
 
 /* Which kinds enforce policy documents themselves. */
@@ -31,6 +38,9 @@ json_t *controller_snapshot_compile (const json_t *state, const char *kind)
     json_t *nodes = s_copy_array (state, "nodes");
     json_t *links = s_copy_array (state, "links");
     json_t *policies = s_wants_policies (kind) ? s_copy_array (state, "policies") : json_array ();
-    return json_pack ("{s:{s:o, s:o}, s:o}", "topology", "nodes", nodes, "links", links, "policies",
-                      policies);
+    json_t *config = json_pack ("{s:{s:o, s:o}, s:o}", "topology", "nodes", nodes, "links", links,
+                                "policies", policies);
+    if (s_wants_routes (kind))
+        json_object_set_new (config, "routes", controller_routes_compute (nodes, links));
+    return config;
 }

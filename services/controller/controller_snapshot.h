@@ -1,5 +1,6 @@
 /* controller_snapshot: compiles the config one daemon kind runs (schemas/config/snapshot.v1)
- * from a config version's source state (topology + policies). */
+ * from a config version's source state (topology + policies): proxies (ingress, relay) also
+ * get the shortest routes, the policy engine the policies. */
 #ifndef CONTROLLER_SNAPSHOT_H_INCLUDED
 #define CONTROLLER_SNAPSHOT_H_INCLUDED
 

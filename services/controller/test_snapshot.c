@@ -14,6 +14,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -140,7 +141,15 @@ static void test_empty_state (void **state)
         for (size_t k = 0; controller_kinds[k]; k++) {
             json_t *config = controller_snapshot_compile (inputs[i], controller_kinds[k]);
             s_assert_valid (config, controller_kinds[k]);
-            if (!json_equal (config, expected)) {
+            /* the kinds that forward flows also get routes (none here) */
+            bool forwards = strcmp (controller_kinds[k], "ingress") == 0 ||
+                            strcmp (controller_kinds[k], "relay") == 0;
+            json_t *want = json_deep_copy (expected);
+            if (forwards)
+                json_object_set_new (want, "routes", json_array ());
+            bool same = json_equal (config, want);
+            json_decref (want);
+            if (!same) {
                 char *text = json_dumps (config, JSON_COMPACT);
                 fail_msg ("input %zu kind %s: %s", i, controller_kinds[k], text);
             }
