@@ -25,9 +25,14 @@ typedef struct {
     bool up;
     int64_t last_seen_mono;
     int64_t last_seen_wall;
+    int64_t registered_wall;
     int64_t applied;
     int64_t rejected;
+    int64_t pid;
+    char host[256];
+    char build[64];
     char *reason;
+    bool dirty; /* changed since the last save */
 } s_inst_t;
 
 struct controller {
@@ -43,7 +48,10 @@ struct controller {
     zsock_t *pub;
     zhash_t *instances; /* "kind/instance" -> s_inst_t */
     int64_t version;
-    json_t *state; /* source state of the current version */
+    json_t *state;     /* source state of the current version */
+    json_t *snaps[8];  /* compiled snapshot per kind of the current version, or NULL */
+    int64_t pushed_ms; /* when the current version was pushed */
+    bool converged;    /* every up instance has the current version (or rejected it) */
     uint64_t messages, refused_messages;
     char start_err[1024];
 };
@@ -103,16 +111,80 @@ static s_inst_t *s_inst (controller_t *self, const char *kind, const char *insta
     return inst;
 }
 
+/* Instance rows are soft state: changes are saved together by the sweep timer, one
+ * transaction for all of them, instead of one disk sync per heartbeat or ack. */
 static void s_inst_persist (controller_t *self, s_inst_t *inst)
 {
-    controller_store_instance_update (self->store, inst->kind, inst->instance,
-                                      inst->up ? "up" : "down", inst->last_seen_wall, inst->applied,
-                                      inst->rejected, inst->reason);
+    inst->dirty = true;
 }
 
-/* {version, kind, config} of version for kind; NULL when the version does not exist. */
+static void s_inst_save_dirty (controller_t *self)
+{
+    controller_err_t err;
+    bool open = false;
+    for (s_inst_t *inst = zhash_first (self->instances); inst;
+         inst = zhash_next (self->instances)) {
+        if (!inst->dirty)
+            continue;
+        if (!open && controller_store_begin (self->store, &err)) {
+            hms_error ("%s", err.text);
+            return;
+        }
+        open = true;
+        controller_instance_row_t row = {
+            .kind = inst->kind,
+            .instance = inst->instance,
+            .host = inst->host,
+            .build = inst->build,
+            .state = inst->up ? "up" : "down",
+            .reason = inst->reason,
+            .pid = inst->pid,
+            .registered_ms = inst->registered_wall,
+            .last_seen_ms = inst->last_seen_wall,
+            .applied = inst->applied,
+            .rejected = inst->rejected,
+        };
+        controller_store_instance_save (self->store, &row);
+        inst->dirty = false;
+    }
+    if (open && controller_store_commit (self->store, &err))
+        hms_error ("%s", err.text);
+}
+
+/* Logs once when every up instance runs the current version or has rejected it. */
+static void s_check_converged (controller_t *self)
+{
+    if (self->converged)
+        return;
+    size_t up = 0;
+    for (s_inst_t *inst = zhash_first (self->instances); inst;
+         inst = zhash_next (self->instances)) {
+        if (!inst->up)
+            continue;
+        if (inst->applied < self->version && inst->rejected != self->version)
+            return;
+        up++;
+    }
+    self->converged = true;
+    hms_info ("config version=%" PRId64 " converged instances=%zu ms=%" PRId64, self->version, up,
+              hms_mono_ms () - self->pushed_ms);
+}
+
+static int s_kind_index (const char *kind)
+{
+    for (int i = 0; controller_kinds[i]; i++)
+        if (strcmp (controller_kinds[i], kind) == 0)
+            return i;
+    return -1;
+}
+
+/* {version, kind, config} of version for kind; NULL when the version does not exist. The
+ * current version's are compiled once and shared. */
 static json_t *s_snapshot (controller_t *self, int64_t version, const char *kind)
 {
+    int k = s_kind_index (kind);
+    if (version == self->version && k >= 0 && self->snaps[k])
+        return json_incref (self->snaps[k]);
     json_t *state = version == self->version
                         ? json_incref (self->state)
                         : controller_store_version_state (self->store, version);
@@ -121,6 +193,8 @@ static json_t *s_snapshot (controller_t *self, int64_t version, const char *kind
     json_t *snap = json_pack ("{s:I, s:s, s:o}", "version", (json_int_t)version, "kind", kind,
                               "config", controller_snapshot_compile (state, kind));
     json_decref (state);
+    if (version == self->version && k >= 0)
+        self->snaps[k] = json_incref (snap);
     return snap;
 }
 
@@ -136,6 +210,12 @@ static void s_publish (controller_t *self)
 
 static void s_load_current (controller_t *self)
 {
+    for (size_t k = 0; k < sizeof self->snaps / sizeof self->snaps[0]; k++) {
+        json_decref (self->snaps[k]);
+        self->snaps[k] = NULL;
+    }
+    self->pushed_ms = hms_mono_ms ();
+    self->converged = false;
     self->version = controller_store_version_current (self->store);
     json_decref (self->state);
     self->state = controller_store_version_state (self->store, self->version);
@@ -174,8 +254,10 @@ static int s_on_register (controller_t *self, s_req_t *req, json_t **result, con
     if (applied > self->version)
         applied = 0; /* from another database: it will take ours */
     inst->applied = applied;
-    controller_store_instance_upsert (self->store, kind, name, host ? host : "", pid,
-                                      build ? build : "", inst->last_seen_wall);
+    inst->pid = pid;
+    inst->registered_wall = inst->last_seen_wall;
+    snprintf (inst->host, sizeof inst->host, "%s", host ? host : "");
+    snprintf (inst->build, sizeof inst->build, "%s", build ? build : "");
     s_inst_persist (self, inst);
     hms_info ("registered kind=%s instance=%s host=%s pid=%" PRId64 "%s", kind, name,
               host ? host : "?", pid, was_up ? " (again)" : "");
@@ -239,8 +321,8 @@ static int s_on_ack (controller_t *self, s_req_t *req, json_t **result, controll
     if (strcmp (outcome, "applied") == 0) {
         if (version > inst->applied)
             inst->applied = version;
-        hms_info ("config applied kind=%s instance=%s version=%" PRId64, inst->kind, inst->instance,
-                  version);
+        hms_debug ("controller.acks", "config applied kind=%s instance=%s version=%" PRId64,
+                   inst->kind, inst->instance, version);
     } else {
         inst->rejected = version;
         free (inst->reason);
@@ -251,6 +333,7 @@ static int s_on_ack (controller_t *self, s_req_t *req, json_t **result, controll
                      inst->kind, inst->instance, version, inst->reason, inst->applied);
     }
     s_inst_persist (self, inst);
+    s_check_converged (self);
     *result = json_null ();
     return 0;
 }
@@ -264,36 +347,22 @@ static int s_on_status (controller_t *self, s_req_t *req, json_t **result, contr
                                                 "instance", self->instance, "state", "up",
                                                 "applied_version", (json_int_t)self->version,
                                                 "last_seen_ms", (json_int_t)hms_wall_ms ()));
-    json_t *rows = controller_store_instances (self->store);
-    size_t i;
-    json_t *row;
-    json_array_foreach (rows, i, row)
-    {
-        const char *kind = json_string_value (json_object_get (row, "kind"));
-        const char *name = json_string_value (json_object_get (row, "instance"));
-        s_inst_t *inst = s_inst (self, kind, name, false);
-        json_t *svc = json_pack (
-            "{s:s, s:s, s:s, s:I, s:I, s:O, s:O}", "kind", kind, "instance", name, "state",
-            inst && inst->up ? "up" : "down", "applied_version",
-            (json_int_t)(inst ? inst->applied
-                              : json_integer_value (json_object_get (row, "applied_version"))),
-            "last_seen_ms",
-            (json_int_t)(inst && inst->last_seen_wall
-                             ? inst->last_seen_wall
-                             : json_integer_value (json_object_get (row, "last_seen_ms"))),
-            "host", json_object_get (row, "host"), "pid", json_object_get (row, "pid"));
-        int64_t rejected =
-            inst ? inst->rejected : json_integer_value (json_object_get (row, "rejected_version"));
-        if (rejected) {
-            json_object_set_new (svc, "rejected_version", json_integer (rejected));
-            json_object_set_new (
-                svc, "reject_reason",
-                json_string (inst ? inst->reason
-                                  : json_string_value (json_object_get (row, "reject_reason"))));
+    zlist_t *keys = zhash_keys (self->instances);
+    zlist_sort (keys, NULL);
+    for (char *key = zlist_first (keys); key; key = zlist_next (keys)) {
+        s_inst_t *inst = zhash_lookup (self->instances, key);
+        json_t *svc =
+            json_pack ("{s:s, s:s, s:s, s:I, s:I, s:s, s:I}", "kind", inst->kind, "instance",
+                       inst->instance, "state", inst->up ? "up" : "down", "applied_version",
+                       (json_int_t)inst->applied, "last_seen_ms", (json_int_t)inst->last_seen_wall,
+                       "host", inst->host, "pid", (json_int_t)inst->pid);
+        if (inst->rejected) {
+            json_object_set_new (svc, "rejected_version", json_integer (inst->rejected));
+            json_object_set_new (svc, "reject_reason", json_string (inst->reason));
         }
         json_array_append_new (services, svc);
     }
-    json_decref (rows);
+    zlist_destroy (&keys);
     *result = json_pack ("{s:I, s:s, s:o, s:{s:I, s:I, s:I}}", "config_version",
                          (json_int_t)self->version, "epoch", controller_store_epoch (self->store),
                          "services", services, "counters", "messages", (json_int_t)self->messages,
@@ -598,6 +667,8 @@ static int s_on_sweep (zloop_t *loop, int timer_id, void *arg)
             s_inst_persist (self, inst);
         }
     }
+    s_check_converged (self);
+    s_inst_save_dirty (self);
     return 0;
 }
 
@@ -638,12 +709,19 @@ static int s_start (controller_t *self)
         inst->applied = json_integer_value (json_object_get (row, "applied_version"));
         inst->rejected = json_integer_value (json_object_get (row, "rejected_version"));
         inst->last_seen_wall = json_integer_value (json_object_get (row, "last_seen_ms"));
+        inst->registered_wall = json_integer_value (json_object_get (row, "registered_ms"));
+        inst->pid = json_integer_value (json_object_get (row, "pid"));
+        snprintf (inst->host, sizeof inst->host, "%s",
+                  json_string_value (json_object_get (row, "host")));
+        snprintf (inst->build, sizeof inst->build, "%s",
+                  json_string_value (json_object_get (row, "build")));
         free (inst->reason);
         inst->reason = hms_strdup (json_string_value (json_object_get (row, "reject_reason")));
         if (strcmp (json_string_value (json_object_get (row, "state")), "up") == 0)
             s_inst_persist (self, inst); /* inst->up is false: record it down */
     }
     json_decref (rows);
+    s_inst_save_dirty (self);
     self->auth = hms_auth_new (self->keys_dir, err, sizeof err);
     self->cert =
         self->auth ? hms_keys_load_secret (self->keys_dir, "controller", err, sizeof err) : NULL;
@@ -704,6 +782,10 @@ void controller_destroy (controller_t **self_p)
         return;
     controller_t *self = *self_p;
     zactor_destroy (&self->actor);
+    if (self->store)
+        s_inst_save_dirty (self);
+    for (size_t k = 0; k < sizeof self->snaps / sizeof self->snaps[0]; k++)
+        json_decref (self->snaps[k]);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pub);
     hms_auth_destroy (&self->auth);

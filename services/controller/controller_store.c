@@ -502,39 +502,20 @@ json_t *controller_store_audit_list (controller_store_t *self, int limit)
                                     "i", (int64_t)limit));
 }
 
-int controller_store_instance_upsert (controller_store_t *self, const char *kind,
-                                      const char *instance, const char *host, int64_t pid,
-                                      const char *build, int64_t now_ms)
+int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *r)
 {
     controller_err_t err;
-    int rc = s_write (self,
-                      s_prepare (self,
-                                 "INSERT INTO instances (kind, instance, host, pid, build, "
-                                 "registered_ms, last_seen_ms, state) VALUES (?, ?, ?, ?, ?, ?, "
-                                 "?, 'up') ON CONFLICT(kind, instance) DO UPDATE SET host = "
-                                 "excluded.host, pid = excluded.pid, build = excluded.build, "
-                                 "registered_ms = excluded.registered_ms, last_seen_ms = "
-                                 "excluded.last_seen_ms, state = 'up'",
-                                 "sssisii", kind, instance, host, pid, build, now_ms, now_ms),
-                      &err, "cannot record instance");
-    if (rc)
-        hms_error ("%s", err.text);
-    return rc;
-}
-
-int controller_store_instance_update (controller_store_t *self, const char *kind,
-                                      const char *instance, const char *state, int64_t last_seen_ms,
-                                      int64_t applied, int64_t rejected, const char *reason)
-{
-    controller_err_t err;
-    int rc = s_write (self,
-                      s_prepare (self,
-                                 "UPDATE instances SET state = ?, last_seen_ms = ?, "
-                                 "applied_version = ?, rejected_version = ?, reject_reason = ? "
-                                 "WHERE kind = ? AND instance = ?",
-                                 "siiisss", state, last_seen_ms, applied, rejected,
-                                 reason ? reason : "", kind, instance),
-                      &err, "cannot update instance");
+    int rc =
+        s_write (self,
+                 s_prepare (self,
+                            "INSERT OR REPLACE INTO instances (kind, instance, host, pid, "
+                            "build, registered_ms, last_seen_ms, state, applied_version, "
+                            "rejected_version, reject_reason) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                            "?, ?, ?, ?)",
+                            "sssisiisiis", r->kind, r->instance, r->host ? r->host : "", r->pid,
+                            r->build ? r->build : "", r->registered_ms, r->last_seen_ms, r->state,
+                            r->applied, r->rejected, r->reason ? r->reason : ""),
+                 &err, "cannot save instance");
     if (rc)
         hms_error ("%s", err.text);
     return rc;
@@ -543,7 +524,8 @@ int controller_store_instance_update (controller_store_t *self, const char *kind
 json_t *controller_store_instances (controller_store_t *self)
 {
     return s_rows (self, s_prepare (self,
-                                    "SELECT kind, instance, host, pid, build, state, "
+                                    "SELECT kind, instance, host, pid, build, registered_ms, "
+                                    "state, "
                                     "last_seen_ms, applied_version, rejected_version, "
                                     "reject_reason FROM instances ORDER BY kind, instance",
                                     NULL));

@@ -64,14 +64,15 @@ int controller_store_audit (controller_store_t *self, const char *who, const cha
 /* [{id, ts_ms, who, command, args, result, detail}] newest first. Caller owns. */
 json_t *controller_store_audit_list (controller_store_t *self, int limit);
 
-/* Service instances. */
-int controller_store_instance_upsert (controller_store_t *self, const char *kind,
-                                      const char *instance, const char *host, int64_t pid,
-                                      const char *build, int64_t now_ms);
-int controller_store_instance_update (controller_store_t *self, const char *kind,
-                                      const char *instance, const char *state, int64_t last_seen_ms,
-                                      int64_t applied, int64_t rejected, const char *reason);
-/* [{kind, instance, host, pid, build, state, last_seen_ms, applied_version,
+/* Service instances: soft state that registration rebuilds, saved in batches. */
+typedef struct {
+    const char *kind, *instance, *host, *build, *state, *reason;
+    int64_t pid, registered_ms, last_seen_ms, applied, rejected;
+} controller_instance_row_t;
+
+/* Inserts or replaces one instance row. 0 or -1 (logged). */
+int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *row);
+/* [{kind, instance, host, pid, build, registered_ms, state, last_seen_ms, applied_version,
  *   rejected_version, reject_reason}]. Caller owns. */
 json_t *controller_store_instances (controller_store_t *self);
 

@@ -569,49 +569,53 @@ static void test_instances (void **state)
     assert_int_equal (json_array_size (list), 0);
     json_decref (list);
 
-    assert_int_equal (
-        controller_store_instance_upsert (store, "relay", "relay-1", "host-a", 100, "0.1.0", 1000),
-        0);
-    assert_int_equal (
-        controller_store_instance_upsert (store, "ingress", "in-1", "host-b", 200, "0.1.0", 1100),
-        0);
+    controller_instance_row_t relay = {.kind = "relay",
+                                       .instance = "relay-1",
+                                       .host = "host-a",
+                                       .build = "0.1.0",
+                                       .state = "up",
+                                       .pid = 100,
+                                       .registered_ms = 900,
+                                       .last_seen_ms = 1000};
+    controller_instance_row_t ingress = {.kind = "ingress",
+                                         .instance = "in-1",
+                                         .host = "host-b",
+                                         .build = "0.1.0",
+                                         .state = "up",
+                                         .pid = 200,
+                                         .registered_ms = 1100,
+                                         .last_seen_ms = 1100};
+    assert_int_equal (controller_store_instance_save (store, &relay), 0);
+    assert_int_equal (controller_store_instance_save (store, &ingress), 0);
     list = controller_store_instances (store);
-    s_assert_json (list,
-                   "[{\"kind\":\"ingress\",\"instance\":\"in-1\",\"host\":\"host-b\",\"pid\":200,"
-                   "\"build\":\"0.1.0\",\"state\":\"up\",\"last_seen_ms\":1100,"
-                   "\"applied_version\":0,\"rejected_version\":0,\"reject_reason\":\"\"},"
-                   "{\"kind\":\"relay\",\"instance\":\"relay-1\",\"host\":\"host-a\",\"pid\":100,"
-                   "\"build\":\"0.1.0\",\"state\":\"up\",\"last_seen_ms\":1000,"
-                   "\"applied_version\":0,\"rejected_version\":0,\"reject_reason\":\"\"}]");
+    s_assert_json (
+        list, "[{\"kind\":\"ingress\",\"instance\":\"in-1\",\"host\":\"host-b\",\"pid\":200,"
+              "\"build\":\"0.1.0\",\"registered_ms\":1100,\"state\":\"up\",\"last_seen_ms\":1100,"
+              "\"applied_version\":0,\"rejected_version\":0,\"reject_reason\":\"\"},"
+              "{\"kind\":\"relay\",\"instance\":\"relay-1\",\"host\":\"host-a\",\"pid\":100,"
+              "\"build\":\"0.1.0\",\"registered_ms\":900,\"state\":\"up\",\"last_seen_ms\":1000,"
+              "\"applied_version\":0,\"rejected_version\":0,\"reject_reason\":\"\"}]");
     json_decref (list);
 
-    assert_int_equal (controller_store_instance_update (store, "relay", "relay-1", "down", 5000, 3,
-                                                        4, "bad route"),
-                      0);
-    list = controller_store_instances (store);
-    s_assert_json (json_array_get (list, 1),
-                   "{\"kind\":\"relay\",\"instance\":\"relay-1\",\"host\":\"host-a\",\"pid\":100,"
-                   "\"build\":\"0.1.0\",\"state\":\"down\",\"last_seen_ms\":5000,"
-                   "\"applied_version\":3,\"rejected_version\":4,\"reject_reason\":\"bad route\"}");
-    json_decref (list);
-    /* a state outside up/down is refused by the database */
-    assert_int_equal (
-        controller_store_instance_update (store, "relay", "relay-1", "sideways", 1, 0, 0, NULL),
-        -1);
-
-    /* registering again: up, new pid and time, versions kept */
-    assert_int_equal (
-        controller_store_instance_upsert (store, "relay", "relay-1", "host-c", 101, "0.1.1", 9000),
-        0);
+    /* saving again replaces the row */
+    relay.state = "down";
+    relay.last_seen_ms = 5000;
+    relay.applied = 3;
+    relay.rejected = 4;
+    relay.reason = "bad route";
+    assert_int_equal (controller_store_instance_save (store, &relay), 0);
     list = controller_store_instances (store);
     assert_int_equal (json_array_size (list), 2);
-    s_assert_json (json_array_get (list, 1),
-                   "{\"kind\":\"relay\",\"instance\":\"relay-1\",\"host\":\"host-c\",\"pid\":101,"
-                   "\"build\":\"0.1.1\",\"state\":\"up\",\"last_seen_ms\":9000,"
-                   "\"applied_version\":3,\"rejected_version\":4,\"reject_reason\":\"bad route\"}");
+    s_assert_json (
+        json_array_get (list, 1),
+        "{\"kind\":\"relay\",\"instance\":\"relay-1\",\"host\":\"host-a\",\"pid\":100,"
+        "\"build\":\"0.1.0\",\"registered_ms\":900,\"state\":\"down\",\"last_seen_ms\":5000,"
+        "\"applied_version\":3,\"rejected_version\":4,\"reject_reason\":\"bad route\"}");
     json_decref (list);
-    assert_int_equal (s_sql_int ("SELECT registered_ms FROM instances WHERE instance = 'relay-1'"),
-                      9000);
+    /* a state outside up/down is refused by the database, and nothing changes */
+    relay.state = "sideways";
+    assert_int_equal (controller_store_instance_save (store, &relay), -1);
+    assert_int_equal (s_sql_int ("SELECT count(*) FROM instances WHERE state = 'down'"), 1);
     controller_store_destroy (&store);
 }
 
