@@ -103,6 +103,7 @@ class Suite:
         self.api = f"tcp://127.0.0.1:{self.api_port}"
         self.push = f"tcp://127.0.0.1:{self.push_port}"
         self.daemons = {}
+        self.listen = {}  # instance -> endpoint of its own listener (listen_endpoint)
         self.allowed_errors = []
         rc = subprocess.run([os.path.join(BIN_DIR, "hermesctl"), "keygen", "--dir", self.keys],
                             capture_output=True, text=True, timeout=20)
@@ -119,8 +120,17 @@ class Suite:
                      what="controller to answer")
         return d
 
+    def listen_endpoint(self, instance):
+        """A loopback endpoint on a free port for a daemon's own listener, the same one each
+        time the instance starts (the policy engine's decisions: --listen)."""
+        if instance not in self.listen:
+            self.listen[instance] = f"tcp://127.0.0.1:{free_port()}"
+        return self.listen[instance]
+
     def start_service(self, kind, instance=None, extra=()):
         instance = instance or f"{kind}-1"
+        if kind == "policy" and "--listen" not in extra:
+            extra = ("--listen", self.listen_endpoint(instance), *extra)
         argv = [os.path.join(BIN_DIR, BINARY[kind]), "--controller", self.api,
                 "--controller-push", self.push, "--keys-dir", self.keys, "--instance", instance,
                 *extra]

@@ -2,6 +2,7 @@
 #include "ctl_args.h"
 #include "ctl_print.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -132,6 +133,50 @@ static json_t *s_build_route_show (const ctl_args_t *args, char *err, size_t err
     return body;
 }
 
+/* A policy.test query from the flags that are given (absent ones are unknown). */
+static json_t *s_build_policy_test (const ctl_args_t *args, char *err, size_t errlen)
+{
+    static const char *const text_fields[] = {"dst",  "host",    "sni",       "path",
+                                              "user", "service", "namespace", NULL};
+    const char *src = ctl_args_flag (args, "src");
+    const char *port = ctl_args_flag (args, "port");
+    const char *protocol = ctl_args_flag (args, "protocol");
+    const char *method = ctl_args_flag (args, "method");
+    unsigned char addr[16];
+    long long v = 0;
+    if (src && inet_pton (strchr (src, ':') ? AF_INET6 : AF_INET, src, addr) != 1) {
+        snprintf (err, errlen, "--src must be an IPv4 or IPv6 address, got '%s'", src);
+        return NULL;
+    }
+    if (port && s_integer (port, "--port", 1, 65535, &v, err, errlen))
+        return NULL;
+    if (protocol && strcmp (protocol, "tcp") && strcmp (protocol, "udp") &&
+        strcmp (protocol, "ip") && strcmp (protocol, "http")) {
+        snprintf (err, errlen, "--protocol must be tcp, udp, ip or http, got '%s'", protocol);
+        return NULL;
+    }
+    if (method && (!*method || strspn (method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != strlen (method))) {
+        snprintf (err, errlen,
+                  "--method must be an HTTP method in capitals (GET, POST, ...), got '%s'", method);
+        return NULL;
+    }
+    json_t *body = json_object ();
+    if (src)
+        json_object_set_new (body, "src", json_string (src));
+    if (port)
+        json_object_set_new (body, "port", json_integer (v));
+    if (protocol)
+        json_object_set_new (body, "protocol", json_string (protocol));
+    if (method)
+        json_object_set_new (body, "method", json_string (method));
+    for (int i = 0; text_fields[i]; i++) {
+        const char *text = ctl_args_flag (args, text_fields[i]);
+        if (text)
+            json_object_set_new (body, text_fields[i], json_string (text));
+    }
+    return body;
+}
+
 static json_t *s_build_rollback (const ctl_args_t *args, char *err, size_t errlen)
 {
     long long v;
@@ -163,6 +208,11 @@ static const ctl_command_t s_commands[] = {
      ctl_print_write},
     {"route show", "route show [DEST] [--from NODE]", "route.show", 0, 1, "from",
      s_build_route_show, ctl_print_routes},
+    {"policy test",
+     "policy test [--src IP] [--dst IP|NAME] [--port N] [--protocol tcp|udp|ip|http] [--host H] "
+     "[--sni S] [--method M] [--path P] [--user U] [--service S] [--namespace N] [--json]",
+     "policy.test", 0, 0, "src,dst,port,protocol,host,sni,method,path,user,service,namespace",
+     s_build_policy_test, ctl_print_decision},
     {"audit", "audit [--limit N]", "audit.list", 0, 0, "limit", s_build_limit, ctl_print_audit},
     {"keygen", "keygen [--dir DIR]   (local: create missing CURVE keys)", NULL, 0, 0, "dir",
      s_build_empty, NULL},
@@ -210,7 +260,7 @@ int ctl_args_parse (ctl_args_t *args, int argc, char **argv, char *err, size_t e
     args->timeout_ms = 2000;
     const char *words[8];
     int nwords = 0;
-    const char *flags[8][2];
+    const char *flags[CTL_MAX_FLAGS][2];
     int nflags = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -227,7 +277,8 @@ int ctl_args_parse (ctl_args_t *args, int argc, char **argv, char *err, size_t e
             const char *eq = strchr (name, '=');
             const char *value;
             if (eq) {
-                char *store = args->flag_name_store[nflags < 8 ? nflags : 7];
+                char *store =
+                    args->flag_name_store[nflags < CTL_MAX_FLAGS ? nflags : CTL_MAX_FLAGS - 1];
                 snprintf (store, sizeof args->flag_name_store[0], "%.*s", (int)(eq - name), name);
                 name = store;
                 value = eq + 1;
@@ -245,7 +296,7 @@ int ctl_args_parse (ctl_args_t *args, int argc, char **argv, char *err, size_t e
                 if (s_integer (value, "--timeout", 1, 600000, &v, err, errlen))
                     return -1;
                 args->timeout_ms = (int)v;
-            } else if (nflags < 8) {
+            } else if (nflags < CTL_MAX_FLAGS) {
                 flags[nflags][0] = name;
                 flags[nflags++][1] = value;
             } else {

@@ -13,6 +13,9 @@
 
 typedef struct ctl_command ctl_command_t;
 
+/* Sub-command flags one command line may carry. */
+#define CTL_MAX_FLAGS 16
+
 typedef struct {
     const char *controller;
     const char *keys_dir;
@@ -21,9 +24,9 @@ typedef struct {
     const ctl_command_t *command;
     const char *pos[8];
     int npos;
-    const char *flag_names[8];
-    char flag_name_store[8][48]; /* names of --name=value flags */
-    const char *flag_values[8];
+    const char *flag_names[CTL_MAX_FLAGS];
+    char flag_name_store[CTL_MAX_FLAGS][48]; /* names of --name=value flags */
+    const char *flag_values[CTL_MAX_FLAGS];
     int nflags;
 } ctl_args_t;
 

@@ -195,3 +195,46 @@ void ctl_print_write (const json_t *result)
     json_t *version = json_object_get (result, "version");
     printf ("ok: config version %lld\n", (long long)json_integer_value (version));
 }
+
+static const char *s_get (const json_t *obj, const char *key)
+{
+    return json_string_value (json_object_get (obj, key));
+}
+
+void ctl_print_decision (const json_t *result)
+{
+    const char *action = s_get (result, "action");
+    const char *rule = s_get (result, "rule");
+    const char *route = s_get (result, "route");
+    const char *target = s_get (result, "target");
+    const char *reason = s_get (result, "reason");
+    const char *retry = s_get (result, "retry_profile");
+    if (!action)
+        action = "?";
+    if (strcmp (action, "deny") == 0) {
+        if (rule)
+            printf ("deny (rule %s: %s)\n", rule, reason ? reason : "");
+        else
+            printf ("deny (%s)\n", reason ? reason : "no rule matched");
+    } else {
+        printf ("%s via rule %s", action, rule ? rule : "-");
+        if (route)
+            printf (" to %s", route);
+        if (target)
+            printf (", target %s", target);
+        printf ("\n");
+        if (reason)
+            printf ("  reason: %s\n", reason);
+    }
+    if (retry)
+        printf ("  retry profile: %s\n", retry);
+    if (json_is_true (json_object_get (result, "bypass")))
+        printf ("  bypass: eligible\n");
+    json_int_t ttl = json_integer_value (json_object_get (result, "ttl_ms"));
+    if (ttl > 0)
+        printf ("  cacheable for %lld ms", (long long)ttl);
+    else
+        printf ("  not cacheable");
+    printf (" (config version %lld)\n",
+            (long long)json_integer_value (json_object_get (result, "version")));
+}

@@ -14,5 +14,7 @@ void ctl_print_history (const json_t *result);
 void ctl_print_audit (const json_t *result);
 /* Result of a write: the new config version. */
 void ctl_print_write (const json_t *result);
+/* A policy decision (policy test): "allow via rule X, target Y", "deny (rule X: why)". */
+void ctl_print_decision (const json_t *result);
 
 #endif

@@ -3,6 +3,7 @@
 #include "ctl_client.h"
 #include "hms_keys.h"
 #include "hms_msg.h"
+#include "hms_pki.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -14,7 +15,13 @@ static int s_keygen (const ctl_args_t *args)
     if (!dir)
         dir = args->keys_dir;
     char err[1024];
-    if (hms_keys_generate (dir, err, sizeof err)) {
+    /* CURVE keys for the control plane, and a private CA with a certificate per proxy
+     * kind for the tunnels (mutual TLS) under DIR/tls. */
+    static const char *const tls_names[] = {"relay", "ingress", NULL};
+    char tls_dir[1024];
+    snprintf (tls_dir, sizeof tls_dir, "%s/tls", dir);
+    if (hms_keys_generate (dir, err, sizeof err) ||
+        hms_pki_generate (tls_dir, tls_names, NULL, err, sizeof err)) {
         fprintf (stderr, "hermesctl: %s\n", err);
         return CTL_EXIT_REFUSED;
     }

@@ -10,6 +10,7 @@
 #include "hms_keys.h"
 #include "hms_log.h"
 #include "hms_msg.h"
+#include "hms_policy.h"
 #include "hms_schema.h"
 #include "hms_time.h"
 
@@ -53,6 +54,8 @@ struct controller {
     int64_t pushed_ms; /* when the current version was pushed */
     bool converged;    /* every up instance has the current version (or rejected it) */
     uint64_t messages, refused_messages;
+    hms_policy_set_t *policy_set; /* policies of policy_version, compiled for policy.test */
+    int64_t policy_version;
     char start_err[1024];
 };
 
@@ -201,7 +204,10 @@ static json_t *s_snapshot (controller_t *self, int64_t version, const char *kind
 static void s_publish (controller_t *self)
 {
     for (int i = 0; controller_kinds[i]; i++) {
-        json_t *body = s_snapshot (self, self->version, controller_kinds[i]);
+        /* a shallow copy: the cached snapshot itself must stay without the epoch */
+        json_t *snap = s_snapshot (self, self->version, controller_kinds[i]);
+        json_t *body = json_copy (snap);
+        json_decref (snap);
         json_object_set_new (body, "epoch", json_string (controller_store_epoch (self->store)));
         json_t *env = hms_msg_new ("config.snapshot", 1, self->src, body);
         hms_bus_send (self->pub, NULL, controller_kinds[i], &env);
@@ -449,6 +455,34 @@ static int s_on_config_show (controller_t *self, s_req_t *req, json_t **result,
     return 0;
 }
 
+/* What the current version's policies decide for one query, with the policy engine's own
+ * code; a dry run (rate limits are not spent). The compiled set is kept per version. */
+static int s_on_policy_test (controller_t *self, s_req_t *req, json_t **result,
+                             controller_err_t *err)
+{
+    if (!self->policy_set || self->policy_version != self->version) {
+        char why[900];
+        hms_policy_destroy (&self->policy_set);
+        self->policy_set =
+            hms_policy_compile (json_object_get (self->state, "policies"), why, sizeof why);
+        if (!self->policy_set) {
+            s_err (err, HMS_ERR_INVALID,
+                   "policies of config version %" PRId64 " do not compile: %s (fix or delete "
+                   "that policy)",
+                   self->version, why);
+            return -1;
+        }
+        self->policy_version = self->version;
+    }
+    hms_policy_query_t query;
+    hms_policy_decision_t decision;
+    hms_policy_query_from_json (req->body, &query);
+    hms_policy_evaluate (self->policy_set, &query, HMS_POLICY_DRY_RUN, &decision);
+    *result = hms_policy_decision_to_json (&decision);
+    json_object_set_new (*result, "version", json_integer (self->version));
+    return 0;
+}
+
 /* ---- admin writes (run inside one transaction by s_dispatch) --------------------- */
 
 static int s_on_node_add (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
@@ -532,6 +566,7 @@ static const s_route_t s_routes[] = {
     {"policy.list", "admin", false, s_on_policy_list},
     {"config.show", "admin", false, s_on_config_show},
     {"route.show", "admin", false, s_on_route_show},
+    {"policy.test", "admin", false, s_on_policy_test},
     {"config.history", "admin", false, s_on_config_history},
     {"audit.list", "admin", false, s_on_audit_list},
     {"node.add", "admin", true, s_on_node_add},
@@ -793,6 +828,7 @@ void controller_destroy (controller_t **self_p)
     controller_store_destroy (&self->store);
     zhash_destroy (&self->instances);
     json_decref (self->state);
+    hms_policy_destroy (&self->policy_set);
     free (self->api_bind);
     free (self->push_bind);
     free (self->db_path);

@@ -1,13 +1,24 @@
-/* ingress_daemon: how hermes-ingress starts: its kind, bootstrap keys and config hooks.
- * Where traffic enters the overlay. Data plane: not built yet (control plane only). */
+/* ingress_daemon: how hermes-ingress starts: its kind, bootstrap keys and config hooks. */
 #include "ingress_daemon.h"
-#include "hms_current.h"
+#include "ingress.h"
+
+static void *s_start (hms_config_t *cfg, char *err, size_t errlen)
+{
+    return ingress_new (cfg, err, errlen);
+}
+
+static void s_stop (void *state)
+{
+    ingress_t *self = state;
+    ingress_destroy (&self);
+}
 
 const hms_daemon_def_t ingress_daemon = {
     .name = "hermes-ingress",
     .kind = "ingress",
-    .start = hms_current_start,
-    .stop = hms_current_stop,
-
-    .apply = hms_current_apply,
+    .keys = ingress_keys,
+    .start = s_start,
+    .stop = s_stop,
+    .validate = ingress_validate,
+    .apply = ingress_apply,
 };

@@ -1,5 +1,4 @@
-/* hermes-ingress: Where traffic enters the overlay. Data plane: not built yet (control plane only).
- */
+/* hermes-ingress: where traffic enters the overlay (HTTP/1.1 and HTTP/2 proxy, transparent). */
 #include "ingress_daemon.h"
 
 int main (int argc, char **argv)

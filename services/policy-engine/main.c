@@ -1,5 +1,5 @@
-/* hermes-policy: One L3-L7 rule set for the overlay. Decisions: not built yet; rules are checked on
- * apply. */
+/* hermes-policy: one L3-L7 rule set for the overlay; answers batched policy.decide requests
+ * from the proxies (services/policy-engine/policy_server.h). */
 #include "policy_daemon.h"
 
 int main (int argc, char **argv)

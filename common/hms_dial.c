@@ -1,0 +1,194 @@
+/* hms_dial: non-blocking connect with a deadline; names are resolved on a detached thread
+ * that reports back through an ev_async, so the loop never waits for DNS. */
+#include "hms_dial.h"
+#include "hms_alloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The part a resolver thread shares with the loop; freed by whoever lets go last. */
+typedef struct {
+    atomic_int refs;
+    char host[256];
+    uint16_t port;
+    hms_addr_t addr;
+    int rc;
+    char err[256];
+    struct ev_loop *loop;
+    ev_async async;        /* started and stopped by the loop thread only */
+    struct hms_dial *dial; /* NULL once the dial is cancelled (loop thread) */
+} s_resolve_t;
+
+struct hms_dial {
+    struct ev_loop *loop;
+    hms_dial_fn *fn;
+    void *arg;
+    hms_addr_t addr;
+    int fd;
+    ev_io io;
+    ev_timer timer;
+    int timeout_ms;
+    ev_idle idle; /* reports an immediate result from the loop */
+    s_resolve_t *resolve;
+    char why[320];
+    char target[300];
+};
+
+static void s_resolve_unref (s_resolve_t *r)
+{
+    if (atomic_fetch_sub (&r->refs, 1) == 1)
+        free (r);
+}
+
+/* Loop thread: stops listening for the resolver and lets go of the shared part. */
+static void s_resolve_release (hms_dial_t *self)
+{
+    if (!self->resolve)
+        return;
+    ev_async_stop (self->loop, &self->resolve->async);
+    self->resolve->dial = NULL;
+    s_resolve_unref (self->resolve);
+    self->resolve = NULL;
+}
+
+static void s_finish (hms_dial_t *self, int fd)
+{
+    ev_io_stop (self->loop, &self->io);
+    ev_timer_stop (self->loop, &self->timer);
+    ev_idle_stop (self->loop, &self->idle);
+    s_resolve_release (self);
+    if (fd < 0 && self->fd >= 0)
+        close (self->fd);
+    self->fn (fd, &self->addr, fd < 0 ? self->why : NULL, self->arg);
+    free (self);
+}
+
+static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
+{
+    hms_dial_t *self = w->data;
+    int e = hms_net_connect_result (self->fd);
+    if (e == 0) {
+        int fd = self->fd;
+        self->fd = -1;
+        s_finish (self, fd);
+        return;
+    }
+    char text[80];
+    snprintf (self->why, sizeof self->why, "connect to %s: %s",
+              hms_addr_str (&self->addr, text, sizeof text), strerror (e));
+    s_finish (self, -1);
+}
+
+static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
+{
+    hms_dial_t *self = w->data;
+    snprintf (self->why, sizeof self->why, "connect to %s: no answer within %d ms", self->target,
+              self->timeout_ms);
+    s_finish (self, -1);
+}
+
+static void s_on_idle (struct ev_loop *loop, ev_idle *w, int revents)
+{
+    s_finish (w->data, -1);
+}
+
+static void s_connect (hms_dial_t *self)
+{
+    self->fd = hms_net_connect (&self->addr);
+    if (self->fd < 0) {
+        char text[80];
+        snprintf (self->why, sizeof self->why, "connect to %s: %s",
+                  hms_addr_str (&self->addr, text, sizeof text), strerror (errno));
+        ev_idle_start (self->loop, &self->idle);
+        return;
+    }
+    ev_io_set (&self->io, self->fd, EV_WRITE);
+    ev_io_start (self->loop, &self->io);
+}
+
+static void s_on_resolved (struct ev_loop *loop, ev_async *w, int revents)
+{
+    s_resolve_t *r = w->data;
+    hms_dial_t *self = r->dial;
+    if (!self)
+        return;
+    int rc = r->rc;
+    self->addr = r->addr;
+    snprintf (self->why, sizeof self->why, "%s", r->err);
+    s_resolve_release (self);
+    if (rc != 0)
+        s_finish (self, -1);
+    else
+        s_connect (self);
+}
+
+static void *s_resolver (void *arg)
+{
+    s_resolve_t *r = arg;
+    r->rc = hms_addr_resolve (r->host, r->port, &r->addr, r->err, sizeof r->err);
+    /* Safe even when the dial was cancelled: the watcher lives here, stopped, until the
+     * last reference goes. */
+    ev_async_send (r->loop, &r->async);
+    s_resolve_unref (r);
+    return NULL;
+}
+
+hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
+                            hms_dial_fn *fn, void *arg)
+{
+    hms_dial_t *self = hms_alloc (sizeof *self);
+    self->loop = loop;
+    self->fn = fn;
+    self->arg = arg;
+    self->fd = -1;
+    snprintf (self->target, sizeof self->target, "%s:%u", host, port);
+    ev_io_init (&self->io, s_on_io, -1, EV_WRITE);
+    self->io.data = self;
+    ev_timer_init (&self->timer, s_on_timer, timeout_ms / 1000.0, 0);
+    self->timer.data = self;
+    self->timeout_ms = timeout_ms;
+    ev_idle_init (&self->idle, s_on_idle);
+    self->idle.data = self;
+    ev_timer_start (loop, &self->timer);
+    if (hms_addr_from (host, port, &self->addr) == 0) {
+        s_connect (self);
+        return self;
+    }
+    s_resolve_t *r = hms_alloc (sizeof *r);
+    atomic_init (&r->refs, 2);
+    snprintf (r->host, sizeof r->host, "%s", host);
+    r->port = port;
+    r->loop = loop;
+    r->dial = self;
+    ev_async_init (&r->async, s_on_resolved);
+    r->async.data = r;
+    self->resolve = r;
+    ev_async_start (loop, &r->async);
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init (&attr);
+    pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create (&thread, &attr, s_resolver, r) != 0) {
+        s_resolve_unref (r); /* the thread's reference */
+        snprintf (self->why, sizeof self->why, "cannot resolve %s: no thread for it", host);
+        ev_idle_start (loop, &self->idle);
+    }
+    pthread_attr_destroy (&attr);
+    return self;
+}
+
+void hms_dial_cancel (hms_dial_t *self)
+{
+    ev_io_stop (self->loop, &self->io);
+    ev_timer_stop (self->loop, &self->timer);
+    ev_idle_stop (self->loop, &self->idle);
+    s_resolve_release (self);
+    if (self->fd >= 0)
+        close (self->fd);
+    free (self);
+}

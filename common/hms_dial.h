@@ -1,0 +1,24 @@
+/* hms_dial: opens a TCP connection to host:port from a libev loop without blocking it:
+ * resolution (IP literals at once, names on a resolver thread), a non-blocking connect,
+ * and a deadline. One callback with the connected socket or the reason it failed. */
+#ifndef HMS_DIAL_H_INCLUDED
+#define HMS_DIAL_H_INCLUDED
+
+#include "hms_net.h"
+
+#include <ev.h>
+
+typedef struct hms_dial hms_dial_t;
+
+/* fd >= 0 on success (caller owns it, non-blocking, TCP_NODELAY); -1 with why (e.g.
+ * "connect to 127.0.0.1:9: Connection refused"). The dial is freed after the callback. */
+typedef void (hms_dial_fn) (int fd, const hms_addr_t *addr, const char *why, void *arg);
+
+/* Starts dialing; the callback always comes later from the loop, never from this call.
+ * Caller does not own the return value (valid until the callback or a cancel). */
+hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
+                            hms_dial_fn *fn, void *arg);
+/* Stops a dial in progress; the callback will not be called. */
+void hms_dial_cancel (hms_dial_t *self);
+
+#endif

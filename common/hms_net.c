@@ -1,0 +1,200 @@
+/* hms_net: non-blocking TCP sockets and addresses. */
+#include "hms_net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int hms_addr_from (const char *host, uint16_t port, hms_addr_t *addr)
+{
+    memset (addr, 0, sizeof *addr);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&addr->ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&addr->ss;
+    if (inet_pton (AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons (port);
+        addr->len = sizeof *in4;
+        return 0;
+    }
+    if (inet_pton (AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons (port);
+        addr->len = sizeof *in6;
+        return 0;
+    }
+    return -1;
+}
+
+int hms_addr_parse (const char *text, hms_addr_t *addr, char *err, size_t errlen)
+{
+    char host[128];
+    const char *colon = strrchr (text, ':');
+    if (!colon || colon == text) {
+        snprintf (err, errlen, "address '%s' needs the form IP:PORT", text);
+        return -1;
+    }
+    size_t hlen = (size_t)(colon - text);
+    if (text[0] == '[' && hlen >= 2 && text[hlen - 1] == ']') {
+        text++;
+        hlen -= 2;
+    }
+    if (hlen >= sizeof host) {
+        snprintf (err, errlen, "address '%s': host too long", text);
+        return -1;
+    }
+    memcpy (host, text, hlen);
+    host[hlen] = 0;
+    char *end;
+    long port = strtol (colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535) {
+        snprintf (err, errlen, "address '%s': port must be 0 to 65535", text);
+        return -1;
+    }
+    if (strcmp (host, "*") == 0)
+        snprintf (host, sizeof host, "0.0.0.0");
+    if (hms_addr_from (host, (uint16_t)port, addr)) {
+        snprintf (err, errlen, "address '%s': '%s' is not an IP address", text, host);
+        return -1;
+    }
+    return 0;
+}
+
+int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *err, size_t errlen)
+{
+    if (hms_addr_from (host, port, addr) == 0)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo (host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf (err, errlen, "cannot resolve '%s': %s", host, gai_strerror (rc));
+        return -1;
+    }
+    memset (addr, 0, sizeof *addr);
+    memcpy (&addr->ss, res->ai_addr, res->ai_addrlen);
+    addr->len = res->ai_addrlen;
+    if (addr->ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&addr->ss)->sin_port = htons (port);
+    else
+        ((struct sockaddr_in6 *)&addr->ss)->sin6_port = htons (port);
+    freeaddrinfo (res);
+    return 0;
+}
+
+const char *hms_addr_ip (const hms_addr_t *addr, char *out, size_t len)
+{
+    if (addr->ss.ss_family == AF_INET6)
+        inet_ntop (AF_INET6, &((const struct sockaddr_in6 *)&addr->ss)->sin6_addr, out,
+                   (socklen_t)len);
+    else
+        inet_ntop (AF_INET, &((const struct sockaddr_in *)&addr->ss)->sin_addr, out,
+                   (socklen_t)len);
+    return out;
+}
+
+uint16_t hms_addr_port (const hms_addr_t *addr)
+{
+    if (addr->ss.ss_family == AF_INET6)
+        return ntohs (((const struct sockaddr_in6 *)&addr->ss)->sin6_port);
+    return ntohs (((const struct sockaddr_in *)&addr->ss)->sin_port);
+}
+
+const char *hms_addr_str (const hms_addr_t *addr, char *out, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN];
+    hms_addr_ip (addr, ip, sizeof ip);
+    if (addr->ss.ss_family == AF_INET6)
+        snprintf (out, len, "[%s]:%u", ip, hms_addr_port (addr));
+    else
+        snprintf (out, len, "%s:%u", ip, hms_addr_port (addr));
+    return out;
+}
+
+int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errlen)
+{
+    char text[80];
+    int fd = socket (addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf (err, errlen, "socket: %s", strerror (errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt (fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind (fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen (fd, backlog) < 0) {
+        snprintf (err, errlen, "cannot listen on %s: %s (is the port in use?)",
+                  hms_addr_str (addr, text, sizeof text), strerror (errno));
+        close (fd);
+        return -1;
+    }
+    return fd;
+}
+
+void hms_net_nodelay (int fd)
+{
+    int one = 1;
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int hms_net_connect (const hms_addr_t *addr)
+{
+    int fd = socket (addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    hms_net_nodelay (fd);
+    if (connect (fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close (fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int hms_net_connect_result (int fd)
+{
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (getsockopt (fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+        return errno;
+    return e;
+}
+
+int hms_net_accept (int lfd, hms_addr_t *peer)
+{
+    hms_addr_t tmp;
+    if (!peer)
+        peer = &tmp;
+    peer->len = sizeof peer->ss;
+    int fd = accept4 (lfd, (struct sockaddr *)&peer->ss, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0)
+        hms_net_nodelay (fd);
+    return fd;
+}
+
+int hms_net_original_dst (int fd, hms_addr_t *addr)
+{
+    memset (addr, 0, sizeof *addr);
+    addr->len = sizeof addr->ss;
+    if (getsockopt (fd, SOL_IP, SO_ORIGINAL_DST, &addr->ss, &addr->len) == 0)
+        return 0;
+    addr->len = sizeof addr->ss;
+    return getsockopt (fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &addr->ss, &addr->len);
+}
+
+uint16_t hms_net_local_port (int fd)
+{
+    hms_addr_t a;
+    a.len = sizeof a.ss;
+    if (getsockname (fd, (struct sockaddr *)&a.ss, &a.len) < 0)
+        return 0;
+    return hms_addr_port (&a);
+}

@@ -1,0 +1,46 @@
+/* hms_net: sockets for the data plane: non-blocking listeners with SO_REUSEPORT (one per
+ * worker thread), non-blocking connects, address parsing and printing, and the original
+ * destination of a REDIRECTed connection. */
+#ifndef HMS_NET_H_INCLUDED
+#define HMS_NET_H_INCLUDED
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef struct {
+    struct sockaddr_storage ss;
+    socklen_t len;
+} hms_addr_t;
+
+/* Parses "IP:PORT", "[IPv6]:PORT" or "*:PORT" (any address) into addr; numeric only.
+ * 0 or -1 with err. */
+int hms_addr_parse (const char *text, hms_addr_t *addr, char *err, size_t errlen);
+/* Builds addr from a numeric host and a port; -1 when host is not an IP literal. */
+int hms_addr_from (const char *host, uint16_t port, hms_addr_t *addr);
+/* Resolves host (a name or an IP literal) with getaddrinfo; blocking for names.
+ * 0 or -1 with err. */
+int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *err, size_t errlen);
+/* "1.2.3.4:80" / "[::1]:443" into out. Returns out. */
+const char *hms_addr_str (const hms_addr_t *addr, char *out, size_t len);
+/* The IP alone ("1.2.3.4", "::1") into out. Returns out. */
+const char *hms_addr_ip (const hms_addr_t *addr, char *out, size_t len);
+uint16_t hms_addr_port (const hms_addr_t *addr);
+
+/* A non-blocking listening TCP socket with SO_REUSEADDR and SO_REUSEPORT. -1 with err. */
+int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errlen);
+/* Starts a non-blocking connect; returns the fd (connection in progress) or -1 with errno. */
+int hms_net_connect (const hms_addr_t *addr);
+/* After the socket became writable: 0 when connected, else the connect error (errno). */
+int hms_net_connect_result (int fd);
+/* accept4 non-blocking + TCP_NODELAY; -1 with errno. */
+int hms_net_accept (int lfd, hms_addr_t *peer);
+void hms_net_nodelay (int fd);
+/* The pre-NAT destination of a connection redirected by iptables REDIRECT. 0 or -1. */
+int hms_net_original_dst (int fd, hms_addr_t *addr);
+/* The port a listening socket actually got (for ":0" listens). */
+uint16_t hms_net_local_port (int fd);
+
+#endif

@@ -1,0 +1,40 @@
+/* hms_pool: one worker's warm, multiplexed HTTP/2-over-TLS connections to next hops (the
+ * relays of its routes). A new flow takes a stream on a connection that is already up, so
+ * it pays no TCP or TLS handshake; more connections open only when every one to that hop
+ * is at its stream limit. Warm hops keep one connection open and reconnect with back-off
+ * after a failure. Single-threaded: one pool per loop. */
+#ifndef HMS_POOL_H_INCLUDED
+#define HMS_POOL_H_INCLUDED
+
+#include "hms_h2.h"
+#include "hms_tls.h"
+
+#include <ev.h>
+#include <stdint.h>
+
+typedef struct hms_pool hms_pool_t;
+typedef struct hms_pool_req hms_pool_req_t;
+
+/* conn is usable (open a stream on it now), or NULL with why. */
+typedef void (hms_pool_fn) (hms_h2_conn_t *conn, const char *why, void *arg);
+
+/* tls is the client context (mutual TLS); the pool keeps a reference. Caller owns return
+ * value. */
+hms_pool_t *hms_pool_new (struct ev_loop *loop, hms_tls_ctx_t *tls, int connect_timeout_ms);
+/* Closes every connection; pending requests get why "pool closed". Nulls *self_p. */
+void hms_pool_destroy (hms_pool_t **self_p);
+
+/* Asks for a usable connection to host:port, whose certificate must carry server_name.
+ * When one is up now, fn runs before this returns and NULL is returned; otherwise fn runs
+ * later from the loop and the return value can cancel it. */
+hms_pool_req_t *hms_pool_get (hms_pool_t *self, const char *host, uint16_t port,
+                              const char *server_name, hms_pool_fn *fn, void *arg);
+/* Withdraws a pending request: fn will not run. */
+void hms_pool_cancel (hms_pool_req_t *req);
+
+/* Keeps at least one connection to host:port open from now on. */
+void hms_pool_warm (hms_pool_t *self, const char *host, uint16_t port, const char *server_name);
+/* Connections open now (all hops), and how many streams they carry. */
+size_t hms_pool_connections (const hms_pool_t *self);
+
+#endif

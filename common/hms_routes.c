@@ -1,0 +1,89 @@
+/* hms_routes: next-hop lookups in a routing snapshot. */
+#include "hms_routes.h"
+#include "hms_h1.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int hms_routes_parse_address (const char *address, char *host, size_t hostlen, uint16_t *port,
+                              char *err, size_t errlen)
+{
+    char with_port[300];
+    const char *a = address;
+    /* "host" alone (no colon outside brackets): the default relay port */
+    const char *bracket = strrchr (address, ']');
+    const char *colon = strrchr (address, ':');
+    if (!colon || (bracket && colon < bracket)) {
+        snprintf (with_port, sizeof with_port, "%s:%d", address, HMS_RELAY_DEFAULT_PORT);
+        a = with_port;
+    }
+    char why[256];
+    if (hms_h1_parse_authority (a, strlen (a), host, hostlen, port, why, sizeof why)) {
+        snprintf (err, errlen, "address '%s': %s", address, why);
+        return -1;
+    }
+    return 0;
+}
+
+static const json_t *s_node (const json_t *config, const char *name)
+{
+    size_t i;
+    json_t *node;
+    json_array_foreach (json_object_get (json_object_get (config, "topology"), "nodes"), i, node)
+    {
+        const char *n = json_string_value (json_object_get (node, "name"));
+        if (n && strcmp (n, name) == 0)
+            return node;
+    }
+    return NULL;
+}
+
+int hms_routes_check (const json_t *config, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *node;
+    json_array_foreach (json_object_get (json_object_get (config, "topology"), "nodes"), i, node)
+    {
+        const char *address = json_string_value (json_object_get (node, "address"));
+        char host[256], why[320];
+        uint16_t port;
+        if (address && *address &&
+            hms_routes_parse_address (address, host, sizeof host, &port, why, sizeof why)) {
+            snprintf (err, errlen, "node %s: %s",
+                      json_string_value (json_object_get (node, "name")), why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int hms_routes_next (const json_t *config, const char *from, const char *to, char *next,
+                     size_t nextlen, char *host, size_t hostlen, uint16_t *port, char *err,
+                     size_t errlen)
+{
+    size_t i;
+    json_t *route;
+    const json_t *path = NULL;
+    json_array_foreach (json_object_get (config, "routes"), i, route)
+    {
+        if (strcmp (json_string_value (json_object_get (route, "from")), from) == 0 &&
+            strcmp (json_string_value (json_object_get (route, "to")), to) == 0) {
+            path = json_object_get (route, "path");
+            break;
+        }
+    }
+    if (!path || json_array_size (path) < 2) {
+        snprintf (err, errlen, "no route from node %s to node %s", from, to);
+        return -1;
+    }
+    const char *hop = json_string_value (json_array_get (path, 1));
+    snprintf (next, nextlen, "%s", hop);
+    const json_t *node = s_node (config, hop);
+    const char *address = node ? json_string_value (json_object_get (node, "address")) : NULL;
+    if (!address || !*address) {
+        snprintf (err, errlen, "node %s has no relay address (set it with 'node add --address')",
+                  hop);
+        return -1;
+    }
+    return hms_routes_parse_address (address, host, hostlen, port, err, errlen);
+}

@@ -1,0 +1,387 @@
+/* hms_tunnel: the two-way byte pump between sockets and HTTP/2 streams; see hms_tunnel.h. */
+#include "hms_tunnel.h"
+#include "hms_alloc.h"
+#include "hms_buf.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef enum { S_NONE, S_FD, S_STREAM } s_kind_t;
+
+typedef struct {
+    hms_tunnel_t *tunnel;
+    hms_tunnel_side_t side;
+    s_kind_t kind;
+    int fd;
+    ev_io io;
+    hms_h2_stream_t *stream;
+    hms_buf_t *out;     /* toward this end: fd ends, and any end before it is attached */
+    bool eof_in;        /* this end will send nothing more */
+    bool shut_out;      /* we told this end that nothing more comes (FIN / END_STREAM) */
+    bool closed;        /* stream ends: the stream is gone */
+    size_t unconsumed;  /* stream ends: bytes received and not yet consumed */
+    uint64_t delivered; /* bytes handed to this end */
+} s_end_t;
+
+struct hms_tunnel {
+    struct ev_loop *loop;
+    s_end_t end[2];
+    ev_timer idle;
+    int idle_ms;
+    hms_tunnel_done_fn *done;
+    void *arg;
+};
+
+static const char *s_side_name (const s_end_t *e)
+{
+    return e->side == HMS_TUNNEL_A ? "client" : "target";
+}
+
+static s_end_t *s_other (s_end_t *e)
+{
+    return &e->tunnel->end[1 - e->side];
+}
+
+static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
+{
+    hms_h2_stream_consume (s, len);
+}
+
+/* Callbacks for a stream the tunnel let go of: swallow what still arrives. */
+static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
+
+static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
+{
+    ev_timer_stop (self->loop, &self->idle);
+    for (int i = 0; i < 2; i++) {
+        s_end_t *e = &self->end[i];
+        if (e->kind == S_FD) {
+            ev_io_stop (self->loop, &e->io);
+            if (reset) {
+                struct linger lg = {1, 0};
+                setsockopt (e->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            }
+            close (e->fd);
+        } else if (e->kind == S_STREAM && !e->closed) {
+            hms_h2_stream_set_cbs (e->stream, &s_orphan_cbs, NULL);
+            if (e->unconsumed)
+                hms_h2_stream_consume (e->stream, e->unconsumed);
+            if (status && i == HMS_TUNNEL_A) {
+                const char *text = why ? why : "refused";
+                nghttp2_nv hdr = {(uint8_t *)"hermes-error", (uint8_t *)text, 12, strlen (text),
+                                  NGHTTP2_NV_FLAG_NONE};
+                if (hms_h2_respond (e->stream, status, &hdr, 1, false) != 0)
+                    hms_h2_stream_reset (e->stream, NGHTTP2_CONNECT_ERROR);
+            } else if (reset)
+                hms_h2_stream_reset (e->stream, NGHTTP2_CONNECT_ERROR);
+        }
+        hms_buf_destroy (&e->out);
+    }
+    if (self->done)
+        self->done (self, why, self->end[HMS_TUNNEL_B].delivered, self->end[HMS_TUNNEL_A].delivered,
+                    self->arg);
+    free (self);
+}
+
+void hms_tunnel_abort (hms_tunnel_t *self, const char *why)
+{
+    s_free (self, why ? why : "aborted", true, 0);
+}
+
+void hms_tunnel_refuse (hms_tunnel_t *self, int status, const char *why)
+{
+    s_free (self, why ? why : "refused", true, status);
+}
+
+static void s_fail (s_end_t *e, const char *what)
+{
+    char why[256];
+    snprintf (why, sizeof why, "%s: %s", s_side_name (e), what);
+    hms_tunnel_abort (e->tunnel, why);
+}
+
+/* Done when both ends finished sending, everything was delivered, and streams closed. */
+static bool s_check_done (hms_tunnel_t *self)
+{
+    for (int i = 0; i < 2; i++) {
+        s_end_t *e = &self->end[i];
+        if (e->kind == S_NONE || !e->eof_in || !e->shut_out)
+            return false;
+        if (e->kind == S_STREAM && !e->closed)
+            return false;
+        if (e->out && hms_buf_size (e->out) > 0)
+            return false;
+    }
+    s_free (self, NULL, false, 0);
+    return true;
+}
+
+/* Bytes waiting to reach end e (its own queue, or its stream's). */
+static size_t s_queued (const s_end_t *e)
+{
+    if (e->kind == S_STREAM && !e->closed)
+        return hms_h2_stream_queued (e->stream);
+    return e->out ? hms_buf_size (e->out) : 0;
+}
+
+static void s_update_fd (s_end_t *e)
+{
+    if (e->kind != S_FD)
+        return;
+    int events = 0;
+    if (!e->eof_in && s_queued (s_other (e)) < HMS_TUNNEL_QUEUE_MAX)
+        events |= EV_READ;
+    if (e->out && hms_buf_size (e->out) > 0)
+        events |= EV_WRITE;
+    if (e->io.events != events || !ev_is_active (&e->io)) {
+        ev_io_stop (e->tunnel->loop, &e->io);
+        ev_io_set (&e->io, e->fd, events);
+        if (events)
+            ev_io_start (e->tunnel->loop, &e->io);
+    }
+}
+
+/* Tells end e that nothing more comes, once its queue is empty. */
+static void s_maybe_shut (s_end_t *e)
+{
+    if (e->shut_out || !s_other (e)->eof_in)
+        return;
+    if (e->kind == S_FD && hms_buf_size (e->out) == 0) {
+        shutdown (e->fd, SHUT_WR);
+        e->shut_out = true;
+    } else if (e->kind == S_STREAM && !e->closed) {
+        hms_h2_stream_end (e->stream); /* after what is queued */
+        e->shut_out = true;
+    }
+}
+
+/* Returns bytes received from stream end src to its peer's window. */
+static void s_consume (s_end_t *src, size_t n)
+{
+    if (src->kind != S_STREAM || src->closed)
+        return;
+    if (n > src->unconsumed)
+        n = src->unconsumed;
+    if (n) {
+        src->unconsumed -= n;
+        hms_h2_stream_consume (src->stream, n);
+    }
+}
+
+/* Writes what is queued toward fd end e; false when the tunnel is gone. */
+static bool s_flush_fd (s_end_t *e)
+{
+    if (hms_buf_size (e->out) == 0)
+        return true;
+    ssize_t n = hms_buf_write_fd (e->out, e->fd);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        s_fail (e, strerror (errno));
+        return false;
+    }
+    if (n > 0) {
+        e->delivered += (uint64_t)n;
+        s_consume (s_other (e), (size_t)n);
+    }
+    return true;
+}
+
+/* Data from end src goes toward its other end. */
+static void s_forward (s_end_t *src, const void *data, size_t len)
+{
+    s_end_t *dst = s_other (src);
+    if (dst->kind == S_STREAM && !dst->closed) {
+        hms_h2_stream_write (dst->stream, data, len);
+        dst->delivered += len;
+    } else {
+        if (!dst->out)
+            dst->out = hms_buf_new ();
+        hms_buf_append (dst->out, data, len);
+    }
+}
+
+static void s_touch (hms_tunnel_t *self)
+{
+    if (self->idle_ms)
+        ev_timer_again (self->loop, &self->idle);
+}
+
+/* ---- socket ends ------------------------------------------------------------------- */
+
+static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
+{
+    s_end_t *e = w->data;
+    hms_tunnel_t *self = e->tunnel;
+    s_end_t *other = s_other (e);
+    s_touch (self);
+    if ((revents & EV_WRITE) && !s_flush_fd (e))
+        return;
+    if (revents & EV_READ) {
+        char buf[65536];
+        while (!e->eof_in && s_queued (other) < HMS_TUNNEL_QUEUE_MAX) {
+            ssize_t n = read (e->fd, buf, sizeof buf);
+            if (n > 0) {
+                s_forward (e, buf, (size_t)n);
+                if ((size_t)n < sizeof buf)
+                    break;
+            } else if (n == 0) {
+                e->eof_in = true;
+            } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            } else if (errno != EINTR) {
+                s_fail (e, strerror (errno));
+                return;
+            }
+        }
+        if (other->kind == S_FD && !s_flush_fd (other))
+            return;
+    }
+    s_maybe_shut (other);
+    s_maybe_shut (e);
+    if (s_check_done (self))
+        return;
+    s_update_fd (e);
+    s_update_fd (other);
+}
+
+/* ---- stream ends ------------------------------------------------------------------- */
+
+static void s_on_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
+{
+    s_end_t *e = arg;
+    s_end_t *other = s_other (e);
+    s_touch (e->tunnel);
+    e->unconsumed += len;
+    s_forward (e, data, len);
+    if (other->kind == S_FD) {
+        if (!s_flush_fd (other))
+            return;
+        s_update_fd (other);
+    }
+}
+
+static void s_on_end (hms_h2_stream_t *s, void *arg)
+{
+    s_end_t *e = arg;
+    s_end_t *other = s_other (e);
+    e->eof_in = true;
+    s_maybe_shut (other);
+    if (s_check_done (e->tunnel))
+        return;
+    s_update_fd (other);
+}
+
+static void s_on_sent (hms_h2_stream_t *s, size_t n, void *arg)
+{
+    s_end_t *e = arg;
+    s_end_t *other = s_other (e);
+    s_touch (e->tunnel);
+    s_consume (other, n); /* a stream source gets its window back */
+    s_update_fd (other);  /* a socket source may read again */
+}
+
+static void s_on_close (hms_h2_stream_t *s, uint32_t code, void *arg)
+{
+    s_end_t *e = arg;
+    e->closed = true;
+    e->stream = NULL;
+    e->unconsumed = 0;
+    if (code != 0 || !e->eof_in || !e->shut_out) {
+        char what[96];
+        snprintf (what, sizeof what, "stream closed early (%s)",
+                  code ? nghttp2_http2_strerror (code) : "no error");
+        s_fail (e, what);
+        return;
+    }
+    s_check_done (e->tunnel);
+}
+
+static const hms_h2_stream_cbs_t s_stream_cbs = {
+    .on_data = s_on_data, .on_end = s_on_end, .on_sent = s_on_sent, .on_close = s_on_close};
+
+/* ---- setup --------------------------------------------------------------------------- */
+
+static void s_on_idle (struct ev_loop *loop, ev_timer *w, int revents)
+{
+    hms_tunnel_t *self = w->data;
+    char why[64];
+    snprintf (why, sizeof why, "idle for %d s", self->idle_ms / 1000);
+    hms_tunnel_abort (self, why);
+}
+
+hms_tunnel_t *hms_tunnel_new (struct ev_loop *loop, int idle_ms, hms_tunnel_done_fn *done,
+                              void *arg)
+{
+    hms_tunnel_t *self = hms_alloc (sizeof *self);
+    self->loop = loop;
+    self->done = done;
+    self->arg = arg;
+    self->idle_ms = idle_ms;
+    for (int i = 0; i < 2; i++) {
+        self->end[i].tunnel = self;
+        self->end[i].side = (hms_tunnel_side_t)i;
+        self->end[i].fd = -1;
+    }
+    ev_init (&self->idle, s_on_idle);
+    self->idle.repeat = idle_ms / 1000.0;
+    self->idle.data = self;
+    if (idle_ms)
+        ev_timer_again (loop, &self->idle);
+    return self;
+}
+
+/* After an end is attached: move what waited for it, pass on an EOF that came first. */
+static void s_attached (s_end_t *e)
+{
+    s_end_t *other = s_other (e);
+    if (e->kind == S_STREAM && e->out && hms_buf_size (e->out) > 0) {
+        size_t len;
+        const void *p;
+        while ((p = hms_buf_peek (e->out, &len)) && len) {
+            hms_h2_stream_write (e->stream, p, len);
+            e->delivered += len;
+            hms_buf_drain (e->out, len);
+        }
+    }
+    if (e->kind == S_STREAM)
+        s_maybe_shut (e); /* a socket end is shut after its queue is written */
+    s_update_fd (e);
+    s_update_fd (other);
+}
+
+void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd)
+{
+    s_end_t *e = &self->end[side];
+    e->kind = S_FD;
+    e->fd = fd;
+    if (!e->out)
+        e->out = hms_buf_new ();
+    ev_io_init (&e->io, s_on_io, fd, 0);
+    e->io.data = e;
+    s_attached (e);
+}
+
+void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h2_stream_t *stream)
+{
+    s_end_t *e = &self->end[side];
+    e->kind = S_STREAM;
+    e->stream = stream;
+    hms_h2_stream_set_cbs (stream, &s_stream_cbs, e);
+    s_attached (e);
+}
+
+void hms_tunnel_send (hms_tunnel_t *self, hms_tunnel_side_t side, const void *data, size_t len)
+{
+    s_end_t *e = &self->end[side];
+    if (e->kind == S_STREAM && !e->closed) {
+        hms_h2_stream_write (e->stream, data, len);
+        return;
+    }
+    if (!e->out)
+        e->out = hms_buf_new ();
+    hms_buf_append (e->out, data, len);
+    s_update_fd (e); /* written when the socket is writable, never from this call */
+}

@@ -1,0 +1,147 @@
+/* hms_worker: thread + libev loop + a posted-call queue behind an ev_async. */
+#include "hms_worker.h"
+#include "hms_alloc.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+typedef struct s_call {
+    hms_worker_fn *fn;
+    void *arg;
+    struct s_call *next;
+} s_call_t;
+
+struct hms_worker {
+    int index;
+    hms_worker_fn *init, *fini;
+    void *arg;
+    void *data;
+    struct ev_loop *loop;
+    ev_async wake;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    s_call_t *calls, *last;
+    bool stopping;
+};
+
+static void s_on_wake (struct ev_loop *loop, ev_async *w, int revents)
+{
+    hms_worker_t *self = w->data;
+    pthread_mutex_lock (&self->lock);
+    s_call_t *calls = self->calls;
+    self->calls = self->last = NULL;
+    bool stopping = self->stopping;
+    pthread_mutex_unlock (&self->lock);
+    while (calls) {
+        s_call_t *next = calls->next;
+        calls->fn (self, calls->arg);
+        free (calls);
+        calls = next;
+    }
+    if (stopping)
+        ev_break (loop, EVBREAK_ALL);
+}
+
+static void s_on_grace (struct ev_loop *loop, ev_timer *w, int revents)
+{
+    ev_break (loop, EVBREAK_ALL);
+}
+
+static void *s_thread (void *arg)
+{
+    hms_worker_t *self = arg;
+    if (self->init)
+        self->init (self, self->arg);
+    ev_run (self->loop, 0);
+    ev_async_stop (self->loop, &self->wake);
+    if (self->fini)
+        self->fini (self, self->arg);
+    /* Let connections that fini closed finish their teardown. */
+    ev_timer grace;
+    ev_timer_init (&grace, s_on_grace, 2.0, 0);
+    ev_timer_start (self->loop, &grace);
+    ev_unref (self->loop); /* the grace timer alone does not keep the loop running */
+    ev_run (self->loop, 0);
+    ev_ref (self->loop);
+    ev_timer_stop (self->loop, &grace);
+    return NULL;
+}
+
+hms_worker_t *hms_worker_new (int index, hms_worker_fn *init, hms_worker_fn *fini, void *arg)
+{
+    hms_worker_t *self = hms_alloc (sizeof *self);
+    self->index = index;
+    self->init = init;
+    self->fini = fini;
+    self->arg = arg;
+    self->loop = ev_loop_new (EVFLAG_AUTO);
+    pthread_mutex_init (&self->lock, NULL);
+    ev_async_init (&self->wake, s_on_wake);
+    self->wake.data = self;
+    ev_async_start (self->loop, &self->wake);
+    if (pthread_create (&self->thread, NULL, s_thread, self) != 0)
+        abort (); /* no thread: out of resources */
+    return self;
+}
+
+void hms_worker_destroy (hms_worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    hms_worker_t *self = *self_p;
+    pthread_mutex_lock (&self->lock);
+    self->stopping = true;
+    pthread_mutex_unlock (&self->lock);
+    ev_async_send (self->loop, &self->wake);
+    pthread_join (self->thread, NULL);
+    while (self->calls) {
+        s_call_t *next = self->calls->next;
+        free (self->calls);
+        self->calls = next;
+    }
+    ev_loop_destroy (self->loop);
+    pthread_mutex_destroy (&self->lock);
+    free (self);
+    *self_p = NULL;
+}
+
+void hms_worker_post (hms_worker_t *self, hms_worker_fn *fn, void *arg)
+{
+    s_call_t *call = hms_alloc (sizeof *call);
+    call->fn = fn;
+    call->arg = arg;
+    pthread_mutex_lock (&self->lock);
+    if (self->last)
+        self->last->next = call;
+    else
+        self->calls = call;
+    self->last = call;
+    pthread_mutex_unlock (&self->lock);
+    ev_async_send (self->loop, &self->wake);
+}
+
+struct ev_loop *hms_worker_loop (hms_worker_t *self)
+{
+    return self->loop;
+}
+
+int hms_worker_index (const hms_worker_t *self)
+{
+    return self->index;
+}
+
+void *hms_worker_arg (const hms_worker_t *self)
+{
+    return self->arg;
+}
+
+void hms_worker_set_data (hms_worker_t *self, void *data)
+{
+    self->data = data;
+}
+
+void *hms_worker_data (const hms_worker_t *self)
+{
+    return self->data;
+}

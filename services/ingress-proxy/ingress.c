@@ -1,0 +1,233 @@
+/* ingress: bootstrap keys, TLS contexts, workers with their listeners, pools and policy
+ * clients, and config changes. */
+#include "hms_alloc.h"
+#include "hms_log.h"
+#include "hms_routes.h"
+#include "ingress_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const hms_cfg_key_t ingress_keys[] = {
+    {"http_listen", HMS_CFG_STRING, "127.0.0.1:3128", "HTTP/1.1 proxy (\"\" to disable)"},
+    {"h2_listen", HMS_CFG_STRING, "127.0.0.1:3129", "HTTP/2 proxy over TLS (\"\" to disable)"},
+    {"transparent_listen", HMS_CFG_STRING, "127.0.0.1:3130",
+     "transparent TCP proxy for REDIRECTed connections (\"\" to disable)"},
+    {"node", HMS_CFG_STRING, "local", "the topology node this ingress serves"},
+    {"policy", HMS_CFG_STRING, "tcp://127.0.0.1:7200", "policy engine endpoint"},
+    {"tls_dir", HMS_CFG_STRING, NULL, "CA and certificates (default: KEYS_DIR/tls)"},
+    {"workers", HMS_CFG_INT, "1", "worker threads, each with its own loop and listeners"},
+    {"connect_timeout_ms", HMS_CFG_INT, "5000", "limit for connecting to a target or relay"},
+    {"idle_timeout_ms", HMS_CFG_INT, "300000", "a tunnel idle this long is closed"},
+    {"policy_timeout_ms", HMS_CFG_INT, "1000",
+     "a flow the policy engine does not decide in "
+     "this time is refused (503)"},
+    {"head_timeout_ms", HMS_CFG_INT, "10000", "limit for a client to send its request head"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const char *const s_listen_keys[3] = {"http_listen", "h2_listen", "transparent_listen"};
+
+static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
+{
+    ingress_worker_t *w = io->data;
+    int front = (int)(io - w->accept_w);
+    for (int i = 0; i < 64; i++) {
+        hms_addr_t peer;
+        int fd = hms_net_accept (w->lfd[front], &peer);
+        if (fd < 0)
+            return;
+        if (front == INGRESS_FRONT_H1)
+            ingress_h1_accept (w, fd, &peer);
+        else if (front == INGRESS_FRONT_H2)
+            ingress_h2_accept (w, fd, &peer);
+        else
+            ingress_transparent_accept (w, fd, &peer);
+    }
+}
+
+static void s_worker_init (hms_worker_t *worker, void *arg)
+{
+    ingress_t *ingress = arg;
+    ingress_worker_t *w = hms_alloc (sizeof *w);
+    w->ingress = ingress;
+    w->worker = worker;
+    w->loop = hms_worker_loop (worker);
+    char err[512];
+    for (int i = 0; i < 3; i++) {
+        w->lfd[i] = -1;
+        if (!ingress->enabled[i])
+            continue;
+        w->lfd[i] = hms_net_listen (&ingress->listen[i], 1024, err, sizeof err);
+        if (w->lfd[i] < 0) {
+            hms_error ("worker %d: %s", hms_worker_index (worker), err);
+            continue;
+        }
+        ev_io_init (&w->accept_w[i], s_on_accept, w->lfd[i], EV_READ);
+        w->accept_w[i].data = w;
+        ev_io_start (w->loop, &w->accept_w[i]);
+    }
+    w->pool = hms_pool_new (w->loop, ingress->relay_tls, ingress->connect_timeout_ms);
+    w->decider = hms_decider_new (w->loop, ingress->policy_endpoint, ingress->keys_dir, "ingress",
+                                  ingress->policy_timeout_ms, err, sizeof err);
+    if (!w->decider)
+        hms_error ("worker %d: policy client: %s (every flow will be refused)",
+                   hms_worker_index (worker), err);
+    hms_worker_set_data (worker, w);
+}
+
+static void s_worker_fini (hms_worker_t *worker, void *arg)
+{
+    ingress_worker_t *w = hms_worker_data (worker);
+    for (int i = 0; i < 3; i++)
+        if (w->lfd[i] >= 0) {
+            ev_io_stop (w->loop, &w->accept_w[i]);
+            close (w->lfd[i]);
+        }
+    hms_pool_destroy (&w->pool);
+    hms_decider_destroy (&w->decider);
+    free (w);
+}
+
+/* On each worker after a new config: warm the first hops, forget cached decisions. */
+static void s_worker_config (hms_worker_t *worker, void *arg)
+{
+    ingress_worker_t *w = hms_worker_data (worker);
+    ingress_t *ingress = w->ingress;
+    if (w->decider)
+        hms_decider_flush (w->decider);
+    json_t *config = hms_current_get (ingress->config, NULL);
+    size_t i;
+    json_t *route;
+    json_array_foreach (json_object_get (config, "routes"), i, route)
+    {
+        if (strcmp (json_string_value (json_object_get (route, "from")), ingress->node) != 0)
+            continue;
+        char next[64], host[256], why[256];
+        uint16_t port;
+        const char *to = json_string_value (json_object_get (route, "to"));
+        if (hms_routes_next (config, ingress->node, to, next, sizeof next, host, sizeof host, &port,
+                             why, sizeof why) == 0)
+            hms_pool_warm (w->pool, host, port, "relay");
+    }
+    json_decref (config);
+}
+
+static hms_tls_ctx_t *s_tls (const char *dir, bool server, char *err, size_t errlen)
+{
+    char ca[1024], cert[1024], key[1024];
+    snprintf (ca, sizeof ca, "%s/ca.crt", dir);
+    snprintf (cert, sizeof cert, "%s/ingress.crt", dir);
+    snprintf (key, sizeof key, "%s/ingress.key", dir);
+    hms_tls_opts_t opts = {.ca_file = ca,
+                           .cert_file = cert,
+                           .key_file = key,
+                           .server = server,
+                           .require_peer_cert = false,
+                           .alpn = "h2",
+                           .tls13_only = !server};
+    return hms_tls_ctx_new (&opts, err, errlen);
+}
+
+ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
+{
+    ingress_t *self = hms_alloc (sizeof *self);
+    snprintf (self->node, sizeof self->node, "%s", hms_config_str (cfg, "node"));
+    snprintf (self->policy_endpoint, sizeof self->policy_endpoint, "%s",
+              hms_config_str (cfg, "policy"));
+    snprintf (self->keys_dir, sizeof self->keys_dir, "%s", hms_config_str (cfg, "keys_dir"));
+    self->workers_n = (int)hms_config_int (cfg, "workers");
+    self->connect_timeout_ms = (int)hms_config_int (cfg, "connect_timeout_ms");
+    self->idle_timeout_ms = (int)hms_config_int (cfg, "idle_timeout_ms");
+    self->policy_timeout_ms = (int)hms_config_int (cfg, "policy_timeout_ms");
+    self->head_timeout_ms = (int)hms_config_int (cfg, "head_timeout_ms");
+    if (self->workers_n < 1 || self->workers_n > INGRESS_MAX_WORKERS) {
+        snprintf (err, errlen, "workers must be 1 to %d", INGRESS_MAX_WORKERS);
+        free (self);
+        return NULL;
+    }
+    char tls_dir[1024];
+    const char *dir = hms_config_str (cfg, "tls_dir");
+    if (dir && *dir)
+        snprintf (tls_dir, sizeof tls_dir, "%s", dir);
+    else
+        snprintf (tls_dir, sizeof tls_dir, "%s/tls", self->keys_dir);
+    int probes[3] = {-1, -1, -1};
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        const char *text = hms_config_str (cfg, s_listen_keys[i]);
+        if (!text || !*text)
+            continue;
+        char why[256];
+        if (hms_addr_parse (text, &self->listen[i], why, sizeof why)) {
+            snprintf (err, errlen, "%s: %s", s_listen_keys[i], why);
+            rc = -1;
+            break;
+        }
+        /* bind once here: a busy port fails start-up, and ":0" learns its port */
+        probes[i] = hms_net_listen (&self->listen[i], 16, why, sizeof why);
+        if (probes[i] < 0) {
+            snprintf (err, errlen, "%s: %s", s_listen_keys[i], why);
+            rc = -1;
+            break;
+        }
+        uint16_t port = hms_net_local_port (probes[i]);
+        if (self->listen[i].ss.ss_family == AF_INET)
+            ((struct sockaddr_in *)&self->listen[i].ss)->sin_port = htons (port);
+        else
+            ((struct sockaddr_in6 *)&self->listen[i].ss)->sin6_port = htons (port);
+        self->enabled[i] = true;
+    }
+    if (!rc && (!(self->proxy_tls = s_tls (tls_dir, true, err, errlen)) ||
+                !(self->relay_tls = s_tls (tls_dir, false, err, errlen))))
+        rc = -1;
+    if (rc) {
+        for (int i = 0; i < 3; i++)
+            if (probes[i] >= 0)
+                close (probes[i]);
+        ingress_destroy (&self);
+        return NULL;
+    }
+    self->config = hms_current_new ();
+    for (int i = 0; i < self->workers_n; i++)
+        self->workers[i] = hms_worker_new (i, s_worker_init, s_worker_fini, self);
+    char text[3][80] = {"off", "off", "off"};
+    for (int i = 0; i < 3; i++) {
+        if (probes[i] >= 0)
+            close (probes[i]);
+        if (self->enabled[i])
+            hms_addr_str (&self->listen[i], text[i], sizeof text[i]);
+    }
+    hms_info ("ingress listening http=%s h2=%s transparent=%s node=%s policy=%s workers=%d",
+              text[0], text[1], text[2], self->node, self->policy_endpoint, self->workers_n);
+    return self;
+}
+
+void ingress_destroy (ingress_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ingress_t *self = *self_p;
+    for (int i = 0; i < self->workers_n && i < INGRESS_MAX_WORKERS; i++)
+        hms_worker_destroy (&self->workers[i]);
+    hms_current_destroy (&self->config);
+    hms_tls_ctx_destroy (&self->proxy_tls);
+    hms_tls_ctx_destroy (&self->relay_tls);
+    free (self);
+    *self_p = NULL;
+}
+
+int ingress_validate (void *arg, const json_t *config, char *err, size_t errlen)
+{
+    return hms_routes_check (config, err, errlen);
+}
+
+void ingress_apply (void *arg, json_t *config, int64_t version)
+{
+    ingress_t *self = arg;
+    hms_current_set (self->config, config, version);
+    for (int i = 0; i < self->workers_n; i++)
+        hms_worker_post (self->workers[i], s_worker_config, NULL);
+}

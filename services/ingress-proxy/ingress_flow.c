@@ -1,0 +1,287 @@
+/* ingress_flow: one flow from decision to tunnel: ask the policy engine, then connect
+ * direct or through the overlay, answer the client in its front end's protocol, and pump. */
+#include "hms_alloc.h"
+#include "hms_dial.h"
+#include "hms_h1.h"
+#include "hms_log.h"
+#include "hms_routes.h"
+#include "hms_tunnel.h"
+#include "ingress_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct {
+    ingress_worker_t *w;
+    ingress_front_t front;
+    int client_fd;
+    hms_h2_stream_t *client_stream;
+    hms_tunnel_t *tunnel; /* created when the client is a stream, or once connected */
+    hms_decide_req_t *decide;
+    hms_dial_t *dial;
+    hms_pool_req_t *pool_req;
+    hms_h2_stream_t *out; /* to the first relay, until it answers */
+    char peer[64];
+    char host[256];
+    uint16_t port;
+    char target[300]; /* host:port actually connected (after a policy rewrite) */
+    char user[128];
+    char dest[64]; /* exit node, when through the overlay */
+    char rule[65];
+    void *early;
+    size_t early_len;
+} s_flow_t;
+
+static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
+{
+    hms_h2_stream_consume (s, len);
+}
+
+static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
+
+static void s_free (s_flow_t *f)
+{
+    if (f->decide)
+        hms_decide_cancel (f->decide);
+    if (f->dial)
+        hms_dial_cancel (f->dial);
+    if (f->pool_req)
+        hms_pool_cancel (f->pool_req);
+    if (f->out) {
+        hms_h2_stream_set_cbs (f->out, &s_orphan_cbs, NULL);
+        hms_h2_stream_reset (f->out, NGHTTP2_CANCEL);
+    }
+    if (f->client_fd >= 0)
+        close (f->client_fd);
+    free (f->early);
+    free (f);
+}
+
+static void s_tunnel_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, uint64_t b_to_a,
+                           void *arg)
+{
+    s_flow_t *f = arg;
+    f->tunnel = NULL;
+    hms_debug ("ingress.flows",
+               "flow done client=%s target=%s via=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->peer,
+               f->target, f->dest[0] ? f->dest : "direct", a_to_b, b_to_a, why ? "why=" : "clean",
+               why ? why : "");
+    s_free (f);
+}
+
+/* Answers the client with an error in its protocol and ends the flow. */
+static void s_refuse (s_flow_t *f, int status, const char *why)
+{
+    ingress_counters_t *c = &f->w->ingress->counters;
+    if (status == 403)
+        atomic_fetch_add (&c->denied, 1);
+    else
+        atomic_fetch_add (&c->failed, 1);
+    if (status == 403)
+        hms_info ("denied client=%s target=%s:%u rule=%s why=\"%s\"", f->peer, f->host, f->port,
+                  f->rule[0] ? f->rule : "-", why);
+    else
+        hms_info ("flow failed client=%s target=%s:%u via=%s status=%d why=\"%s\"", f->peer,
+                  f->host, f->port, f->dest[0] ? f->dest : "direct", status, why);
+    if (f->front == INGRESS_FRONT_H2 && f->tunnel) {
+        hms_tunnel_refuse (f->tunnel, status, why); /* frees the flow (done) */
+        return;
+    }
+    if (f->front == INGRESS_FRONT_H1 && f->client_fd >= 0) {
+        char resp[1024];
+        ssize_t n = hms_h1_error_response (resp, sizeof resp, status, why);
+        if (n > 0 && send (f->client_fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            hms_debug ("ingress.flows", "could not send %d to %s: %s", status, f->peer,
+                       strerror (errno));
+    } else if (f->front == INGRESS_FRONT_TRANSPARENT && f->client_fd >= 0) {
+        struct linger lg = {1, 0}; /* the client sees a reset, as from the target */
+        setsockopt (f->client_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    if (f->tunnel)
+        hms_tunnel_abort (f->tunnel, why); /* frees the flow (done) */
+    else
+        s_free (f);
+}
+
+/* The upstream end is ready: tell the client, and pump. */
+static void s_established (s_flow_t *f)
+{
+    if (!f->tunnel)
+        f->tunnel = hms_tunnel_new (f->w->loop, f->w->ingress->idle_timeout_ms, s_tunnel_done, f);
+    if (f->front == INGRESS_FRONT_H2)
+        hms_h2_respond (f->client_stream, 200, NULL, 0, true);
+    else {
+        hms_tunnel_attach_fd (f->tunnel, HMS_TUNNEL_A, f->client_fd);
+        f->client_fd = -1;
+        if (f->front == INGRESS_FRONT_H1) {
+            static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+            hms_tunnel_send (f->tunnel, HMS_TUNNEL_A, ok, sizeof ok - 1);
+        }
+    }
+    if (f->early_len) {
+        hms_tunnel_send (f->tunnel, HMS_TUNNEL_B, f->early, f->early_len);
+        f->early_len = 0;
+    }
+}
+
+static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+{
+    s_flow_t *f = arg;
+    f->dial = NULL;
+    if (fd < 0) {
+        s_refuse (f, strstr (why, "no answer within") ? 504 : 502, why);
+        return;
+    }
+    atomic_fetch_add (&f->w->ingress->counters.direct, 1);
+    s_established (f);
+    hms_tunnel_attach_fd (f->tunnel, HMS_TUNNEL_B, fd);
+}
+
+static void s_on_out_headers (hms_h2_stream_t *s, void *arg)
+{
+    s_flow_t *f = arg;
+    int status = hms_h2_stream_status (s);
+    f->out = NULL;
+    if (status != 200) {
+        const char *why = hms_h2_stream_header (s, "hermes-error");
+        char text[512];
+        snprintf (text, sizeof text, "overlay answered %d: %s", status, why ? why : "-");
+        hms_h2_stream_set_cbs (s, &s_orphan_cbs, NULL);
+        hms_h2_stream_reset (s, NGHTTP2_CANCEL);
+        s_refuse (f, status >= 400 && status < 600 ? status : 502, text);
+        return;
+    }
+    atomic_fetch_add (&f->w->ingress->counters.overlay, 1);
+    s_established (f);
+    hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_B, s);
+}
+
+static void s_on_out_close (hms_h2_stream_t *s, uint32_t code, void *arg)
+{
+    s_flow_t *f = arg;
+    f->out = NULL;
+    char text[160];
+    snprintf (text, sizeof text, "first relay reset the tunnel before answering (%s)",
+              nghttp2_http2_strerror (code));
+    s_refuse (f, 502, text);
+}
+
+static const hms_h2_stream_cbs_t s_out_cbs = {.on_headers = s_on_out_headers,
+                                              .on_close = s_on_out_close};
+
+static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
+{
+    s_flow_t *f = arg;
+    f->pool_req = NULL;
+    if (!conn) {
+        s_refuse (f, 502, why);
+        return;
+    }
+    nghttp2_nv nva[8];
+    size_t n = 0;
+#define S_NV(name, value)                                                                          \
+    nva[n++] = (nghttp2_nv){(uint8_t *)(name), (uint8_t *)(value), strlen (name), strlen (value),  \
+                            NGHTTP2_NV_FLAG_NONE}
+    S_NV (":method", "CONNECT");
+    S_NV (":authority", f->target);
+    S_NV ("hermes-dest", f->dest);
+    S_NV ("hermes-hops", "1");
+    if (f->user[0])
+        S_NV ("hermes-user", f->user);
+#undef S_NV
+    f->out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
+    if (!f->out)
+        s_refuse (f, 502, "relay connection is not usable");
+}
+
+static void s_on_decision (const hms_decision_t *d, void *arg)
+{
+    s_flow_t *f = arg;
+    ingress_t *ingress = f->w->ingress;
+    f->decide = NULL;
+    snprintf (f->rule, sizeof f->rule, "%s", d->rule);
+    if (d->unavailable) {
+        s_refuse (f, 503, d->reason);
+        return;
+    }
+    if (d->action == HMS_DECISION_DENY) {
+        char why[400];
+        snprintf (why, sizeof why, "denied by policy%s%s: %s", d->rule[0] ? " rule " : "", d->rule,
+                  d->reason);
+        s_refuse (f, 403, why);
+        return;
+    }
+    /* per-user address space: the policy may rewrite the destination */
+    char why[320];
+    if (d->target[0] &&
+        hms_routes_parse_address (d->target, f->host, sizeof f->host, &f->port, why, sizeof why)) {
+        s_refuse (f, 502, why);
+        return;
+    }
+    if (strchr (f->host, ':'))
+        snprintf (f->target, sizeof f->target, "[%s]:%u", f->host, f->port);
+    else
+        snprintf (f->target, sizeof f->target, "%s:%u", f->host, f->port);
+    if (d->action == HMS_DECISION_ROUTE && d->route[0] && strcmp (d->route, ingress->node) != 0) {
+        snprintf (f->dest, sizeof f->dest, "%s", d->route);
+        json_t *config = hms_current_get (ingress->config, NULL);
+        char next[64], host[256];
+        uint16_t port = 0;
+        int rc =
+            config ? hms_routes_next (config, ingress->node, f->dest, next, sizeof next, host,
+                                      sizeof host, &port, why, sizeof why)
+                   : (snprintf (why, sizeof why, "no routing config from the controller yet"), -1);
+        json_decref (config);
+        if (rc) {
+            s_refuse (f, 502, why);
+            return;
+        }
+        /* s_on_pool may run (and end the flow) before hms_pool_get returns NULL */
+        hms_pool_req_t *req = hms_pool_get (f->w->pool, host, port, "relay", s_on_pool, f);
+        if (req)
+            f->pool_req = req;
+        return;
+    }
+    f->dial =
+        hms_dial_start (f->w->loop, f->host, f->port, ingress->connect_timeout_ms, s_on_dialed, f);
+}
+
+void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req)
+{
+    s_flow_t *f = hms_alloc (sizeof *f);
+    f->w = w;
+    f->front = req->front;
+    f->client_fd = req->client_fd;
+    f->client_stream = req->client_stream;
+    f->port = req->port;
+    snprintf (f->peer, sizeof f->peer, "%s", req->peer_ip);
+    snprintf (f->host, sizeof f->host, "%s", req->host);
+    snprintf (f->target, sizeof f->target, "%s:%u", req->host, req->port);
+    snprintf (f->user, sizeof f->user, "%s", req->user ? req->user : "");
+    if (req->early_len) {
+        f->early = hms_alloc (req->early_len);
+        memcpy (f->early, req->early, req->early_len);
+        f->early_len = req->early_len;
+    }
+    atomic_fetch_add (&w->ingress->counters.flows, 1);
+    if (f->client_stream) {
+        /* The stream's bytes wait in the tunnel while the flow is decided. */
+        f->tunnel = hms_tunnel_new (w->loop, w->ingress->idle_timeout_ms, s_tunnel_done, f);
+        hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_A, f->client_stream);
+    }
+    hms_query_t q = {.src = f->peer,
+                     .dst = f->host,
+                     .port = f->port,
+                     .protocol = "tcp",
+                     .host = f->host,
+                     .user = f->user[0] ? f->user : NULL};
+    /* s_on_decision may run (and end the flow) before hms_decide returns NULL */
+    hms_decide_req_t *dreq = hms_decide (w->decider, &q, s_on_decision, f);
+    if (dreq)
+        f->decide = dreq;
+}

@@ -1,0 +1,73 @@
+/* ingress_int: what the ingress's modules share: the daemon state, a worker's state, and
+ * the flow API that every front end (HTTP/1.1, HTTP/2, transparent) hands its clients to. */
+#ifndef INGRESS_INT_H_INCLUDED
+#define INGRESS_INT_H_INCLUDED
+
+#include "hms_current.h"
+#include "hms_decide.h"
+#include "hms_h2.h"
+#include "hms_net.h"
+#include "hms_pool.h"
+#include "hms_tls.h"
+#include "hms_worker.h"
+#include "ingress.h"
+
+#include <stdatomic.h>
+
+#define INGRESS_MAX_WORKERS 64
+
+typedef enum { INGRESS_FRONT_H1, INGRESS_FRONT_H2, INGRESS_FRONT_TRANSPARENT } ingress_front_t;
+
+/* Counters, shown in logs and (later) metrics. */
+typedef struct {
+    atomic_uint_fast64_t flows, direct, overlay, denied, failed, bad_requests;
+} ingress_counters_t;
+
+struct ingress {
+    char node[64];
+    hms_addr_t listen[3]; /* per front; family 0 when disabled */
+    bool enabled[3];
+    int workers_n;
+    int connect_timeout_ms, idle_timeout_ms, policy_timeout_ms, head_timeout_ms;
+    char policy_endpoint[256];
+    char keys_dir[1024];
+    hms_tls_ctx_t *proxy_tls; /* the HTTP/2 proxy port (server, clients need no cert) */
+    hms_tls_ctx_t *relay_tls; /* to relays (client, mutual) */
+    hms_current_t *config;
+    hms_worker_t *workers[INGRESS_MAX_WORKERS];
+    ingress_counters_t counters;
+};
+
+typedef struct {
+    ingress_t *ingress;
+    hms_worker_t *worker;
+    struct ev_loop *loop;
+    int lfd[3];
+    ev_io accept_w[3];
+    hms_pool_t *pool;
+    hms_decider_t *decider;
+} ingress_worker_t;
+
+/* What a front end knows about a new flow. */
+typedef struct {
+    ingress_front_t front;
+    int client_fd;                  /* H1 / transparent: the client's socket (taken over) */
+    hms_h2_stream_t *client_stream; /* H2: the client's CONNECT stream (taken over) */
+    const char *peer_ip;
+    const char *host; /* target host (name or IP) */
+    uint16_t port;
+    const char *user;  /* authenticated proxy user, or NULL */
+    const void *early; /* bytes the client sent after its request head */
+    size_t early_len;
+} ingress_flow_req_t;
+
+/* Decides, connects and pumps one flow; answers the client (200, 403, 502, 503, 504 or a
+ * close) the way its front end speaks. Frees itself at the end. */
+void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req);
+
+/* Front ends: accept callbacks for each listener kind. */
+void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
+void ingress_h2_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
+void ingress_transparent_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
+
+#endif

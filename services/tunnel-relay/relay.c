@@ -1,0 +1,421 @@
+/* relay: workers, listener, per-stream decision (terminate or forward), flows. */
+#include "relay.h"
+#include "hms_alloc.h"
+#include "hms_current.h"
+#include "hms_dial.h"
+#include "hms_h1.h"
+#include "hms_h2.h"
+#include "hms_log.h"
+#include "hms_net.h"
+#include "hms_pool.h"
+#include "hms_routes.h"
+#include "hms_tls.h"
+#include "hms_tunnel.h"
+#include "hms_worker.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RELAY_MAX_WORKERS 64
+
+const hms_cfg_key_t relay_keys[] = {
+    {"listen", HMS_CFG_STRING, "0.0.0.0:4433", "tunnel endpoint (HTTP/2 over TLS)"},
+    {"node", HMS_CFG_STRING, "local", "the topology node this relay serves"},
+    {"tls_dir", HMS_CFG_STRING, NULL, "CA and certificates (default: KEYS_DIR/tls)"},
+    {"workers", HMS_CFG_INT, "1", "worker threads, each with its own loop"},
+    {"connect_timeout_ms", HMS_CFG_INT, "5000", "limit for connecting to a target or relay"},
+    {"idle_timeout_ms", HMS_CFG_INT, "300000", "a tunnel idle this long is closed"},
+    {NULL, 0, NULL, NULL},
+};
+
+typedef struct {
+    relay_t *relay;
+    hms_worker_t *worker;
+    struct ev_loop *loop;
+    int lfd;
+    ev_io accept_w;
+    hms_pool_t *pool;
+    size_t conns;
+} s_worker_t;
+
+struct relay {
+    char node[64];
+    hms_addr_t listen;
+    uint16_t port;
+    int workers_n;
+    int connect_timeout_ms;
+    int idle_timeout_ms;
+    hms_tls_ctx_t *server_tls;
+    hms_tls_ctx_t *client_tls;
+    hms_current_t *config;
+    hms_worker_t *workers[RELAY_MAX_WORKERS];
+    atomic_uint_fast64_t terminated, forwarded, refused;
+};
+
+/* One CONNECT stream through this relay. */
+typedef struct {
+    s_worker_t *w;
+    hms_h2_stream_t *in;
+    hms_tunnel_t *tunnel;
+    hms_dial_t *dial;
+    hms_pool_req_t *pool_req;
+    hms_h2_stream_t *out; /* to the next relay, until it answers */
+    char target[300];
+    char host[256];
+    uint16_t port;
+    char dest[64];
+    int hops;
+} s_flow_t;
+
+/* ---- flows ----------------------------------------------------------------------------- */
+
+static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
+{
+    hms_h2_stream_consume (s, len);
+}
+
+static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
+
+static void s_flow_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, uint64_t b_to_a,
+                         void *arg)
+{
+    s_flow_t *f = arg;
+    if (f->dial)
+        hms_dial_cancel (f->dial);
+    if (f->pool_req)
+        hms_pool_cancel (f->pool_req);
+    if (f->out) {
+        hms_h2_stream_set_cbs (f->out, &s_orphan_cbs, NULL);
+        hms_h2_stream_reset (f->out, NGHTTP2_CANCEL);
+    }
+    hms_debug ("relay.flows", "tunnel done target=%s dest=%s up=%" PRIu64 " down=%" PRIu64 " %s%s",
+               f->target, f->dest[0] ? f->dest : "-", a_to_b, b_to_a, why ? "why=" : "clean",
+               why ? why : "");
+    free (f);
+}
+
+static void s_refuse (s_flow_t *f, int status, const char *why)
+{
+    atomic_fetch_add (&f->w->relay->refused, 1);
+    hms_info ("tunnel refused target=%s dest=%s status=%d why=\"%s\"", f->target,
+              f->dest[0] ? f->dest : "-", status, why);
+    hms_tunnel_refuse (f->tunnel, status, why);
+}
+
+static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+{
+    s_flow_t *f = arg;
+    f->dial = NULL;
+    if (fd < 0) {
+        s_refuse (f, 502, why);
+        return;
+    }
+    atomic_fetch_add (&f->w->relay->terminated, 1);
+    hms_h2_respond (f->in, 200, NULL, 0, true);
+    hms_tunnel_attach_fd (f->tunnel, HMS_TUNNEL_B, fd);
+}
+
+/* The next relay answered our CONNECT. */
+static void s_on_out_headers (hms_h2_stream_t *s, void *arg)
+{
+    s_flow_t *f = arg;
+    int status = hms_h2_stream_status (s);
+    f->out = NULL;
+    if (status != 200) {
+        const char *why = hms_h2_stream_header (s, RELAY_HDR_ERROR);
+        char text[512];
+        snprintf (text, sizeof text, "next relay answered %d: %s", status, why ? why : "-");
+        hms_h2_stream_set_cbs (s, &s_orphan_cbs, NULL);
+        hms_h2_stream_reset (s, NGHTTP2_CANCEL);
+        s_refuse (f, status >= 400 ? status : 502, text);
+        return;
+    }
+    atomic_fetch_add (&f->w->relay->forwarded, 1);
+    hms_h2_respond (f->in, 200, NULL, 0, true);
+    hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_B, s);
+}
+
+static void s_on_out_close (hms_h2_stream_t *s, uint32_t code, void *arg)
+{
+    s_flow_t *f = arg;
+    f->out = NULL;
+    char text[128];
+    snprintf (text, sizeof text, "next relay reset the tunnel before answering (%s)",
+              nghttp2_http2_strerror (code));
+    s_refuse (f, 502, text);
+}
+
+static const hms_h2_stream_cbs_t s_out_cbs = {.on_headers = s_on_out_headers,
+                                              .on_close = s_on_out_close};
+
+static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
+{
+    s_flow_t *f = arg;
+    f->pool_req = NULL;
+    if (!conn) {
+        s_refuse (f, 502, why);
+        return;
+    }
+    char hops[16];
+    snprintf (hops, sizeof hops, "%d", f->hops + 1);
+    nghttp2_nv nva[12];
+    size_t n = 0;
+#define S_NV(name, value)                                                                          \
+    nva[n++] = (nghttp2_nv){(uint8_t *)(name), (uint8_t *)(value), strlen (name), strlen (value),  \
+                            NGHTTP2_NV_FLAG_NONE}
+    S_NV (":method", "CONNECT");
+    S_NV (":authority", f->target);
+    S_NV (RELAY_HDR_DEST, f->dest);
+    S_NV (RELAY_HDR_HOPS, hops);
+    /* identity and routing metadata travel on */
+    static const char *const pass[] = {"hermes-user", "hermes-service", "hermes-namespace",
+                                       "hermes-route-id", NULL};
+    for (int i = 0; pass[i]; i++) {
+        const char *v = hms_h2_stream_header (f->in, pass[i]);
+        if (v)
+            S_NV (pass[i], v);
+    }
+#undef S_NV
+    f->out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
+    if (!f->out)
+        s_refuse (f, 502, "next relay connection is not usable");
+}
+
+static void s_on_request (hms_h2_stream_t *in, void *arg)
+{
+    s_worker_t *w = arg;
+    relay_t *relay = w->relay;
+    const char *method = hms_h2_stream_header (in, ":method");
+    const char *authority = hms_h2_stream_header (in, ":authority");
+    const char *proto = hms_h2_stream_header (in, ":protocol");
+    s_flow_t *f = hms_alloc (sizeof *f);
+    f->w = w;
+    f->in = in;
+    snprintf (f->target, sizeof f->target, "%s", authority ? authority : "-");
+    f->tunnel = hms_tunnel_new (w->loop, relay->idle_timeout_ms, s_flow_done, f);
+    hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_A, in);
+    if (!method || strcmp (method, "CONNECT") != 0 || proto) {
+        s_refuse (f, 501, "this relay carries CONNECT tunnels only");
+        return;
+    }
+    char why[256];
+    if (!authority || hms_h1_parse_authority (authority, strlen (authority), f->host,
+                                              sizeof f->host, &f->port, why, sizeof why)) {
+        s_refuse (f, 400, authority ? why : "CONNECT without :authority");
+        return;
+    }
+    const char *hops = hms_h2_stream_header (in, RELAY_HDR_HOPS);
+    f->hops = hops ? atoi (hops) : 0;
+    if (f->hops >= RELAY_MAX_HOPS) {
+        s_refuse (f, 508, "too many relays on this path (a routing loop?)");
+        return;
+    }
+    const char *dest = hms_h2_stream_header (in, RELAY_HDR_DEST);
+    snprintf (f->dest, sizeof f->dest, "%s", dest ? dest : "");
+    if (!dest || !*dest || strcmp (dest, relay->node) == 0) {
+        /* the flow leaves the overlay here */
+        f->dial =
+            hms_dial_start (w->loop, f->host, f->port, relay->connect_timeout_ms, s_on_dialed, f);
+        return;
+    }
+    json_t *config = hms_current_get (relay->config, NULL);
+    char next[64], host[256];
+    uint16_t port = 0;
+    int rc = config ? hms_routes_next (config, relay->node, dest, next, sizeof next, host,
+                                       sizeof host, &port, why, sizeof why)
+                    : (snprintf (why, sizeof why, "no routing config from the controller yet"), -1);
+    json_decref (config);
+    if (rc) {
+        s_refuse (f, 502, why);
+        return;
+    }
+    /* s_on_pool may run (and end the flow) before hms_pool_get returns NULL */
+    hms_pool_req_t *req = hms_pool_get (w->pool, host, port, "relay", s_on_pool, f);
+    if (req)
+        f->pool_req = req;
+}
+
+/* ---- connections ------------------------------------------------------------------------- */
+
+static void s_on_conn_closed (hms_h2_conn_t *conn, const char *why, void *arg)
+{
+    s_worker_t *w = arg;
+    w->conns--;
+    hms_debug ("relay.conns", "connection closed peer=%s why=\"%s\"",
+               hms_h2_conn_peer (conn) ? hms_h2_conn_peer (conn) : "-", why);
+    if (strstr (why, "TLS"))
+        hms_warning ("refused a peer connection: %s", why);
+}
+
+static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
+{
+    s_worker_t *w = io->data;
+    for (int i = 0; i < 64; i++) {
+        hms_addr_t peer;
+        int fd = hms_net_accept (w->lfd, &peer);
+        if (fd < 0)
+            return;
+        hms_tls_t *tls = hms_tls_new (w->relay->server_tls, fd, NULL);
+        if (!tls) {
+            close (fd);
+            continue;
+        }
+        static const hms_h2_conn_cbs_t cbs = {.on_request = s_on_request,
+                                              .on_closed = s_on_conn_closed};
+        hms_h2_conn_new (loop, tls, true, &cbs, w);
+        w->conns++;
+    }
+}
+
+/* ---- workers ----------------------------------------------------------------------------- */
+
+static void s_worker_init (hms_worker_t *worker, void *arg)
+{
+    relay_t *relay = arg;
+    s_worker_t *w = hms_alloc (sizeof *w);
+    w->relay = relay;
+    w->worker = worker;
+    w->loop = hms_worker_loop (worker);
+    char err[256];
+    w->lfd = hms_net_listen (&relay->listen, 1024, err, sizeof err);
+    if (w->lfd < 0)
+        hms_error ("worker %d: %s", hms_worker_index (worker), err);
+    else {
+        ev_io_init (&w->accept_w, s_on_accept, w->lfd, EV_READ);
+        w->accept_w.data = w;
+        ev_io_start (w->loop, &w->accept_w);
+    }
+    w->pool = hms_pool_new (w->loop, relay->client_tls, relay->connect_timeout_ms);
+    hms_worker_set_data (worker, w);
+}
+
+static void s_worker_fini (hms_worker_t *worker, void *arg)
+{
+    s_worker_t *w = hms_worker_data (worker);
+    if (w->lfd >= 0) {
+        ev_io_stop (w->loop, &w->accept_w);
+        close (w->lfd);
+    }
+    hms_pool_destroy (&w->pool);
+    free (w);
+}
+
+/* Runs on each worker after a new config: keep connections to the next hops warm. */
+static void s_worker_config (hms_worker_t *worker, void *arg)
+{
+    s_worker_t *w = hms_worker_data (worker);
+    relay_t *relay = w->relay;
+    json_t *config = hms_current_get (relay->config, NULL);
+    size_t i;
+    json_t *route;
+    json_array_foreach (json_object_get (config, "routes"), i, route)
+    {
+        if (strcmp (json_string_value (json_object_get (route, "from")), relay->node) != 0)
+            continue;
+        char next[64], host[256], why[256];
+        uint16_t port;
+        const char *to = json_string_value (json_object_get (route, "to"));
+        if (hms_routes_next (config, relay->node, to, next, sizeof next, host, sizeof host, &port,
+                             why, sizeof why) == 0)
+            hms_pool_warm (w->pool, host, port, "relay");
+    }
+    json_decref (config);
+}
+
+static hms_tls_ctx_t *s_tls (const char *dir, bool server, char *err, size_t errlen)
+{
+    char ca[1024], cert[1024], key[1024];
+    snprintf (ca, sizeof ca, "%s/ca.crt", dir);
+    snprintf (cert, sizeof cert, "%s/relay.crt", dir);
+    snprintf (key, sizeof key, "%s/relay.key", dir);
+    hms_tls_opts_t opts = {.ca_file = ca,
+                           .cert_file = cert,
+                           .key_file = key,
+                           .server = server,
+                           .require_peer_cert = server,
+                           .alpn = "h2",
+                           .tls13_only = true};
+    return hms_tls_ctx_new (&opts, err, errlen);
+}
+
+relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
+{
+    relay_t *self = hms_alloc (sizeof *self);
+    snprintf (self->node, sizeof self->node, "%s", hms_config_str (cfg, "node"));
+    self->workers_n = (int)hms_config_int (cfg, "workers");
+    self->connect_timeout_ms = (int)hms_config_int (cfg, "connect_timeout_ms");
+    self->idle_timeout_ms = (int)hms_config_int (cfg, "idle_timeout_ms");
+    if (self->workers_n < 1 || self->workers_n > RELAY_MAX_WORKERS) {
+        snprintf (err, errlen, "workers must be 1 to %d", RELAY_MAX_WORKERS);
+        free (self);
+        return NULL;
+    }
+    char tls_dir[1024];
+    const char *dir = hms_config_str (cfg, "tls_dir");
+    if (dir && *dir)
+        snprintf (tls_dir, sizeof tls_dir, "%s", dir);
+    else
+        snprintf (tls_dir, sizeof tls_dir, "%s/tls", hms_config_str (cfg, "keys_dir"));
+    if (hms_addr_parse (hms_config_str (cfg, "listen"), &self->listen, err, errlen) ||
+        !(self->server_tls = s_tls (tls_dir, true, err, errlen)) ||
+        !(self->client_tls = s_tls (tls_dir, false, err, errlen))) {
+        relay_destroy (&self);
+        return NULL;
+    }
+    /* Bind once here to report a busy port at start-up and learn a ":0" port; the workers
+     * bind their own SO_REUSEPORT sockets to the same address. */
+    int probe = hms_net_listen (&self->listen, 16, err, errlen);
+    if (probe < 0) {
+        relay_destroy (&self);
+        return NULL;
+    }
+    self->port = hms_net_local_port (probe);
+    if (self->listen.ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&self->listen.ss)->sin_port = htons (self->port);
+    else
+        ((struct sockaddr_in6 *)&self->listen.ss)->sin6_port = htons (self->port);
+    self->config = hms_current_new ();
+    for (int i = 0; i < self->workers_n; i++)
+        self->workers[i] = hms_worker_new (i, s_worker_init, s_worker_fini, self);
+    close (probe);
+    char text[80];
+    hms_info ("relay listening on %s node=%s workers=%d",
+              hms_addr_str (&self->listen, text, sizeof text), self->node, self->workers_n);
+    return self;
+}
+
+void relay_destroy (relay_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    relay_t *self = *self_p;
+    for (int i = 0; i < self->workers_n && i < RELAY_MAX_WORKERS; i++)
+        hms_worker_destroy (&self->workers[i]);
+    hms_current_destroy (&self->config);
+    hms_tls_ctx_destroy (&self->server_tls);
+    hms_tls_ctx_destroy (&self->client_tls);
+    free (self);
+    *self_p = NULL;
+}
+
+int relay_validate (void *arg, const json_t *config, char *err, size_t errlen)
+{
+    return hms_routes_check (config, err, errlen);
+}
+
+void relay_apply (void *arg, json_t *config, int64_t version)
+{
+    relay_t *self = arg;
+    hms_current_set (self->config, config, version);
+    for (int i = 0; i < self->workers_n; i++)
+        hms_worker_post (self->workers[i], s_worker_config, NULL);
+}
+
+uint16_t relay_port (const relay_t *self)
+{
+    return self->port;
+}
