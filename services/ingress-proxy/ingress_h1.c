@@ -23,6 +23,7 @@ typedef struct {
     ev_timer timer;
     char *buf;
     size_t len, cap;
+    size_t parsed_len; /* length at the last parse (see hms_h1_parse_due) */
 } s_conn_t;
 
 static void s_close (s_conn_t *c)
@@ -105,6 +106,9 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
     }
+    if (!hms_h1_parse_due (c->buf, c->parsed_len, c->len))
+        return;
+    c->parsed_len = c->len;
     hms_h1_head_t head;
     int status = 0;
     char why[256];
