@@ -26,7 +26,7 @@ static double s_now (void)
 {
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static json_t *s_rules (int n)
@@ -36,29 +36,29 @@ static json_t *s_rules (int n)
     for (int i = 0; i < n; i++) {
         char id[32], name[64], text[64];
         snprintf (id, sizeof id, "rule-%d", i);
-        int kind = (int)(s_rand () % 100);
+        int kind = (int) (s_rand () % 100);
         json_t *match = json_object ();
         if (kind < 60) {
-            snprintf (name, sizeof name, "svc-%d.example", (int)(s_rand () % (unsigned)n));
+            snprintf (name, sizeof name, "svc-%d.example", (int) (s_rand () % (unsigned) n));
             json_object_set_new (match, "host", json_pack ("[s]", name));
             if (s_rand () % 2)
                 json_object_set_new (match, "user", json_pack ("[s]", users[s_rand () % 4]));
         } else if (kind < 85) {
-            snprintf (text, sizeof text, "%d", 1000 + (int)(s_rand () % 5000));
+            snprintf (text, sizeof text, "%d", 1000 + (int) (s_rand () % 5000));
             json_object_set_new (match, "ports", json_pack ("[s]", text));
             json_object_set_new (match, "protocol", json_pack ("[s]", "tcp"));
         } else if (kind < 95) {
-            snprintf (text, sizeof text, "10.%d.%d.0/24", (int)(s_rand () % 256),
-                      (int)(s_rand () % 256));
+            snprintf (text, sizeof text, "10.%d.%d.0/24", (int) (s_rand () % 256),
+                      (int) (s_rand () % 256));
             json_object_set_new (match, "src", json_pack ("[s]", text));
             json_object_set_new (match, "protocol", json_pack ("[s]", "udp"));
         } else {
             snprintf (name, sizeof name, "%s%d.example", s_rand () % 2 ? ".zone-" : "*.z*-",
-                      (int)(s_rand () % 100));
+                      (int) (s_rand () % 100));
             json_object_set_new (match, "host", json_pack ("[s]", name));
         }
         json_array_append_new (rules, json_pack ("{s:s, s:i, s:s, s:o}", "id", id, "priority",
-                                                 (int)(s_rand () % 1000), "action",
+                                                 (int) (s_rand () % 1000), "action",
                                                  s_rand () % 3 ? "allow" : "deny", "match", match));
     }
     return rules;
@@ -74,15 +74,15 @@ static void s_queries (s_query_t *qs, int nrules)
     static const char *const users[] = {"alice", "bob", "carol", "dave", "eve"};
     for (int i = 0; i < S_QUERIES; i++) {
         s_query_t *x = &qs[i];
-        snprintf (x->src, sizeof x->src, "10.%d.%d.%d", (int)(s_rand () % 256),
-                  (int)(s_rand () % 256), (int)(s_rand () % 256));
+        snprintf (x->src, sizeof x->src, "10.%d.%d.%d", (int) (s_rand () % 256),
+                  (int) (s_rand () % 256), (int) (s_rand () % 256));
         if (s_rand () % 10 < 8)
-            snprintf (x->host, sizeof x->host, "svc-%d.example", (int)(s_rand () % nrules));
+            snprintf (x->host, sizeof x->host, "svc-%d.example", (int) (s_rand () % nrules));
         else
-            snprintf (x->host, sizeof x->host, "a.zone-%d.example", (int)(s_rand () % 200));
+            snprintf (x->host, sizeof x->host, "a.zone-%d.example", (int) (s_rand () % 200));
         x->q = (hms_policy_query_t){.src = x->src,
                                     .host = x->host,
-                                    .port = 1000 + (int)(s_rand () % 5000),
+                                    .port = 1000 + (int) (s_rand () % 5000),
                                     .protocol = s_rand () % 2 ? "tcp" : "udp",
                                     .user = users[s_rand () % 5]};
     }
@@ -103,8 +103,8 @@ static double s_rate (hms_policy_set_t *set, s_query_t *qs, int flags, double se
         done += S_QUERIES;
         end = s_now ();
     }
-    *share = (double)matched / (double)done;
-    return (double)done / (end - start);
+    *share = (double) matched / (double) done;
+    return (double) done / (end - start);
 }
 
 /* A policy.decide body of 1024 queries as text -> decisions as text, per second. */
@@ -148,7 +148,7 @@ static double s_batch_rate (hms_policy_set_t *set, s_query_t *qs, double seconds
         end = s_now ();
     }
     free (text);
-    return (double)done / (end - start);
+    return (double) done / (end - start);
 }
 
 int main (int argc, char **argv)

@@ -63,8 +63,8 @@ static void s_check_head (const hms_h1_head_t *h, const char *buf, size_t r, boo
             S_CHECK (f->value[k] != '\r' && f->value[k] != '\n' && f->value[k] != 0);
         S_CHECK (hms_h1_find (h, "x") == NULL || hms_h1_find (h, "x")->name_len == 1);
     }
-    (void)hms_h1_has_token (h, "Connection", "close");
-    (void)hms_h1_keep_alive (h);
+    (void) hms_h1_has_token (h, "Connection", "close");
+    (void) hms_h1_keep_alive (h);
 }
 
 /* Parses buf, then every few prefixes of it in exactly sized copies: each gives 0 or the same
@@ -76,7 +76,7 @@ static ssize_t s_parse (bool request, const char *buf, size_t len, hms_h1_head_t
     char err[256], perr[256];
     ssize_t r = request ? hms_h1_parse_request (buf, len, head, &status, err, sizeof err)
                         : hms_h1_parse_response (buf, len, head, &status, err, sizeof err);
-    S_CHECK (r >= -1 && r <= (ssize_t)len);
+    S_CHECK (r >= -1 && r <= (ssize_t) len);
     if (r < 0) {
         S_CHECK (err[0] != 0);
         if (request)
@@ -87,9 +87,9 @@ static ssize_t s_parse (bool request, const char *buf, size_t len, hms_h1_head_t
     } else {
         S_CHECK (status == 0);
         if (r > 0)
-            s_check_head (head, buf, (size_t)r, request);
+            s_check_head (head, buf, (size_t) r, request);
     }
-    size_t cuts[] = {len / 2, len ? len - 1 : 0, len / 3, r > 0 ? (size_t)r - 1 : 0};
+    size_t cuts[] = {len / 2, len ? len - 1 : 0, len / 3, r > 0 ? (size_t) r - 1 : 0};
     for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
         size_t k = cuts[c];
         char *copy = malloc (k ? k : 1);
@@ -149,7 +149,7 @@ static void s_feed (const hms_h1_body_t *b0, const char *in, size_t len, size_t 
         S_CHECK (hms_h1_body_feed (&again, in, used1, &c, NULL, NULL, err, sizeof err) == 1);
         S_CHECK (c == used1);
     }
-    (void)hms_h1_body_eof (&one, err, sizeof err);
+    (void) hms_h1_body_eof (&one, err, sizeof err);
     free (out1.data);
     free (out2.data);
 }
@@ -158,9 +158,9 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
     static hms_h1_head_t head;
-    const char *buf = (const char *)data;
+    const char *buf = (const char *) data;
     char err[256];
-    size_t step = size ? (size_t)data[0] % 7 + 1 : 1;
+    size_t step = size ? (size_t) data[0] % 7 + 1 : 1;
 
     /* the input as a request, then its body */
     ssize_t r = s_parse (true, buf, size, &head);
@@ -187,7 +187,7 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         hms_h1_body_t b;
         S_CHECK (hms_h1_body_init (&b, &head, false, false, err, sizeof err) == 0);
         S_CHECK (b.kind != HMS_H1_BODY_CLOSE);
-        s_feed (&b, buf + r, size - (size_t)r, step);
+        s_feed (&b, buf + r, size - (size_t) r, step);
     }
 
     /* the input as a response, then its body */
@@ -195,7 +195,7 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     if (r > 0) {
         hms_h1_body_t b;
         S_CHECK (hms_h1_body_init (&b, &head, true, size & 1, err, sizeof err) == 0);
-        s_feed (&b, buf + r, size - (size_t)r, step);
+        s_feed (&b, buf + r, size - (size_t) r, step);
     }
 
     /* the input as a chunked body */
@@ -225,7 +225,7 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     ssize_t n = hms_h1_error_response (out, sizeof out, status, detail);
     S_CHECK (n > 0);
     int reply;
-    r = hms_h1_parse_response (out, (size_t)n, &head, &reply, err, sizeof err);
+    r = hms_h1_parse_response (out, (size_t) n, &head, &reply, err, sizeof err);
     S_CHECK (r > 0 && head.status == status && head.content_length == n - r);
     free (detail);
     return 0;

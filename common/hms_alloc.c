@@ -52,7 +52,7 @@ char *hms_sprintf (const char *fmt, ...)
 
 void hms_free (void *p_of_ptr)
 {
-    void **pp = (void **)p_of_ptr;
+    void **pp = (void **) p_of_ptr;
     if (pp && *pp) {
         free (*pp);
         *pp = NULL;

@@ -60,9 +60,9 @@ static void s_handle (hms_auth_t *self, zsock_t *zap)
         }
         s_reply (zap, request_id ? request_id : "", "400", "key not authorised", "");
     }
-    (void)version;
-    (void)domain;
-    (void)identity;
+    (void) version;
+    (void) domain;
+    (void) identity;
     free (version);
     free (request_id);
     free (domain);
@@ -146,6 +146,6 @@ void hms_auth_peer (zframe_t *frame, char *role, size_t rlen, char *name, size_t
     const char *colon = strchr (uid, ':');
     if (!colon)
         return;
-    snprintf (role, rlen, "%.*s", (int)(colon - uid), uid);
+    snprintf (role, rlen, "%.*s", (int) (colon - uid), uid);
     snprintf (name, nlen, "%s", colon + 1);
 }

@@ -119,7 +119,7 @@ size_t hms_buf_read (hms_buf_t *self, void *out, size_t len)
         const void *p = hms_buf_peek (self, &n);
         if (n > len - done)
             n = len - done;
-        memcpy ((char *)out + done, p, n);
+        memcpy ((char *) out + done, p, n);
         hms_buf_drain (self, n);
         done += n;
     }
@@ -142,7 +142,7 @@ ssize_t hms_buf_write_fd (hms_buf_t *self, int fd)
                 continue;
             return total > 0 ? total : -1;
         }
-        hms_buf_drain (self, (size_t)w);
+        hms_buf_drain (self, (size_t) w);
         total += w;
     }
     return total;

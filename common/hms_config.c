@@ -67,7 +67,7 @@ static int s_check (const s_entry_t *e, const char *value, const char *origin, c
         char *end;
         errno = 0;
         long long v = strtoll (value, &end, 10);
-        (void)v;
+        (void) v;
         if (errno || end == value || *end) {
             snprintf (err, errlen, "%s: %s must be an integer, got '%s'", origin, e->def->key,
                       value);
@@ -152,9 +152,9 @@ int hms_config_load_file (hms_config_t *self, const char *path, char *err, size_
 /* "api_bind" -> "HERMES_API_BIND" */
 static void s_env_name (const char *key, char *out, size_t len)
 {
-    size_t n = (size_t)snprintf (out, len, "HERMES_");
+    size_t n = (size_t) snprintf (out, len, "HERMES_");
     for (; *key && n + 1 < len; key++)
-        out[n++] = (char)toupper ((unsigned char)*key);
+        out[n++] = (char) toupper ((unsigned char) *key);
     out[n] = 0;
 }
 

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 const hms_cfg_key_t hms_daemon_service_keys[] = {
@@ -47,6 +48,12 @@ int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
         return 2;
     }
     hms_log_set_level (level);
+    /* A proxy holds two sockets per flow: take every descriptor the system allows. */
+    struct rlimit nofile;
+    if (getrlimit (RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit (RLIMIT_NOFILE, &nofile);
+    }
     /* Blocked here, so every thread started from now on leaves them to sigwait below. */
     sigset_t stop_set;
     sigemptyset (&stop_set);

@@ -35,7 +35,8 @@ struct hms_decider {
     struct ev_loop *loop;
     zsock_t *sock;
     ev_io io;
-    ev_prepare prep;
+    ev_idle prep; /* "before the loop next blocks": an idle watcher, since one started from
+                   * a prepare callback would only run after the next poll */
     int timeout_ms;
     uint64_t next_qid;
     zhashx_t *pending; /* qid -> req */
@@ -121,7 +122,7 @@ static void s_on_reply (hms_decider_t *self, json_t *env)
         s_copy (dec.retry_profile, sizeof dec.retry_profile, json_object_get (d, "retry_profile"));
         s_copy (dec.reason, sizeof dec.reason, json_object_get (d, "reason"));
         dec.bypass = json_is_true (json_object_get (d, "bypass"));
-        dec.ttl_ms = (int)json_integer_value (json_object_get (d, "ttl_ms"));
+        dec.ttl_ms = (int) json_integer_value (json_object_get (d, "ttl_ms"));
         if (dec.ttl_ms > 0) {
             if (zhashx_size (self->cache) >= HMS_DECIDE_CACHE_MAX)
                 zhashx_purge (self->cache);
@@ -144,7 +145,7 @@ static void s_drain (hms_decider_t *self)
         zframe_t *frame = zmsg_last (msg);
         const char *code;
         char err[512];
-        json_t *env = frame ? hms_msg_decode ((const char *)zframe_data (frame),
+        json_t *env = frame ? hms_msg_decode ((const char *) zframe_data (frame),
                                               zframe_size (frame), &code, err, sizeof err)
                             : NULL;
         zmsg_destroy (&msg);
@@ -163,7 +164,7 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
 }
 
 /* Before the loop blocks: send what was asked this turn as one batch, then drain. */
-static void s_on_prepare (struct ev_loop *loop, ev_prepare *w, int revents)
+static void s_on_prepare (struct ev_loop *loop, ev_idle *w, int revents)
 {
     hms_decider_t *self = w->data;
     while (self->queue) {
@@ -180,7 +181,7 @@ static void s_on_prepare (struct ev_loop *loop, ev_prepare *w, int revents)
         hms_bus_send (self->sock, NULL, NULL, &env);
     }
     self->queue_last = NULL;
-    ev_prepare_stop (loop, w);
+    ev_idle_stop (loop, w);
     s_drain (self);
 }
 
@@ -215,7 +216,7 @@ hms_decider_t *hms_decider_new (struct ev_loop *loop, const char *endpoint, cons
     ev_io_init (&self->io, s_on_io, zsock_fd (self->sock), EV_READ);
     self->io.data = self;
     ev_io_start (loop, &self->io);
-    ev_prepare_init (&self->prep, s_on_prepare);
+    ev_idle_init (&self->prep, s_on_prepare);
     self->prep.data = self;
     return self;
 }
@@ -226,7 +227,7 @@ void hms_decider_destroy (hms_decider_t **self_p)
         return;
     hms_decider_t *self = *self_p;
     ev_io_stop (self->loop, &self->io);
-    ev_prepare_stop (self->loop, &self->prep);
+    ev_idle_stop (self->loop, &self->prep);
     for (hms_decide_req_t *req = zhashx_first (self->pending); req;
          req = zhashx_next (self->pending))
         s_req_free (req);
@@ -277,7 +278,7 @@ hms_decide_req_t *hms_decide (hms_decider_t *self, const hms_query_t *q, hms_dec
     ev_timer_init (&req->timer, s_on_timeout, self->timeout_ms / 1000.0, 0);
     req->timer.data = req;
     ev_timer_start (self->loop, &req->timer);
-    ev_prepare_start (self->loop, &self->prep);
+    ev_idle_start (self->loop, &self->prep);
     return req;
 }
 

@@ -96,7 +96,7 @@ static int s_hex (unsigned char c)
 
 static unsigned char s_lower (unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+    return (c >= 'A' && c <= 'Z') ? (unsigned char) (c + 32) : c;
 }
 
 /* token character (RFC 9110 §5.6.2) */
@@ -122,8 +122,8 @@ static bool s_ieq_as (const char *s, size_t n, const char *lit, bool underscore_
 {
     size_t i = 0;
     for (; i < n && lit[i]; i++) {
-        unsigned char c = underscore_is_dash && s[i] == '_' ? '-' : (unsigned char)s[i];
-        if (s_lower (c) != s_lower ((unsigned char)lit[i]))
+        unsigned char c = underscore_is_dash && s[i] == '_' ? '-' : (unsigned char) s[i];
+        if (s_lower (c) != s_lower ((unsigned char) lit[i]))
             return false;
     }
     return i == n && !lit[i];
@@ -140,7 +140,7 @@ static bool s_ieq (const char *s, size_t n, const char *lit)
 static int s_line (const char *buf, size_t len, size_t pos, size_t *end)
 {
     for (size_t i = pos; i < len; i++) {
-        unsigned char c = (unsigned char)buf[i];
+        unsigned char c = (unsigned char) buf[i];
         size_t k = i - pos;
         if (c == '\r') {
             /* an empty line ends the head; any other needs the final CRLF after it */
@@ -211,7 +211,7 @@ static int s_host_name (const char *s, size_t n, char *out, size_t outlen, char 
         return s_fail (err, errlen, "host longer than %d characters", HMS_H1_MAX_HOST);
     size_t label = 0; /* start of the current label, at the end the last one */
     for (size_t i = 0; i < name_len; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = (unsigned char) s[i];
         if (c == '.') {
             if (i == label)
                 return s_fail (err, errlen, "empty label in host at character %zu", i + 1);
@@ -234,10 +234,10 @@ static int s_host_name (const char *s, size_t n, char *out, size_t outlen, char 
     bool numeric = true;
     if (name_len - last >= 2 && s[last] == '0' && (s[last + 1] == 'x' || s[last + 1] == 'X')) {
         for (size_t i = last + 2; i < name_len; i++)
-            numeric = numeric && s_hex ((unsigned char)s[i]) >= 0;
+            numeric = numeric && s_hex ((unsigned char) s[i]) >= 0;
     } else {
         for (size_t i = last; i < name_len; i++)
-            numeric = numeric && s_digit ((unsigned char)s[i]);
+            numeric = numeric && s_digit ((unsigned char) s[i]);
     }
     if (numeric) {
         int parts = 0;
@@ -245,8 +245,8 @@ static int s_host_name (const char *s, size_t n, char *out, size_t outlen, char 
         while (i < name_len) {
             size_t start = i;
             unsigned value = 0;
-            while (i < name_len && s_digit ((unsigned char)s[i]) && i - start < 4)
-                value = value * 10 + (unsigned)(s[i++] - '0');
+            while (i < name_len && s_digit ((unsigned char) s[i]) && i - start < 4)
+                value = value * 10 + (unsigned) (s[i++] - '0');
             size_t digits = i - start;
             if (digits == 0 || digits > 3 || value > 255 || (digits > 1 && s[start] == '0') ||
                 (i < name_len && s[i] != '.'))
@@ -262,7 +262,7 @@ static int s_host_name (const char *s, size_t n, char *out, size_t outlen, char 
     if (n + 1 > outlen)
         return s_fail (err, errlen, "host longer than its buffer (%zu bytes)", outlen);
     for (size_t i = 0; i < n; i++)
-        out[i] = (char)s_lower ((unsigned char)s[i]);
+        out[i] = (char) s_lower ((unsigned char) s[i]);
     out[n] = 0;
     return 0;
 }
@@ -279,15 +279,15 @@ static int s_authority (const char *s, size_t len, char *host, size_t hostlen, u
         const char *close = memchr (s, ']', len);
         if (!close)
             return s_fail (err, errlen, "IPv6 address without ']'");
-        size_t n = (size_t)(close - s) - 1;
+        size_t n = (size_t) (close - s) - 1;
         char ip[64];
         if (n == 0 || n >= sizeof ip)
             return s_fail (err, errlen, "invalid IPv6 address in brackets");
         for (size_t i = 0; i < n; i++) {
-            unsigned char c = (unsigned char)s[1 + i];
+            unsigned char c = (unsigned char) s[1 + i];
             if (s_hex (c) < 0 && c != ':' && c != '.')
                 return s_fail (err, errlen, "invalid character 0x%02x in IPv6 address", c);
-            ip[i] = (char)s_lower (c);
+            ip[i] = (char) s_lower (c);
         }
         ip[n] = 0;
         struct in6_addr addr;
@@ -296,12 +296,12 @@ static int s_authority (const char *s, size_t len, char *host, size_t hostlen, u
         if (n + 1 > hostlen)
             return s_fail (err, errlen, "host longer than its buffer (%zu bytes)", hostlen);
         memcpy (host, ip, n + 1);
-        host_end = (size_t)(close - s) + 1;
+        host_end = (size_t) (close - s) + 1;
         if (host_end < len && s[host_end] != ':')
             return s_fail (err, errlen, "unexpected character after ']' (expected ':port')");
     } else {
         const char *colon = memchr (s, ':', len);
-        host_end = colon ? (size_t)(colon - s) : len;
+        host_end = colon ? (size_t) (colon - s) : len;
         if (colon && memchr (colon + 1, ':', len - host_end - 1))
             return s_fail (err, errlen, "IPv6 address without brackets (expected [addr]:port)");
         if (s_host_name (s, host_end, host, hostlen, err, errlen) != 0)
@@ -319,13 +319,13 @@ static int s_authority (const char *s, size_t len, char *host, size_t hostlen, u
         return 0;
     unsigned value = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!s_digit ((unsigned char)p[i]) || i >= 5)
+        if (!s_digit ((unsigned char) p[i]) || i >= 5)
             return s_fail (err, errlen, "invalid port (expected 1..65535)");
-        value = value * 10 + (unsigned)(p[i] - '0');
+        value = value * 10 + (unsigned) (p[i] - '0');
     }
     if (n == 0 || value == 0 || value > 65535)
         return s_fail (err, errlen, "invalid port (expected 1..65535)");
-    *port = (uint16_t)value;
+    *port = (uint16_t) value;
     return 0;
 }
 
@@ -351,7 +351,7 @@ int hms_h1_parse_absolute (const char *s, size_t len, hms_h1_url_t *url, char *e
     while (e < len && s[e] != '/' && s[e] != '?' && s[e] != '#')
         e++;
     for (size_t k = e; k < len; k++) {
-        unsigned char c = (unsigned char)s[k];
+        unsigned char c = (unsigned char) s[k];
         if (c == '#')
             return s_fail (err, errlen, "fragment (#) not allowed in a request target");
         if (c <= 0x20 || c >= 0x7f)
@@ -385,25 +385,25 @@ int hms_h1_parse_absolute (const char *s, size_t len, hms_h1_url_t *url, char *e
 static int s_request_line (s_ctx_t *ctx, const char *s, size_t n, hms_h1_head_t *head)
 {
     size_t i = 0;
-    while (i < n && s_tchar ((unsigned char)s[i]))
+    while (i < n && s_tchar ((unsigned char) s[i]))
         i++;
     if (i == 0 || i == n || s[i] != ' ') {
         if (i == n)
             return s_reject (ctx, 400, "request line: no request target after the method");
         return s_reject (ctx, 400, "request line: invalid character 0x%02x in method at byte %zu",
-                         (unsigned char)s[i], i + 1);
+                         (unsigned char) s[i], i + 1);
     }
     head->method = s;
     head->method_len = i;
     size_t t = ++i;
-    while (i < n && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f)
+    while (i < n && (unsigned char) s[i] > 0x20 && (unsigned char) s[i] < 0x7f)
         i++;
     if (i == t || i == n || s[i] != ' ') {
         if (i == n)
             return s_reject (ctx, 400, "request line: no HTTP version after the target");
         return s_reject (ctx, 400,
                          "request line: invalid character 0x%02x in request target at byte %zu",
-                         (unsigned char)s[i], i + 1);
+                         (unsigned char) s[i], i + 1);
     }
     head->target = s + t;
     head->target_len = i - t;
@@ -429,8 +429,8 @@ static int s_request_line (s_ctx_t *ctx, const char *s, size_t n, hms_h1_head_t 
         head->form = HMS_H1_FORM_ASTERISK;
     } else {
         size_t k = 0;
-        while (k < tn && (s_alpha ((unsigned char)tg[k]) ||
-                          (k > 0 && (s_digit ((unsigned char)tg[k]) || tg[k] == '+' ||
+        while (k < tn && (s_alpha ((unsigned char) tg[k]) ||
+                          (k > 0 && (s_digit ((unsigned char) tg[k]) || tg[k] == '+' ||
                                      tg[k] == '-' || tg[k] == '.'))))
             k++;
         if (k == 0 || k == tn || tg[k] != ':')
@@ -455,10 +455,10 @@ static int s_status_line (s_ctx_t *ctx, const char *s, size_t n, hms_h1_head_t *
     head->reason = s + n;
     if (n > 12) {
         for (size_t i = 13; i < n; i++)
-            if (!s_vchar_ws ((unsigned char)s[i]))
+            if (!s_vchar_ws ((unsigned char) s[i]))
                 return s_reject (ctx, 502,
                                  "status line: control character 0x%02x in reason at byte %zu",
-                                 (unsigned char)s[i], i + 1);
+                                 (unsigned char) s[i], i + 1);
         head->reason = s + 13;
         head->reason_len = n - 13;
     }
@@ -468,20 +468,20 @@ static int s_status_line (s_ctx_t *ctx, const char *s, size_t n, hms_h1_head_t *
 /* Checks header line number lineno, [s, s + n), and appends it to head. */
 static int s_header_line (s_ctx_t *ctx, const char *s, size_t n, size_t lineno, hms_h1_head_t *head)
 {
-    if (s_ows ((unsigned char)s[0]))
+    if (s_ows ((unsigned char) s[0]))
         return s_reject (ctx, 400, "header line %zu: %s", lineno,
                          lineno == 1 ? "whitespace before the first header"
                                      : "obs-fold (continuation line) not allowed");
     size_t i = 0;
-    while (i < n && s_tchar ((unsigned char)s[i]))
+    while (i < n && s_tchar ((unsigned char) s[i]))
         i++;
     if (i == n)
         return s_reject (ctx, 400, "header line %zu: no colon", lineno);
     if (s[i] != ':') {
-        if (s_ows ((unsigned char)s[i]))
+        if (s_ows ((unsigned char) s[i]))
             return s_reject (ctx, 400, "header line %zu: whitespace before colon", lineno);
         return s_reject (ctx, 400, "header line %zu: invalid character 0x%02x in name at byte %zu",
-                         lineno, (unsigned char)s[i], i + 1);
+                         lineno, (unsigned char) s[i], i + 1);
     }
     if (i == 0)
         return s_reject (ctx, 400, "header line %zu: empty name", lineno);
@@ -489,15 +489,15 @@ static int s_header_line (s_ctx_t *ctx, const char *s, size_t n, size_t lineno, 
         return s_reject (ctx, 431, "header line %zu: more than %d headers", lineno,
                          HMS_H1_MAX_HEADERS);
     size_t v = i + 1, e = n;
-    while (v < e && s_ows ((unsigned char)s[v]))
+    while (v < e && s_ows ((unsigned char) s[v]))
         v++;
-    while (e > v && s_ows ((unsigned char)s[e - 1]))
+    while (e > v && s_ows ((unsigned char) s[e - 1]))
         e--;
     for (size_t k = v; k < e; k++)
-        if (!s_vchar_ws ((unsigned char)s[k]))
+        if (!s_vchar_ws ((unsigned char) s[k]))
             return s_reject (ctx, 400,
                              "header line %zu: control character 0x%02x in value at byte %zu",
-                             lineno, (unsigned char)s[k], k + 1);
+                             lineno, (unsigned char) s[k], k + 1);
     hms_h1_header_t *h = &head->headers[head->nheaders++];
     h->name = s;
     h->name_len = i;
@@ -513,14 +513,14 @@ static int s_each_element (const hms_h1_header_t *h, s_element_fn *fn, void *arg
 {
     const char *s = h->value, *end = h->value + h->value_len;
     while (true) {
-        const char *comma = memchr (s, ',', (size_t)(end - s));
+        const char *comma = memchr (s, ',', (size_t) (end - s));
         const char *e = comma ? comma : end;
         const char *a = s, *b = e;
-        while (a < b && s_ows ((unsigned char)*a))
+        while (a < b && s_ows ((unsigned char) *a))
             a++;
-        while (b > a && s_ows ((unsigned char)b[-1]))
+        while (b > a && s_ows ((unsigned char) b[-1]))
             b--;
-        int r = fn (a, (size_t)(b - a), arg);
+        int r = fn (a, (size_t) (b - a), arg);
         if (r || !comma)
             return r;
         s = comma + 1;
@@ -534,7 +534,7 @@ static int s_on_length (const char *s, size_t n, void *arg)
     if (n == 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        if (!s_digit ((unsigned char)s[i]) || value > (INT64_MAX - (s[i] - '0')) / 10)
+        if (!s_digit ((unsigned char) s[i]) || value > (INT64_MAX - (s[i] - '0')) / 10)
             return -1;
         value = value * 10 + (s[i] - '0');
     }
@@ -585,7 +585,7 @@ static int s_check_head (s_ctx_t *ctx, hms_h1_head_t *head)
                    s_ieq_as (h->name, h->name_len, "Transfer-Encoding", true)) {
             return s_reject (
                 ctx, 400, "header line %zu: %.*s is ambiguous (some servers read it as %s)", lineno,
-                (int)h->name_len, h->name,
+                (int) h->name_len, h->name,
                 h->name[0] == 'c' || h->name[0] == 'C' ? "Content-Length" : "Transfer-Encoding");
         } else if (ctx->request && s_ieq (h->name, h->name_len, "Host")) {
             char host[HMS_H1_MAX_HOST + 1], why[160];
@@ -667,7 +667,7 @@ static ssize_t s_parse (s_ctx_t *ctx, const char *buf, size_t len, hms_h1_head_t
     if (s_check_head (ctx, head) != 0)
         return -1;
     head->head_len = end + 2;
-    return (ssize_t)head->head_len;
+    return (ssize_t) head->head_len;
 }
 
 ssize_t hms_h1_parse_request (const char *buf, size_t len, hms_h1_head_t *head, int *reply_status,
@@ -739,7 +739,7 @@ int hms_h1_body_init (hms_h1_body_t *b, const hms_h1_head_t *head, bool is_respo
     } else if (head->content_length > 0) {
         b->kind = HMS_H1_BODY_LENGTH;
         b->state = S_DATA;
-        b->remaining = (uint64_t)head->content_length;
+        b->remaining = (uint64_t) head->content_length;
     } else if (is_response && head->content_length < 0) {
         b->kind = HMS_H1_BODY_CLOSE;
         b->state = S_DATA;
@@ -775,14 +775,14 @@ static int s_chunk_byte (hms_h1_body_t *b, unsigned char c, char *err, size_t er
         if (d < 0)
             return s_body_fail (b, err, errlen,
                                 "chunked body: expected a hex chunk size, got 0x%02x", c);
-        b->remaining = (uint64_t)d;
+        b->remaining = (uint64_t) d;
         b->state = S_SIZE;
         return 0;
     case S_SIZE:
         if (d >= 0) {
-            if (b->remaining > (uint64_t)INT64_MAX >> 4)
+            if (b->remaining > (uint64_t) INT64_MAX >> 4)
                 return s_body_fail (b, err, errlen, "chunked body: chunk size overflows");
-            b->remaining = b->remaining << 4 | (uint64_t)d;
+            b->remaining = b->remaining << 4 | (uint64_t) d;
         } else if (c == ';') {
             b->state = S_EXT;
         } else if (s_ows (c)) {
@@ -866,7 +866,7 @@ int hms_h1_body_feed (hms_h1_body_t *b, const char *in, size_t len, size_t *cons
         if (b->state == S_DATA) {
             size_t n = len - i;
             if (b->kind != HMS_H1_BODY_CLOSE && n > b->remaining)
-                n = (size_t)b->remaining;
+                n = (size_t) b->remaining;
             if (out && out (arg, in + i, n) != 0) {
                 *consumed = i;
                 return s_body_fail (b, err, errlen, "body: output refused the data");
@@ -879,7 +879,7 @@ int hms_h1_body_feed (hms_h1_body_t *b, const char *in, size_t len, size_t *cons
                 b->state = b->kind == HMS_H1_BODY_LENGTH ? S_DONE : S_DATA_CR;
             continue;
         }
-        r = s_chunk_byte (b, (unsigned char)in[i++], err, errlen);
+        r = s_chunk_byte (b, (unsigned char) in[i++], err, errlen);
         if (r < 0) {
             *consumed = i;
             return -1;
@@ -901,7 +901,7 @@ int hms_h1_body_eof (hms_h1_body_t *b, char *err, size_t errlen)
         return s_fail (err, errlen, "body: decoder failed before");
     if (b->kind == HMS_H1_BODY_LENGTH)
         return s_body_fail (b, err, errlen, "body: connection closed %llu bytes before its end",
-                            (unsigned long long)b->remaining);
+                            (unsigned long long) b->remaining);
     return s_body_fail (b, err, errlen, "body: connection closed inside a chunked body");
 }
 
@@ -932,22 +932,22 @@ static ssize_t s_base64 (const char *s, size_t n, unsigned char *out, size_t out
         bool last = i + 4 == n;
         int v[4];
         for (int k = 0; k < 4; k++) {
-            bool padded = last && k >= 4 - (int)pad;
-            v[k] = padded ? 0 : s_b64 ((unsigned char)s[i + k]);
+            bool padded = last && k >= 4 - (int) pad;
+            v[k] = padded ? 0 : s_b64 ((unsigned char) s[i + k]);
             if (v[k] < 0)
                 return -1;
         }
         uint32_t w =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+            (uint32_t) v[0] << 18 | (uint32_t) v[1] << 12 | (uint32_t) v[2] << 6 | (uint32_t) v[3];
         size_t take = last ? 3 - pad : 3;
         if ((last && pad == 1 && (v[2] & 0x3)) || (last && pad == 2 && (v[1] & 0xf)))
             return -1; /* bits past the end: not the canonical encoding */
         if (o + take > outlen)
             return -1;
         for (size_t k = 0; k < take; k++)
-            out[o++] = (unsigned char)(w >> (16 - 8 * k));
+            out[o++] = (unsigned char) (w >> (16 - 8 * k));
     }
-    return (ssize_t)o;
+    return (ssize_t) o;
 }
 
 int hms_h1_basic_auth (const char *value, size_t len, char *user, size_t ulen, char *pass,
@@ -963,9 +963,9 @@ int hms_h1_basic_auth (const char *value, size_t len, char *user, size_t ulen, c
     unsigned char plain[768];
     ssize_t n = s_base64 (value + i, len - i, plain, sizeof plain);
     int rc = -1;
-    const unsigned char *colon = n > 0 ? memchr (plain, ':', (size_t)n) : NULL;
+    const unsigned char *colon = n > 0 ? memchr (plain, ':', (size_t) n) : NULL;
     if (colon) {
-        size_t u = (size_t)(colon - plain), p = (size_t)n - u - 1;
+        size_t u = (size_t) (colon - plain), p = (size_t) n - u - 1;
         bool clean = u > 0;
         for (ssize_t k = 0; k < n; k++)
             clean = clean && plain[k] >= 0x20 && plain[k] != 0x7f;
@@ -1039,8 +1039,8 @@ ssize_t hms_h1_error_response (char *out, size_t outlen, int status, const char 
         body[bn++] = ':';
         body[bn++] = ' ';
         for (size_t i = 0; i < n; i++) {
-            unsigned char c = (unsigned char)detail[i];
-            body[bn++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+            unsigned char c = (unsigned char) detail[i];
+            body[bn++] = c >= 0x20 && c < 0x7f ? (char) c : '?';
         }
     }
     body[bn++] = '\n';
@@ -1055,7 +1055,7 @@ ssize_t hms_h1_error_response (char *out, size_t outlen, int status, const char 
                       "%s",
                       status, reason, bn,
                       status == 407 ? "Proxy-Authenticate: Basic realm=\"hermes\"\r\n" : "", body);
-    if (n < 0 || (size_t)n >= outlen)
+    if (n < 0 || (size_t) n >= outlen)
         return -1;
     return n;
 }

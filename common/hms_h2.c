@@ -41,7 +41,8 @@ struct hms_h2_conn {
     bool server;
     nghttp2_session *session;
     ev_io io;
-    ev_prepare prep;
+    ev_idle prep; /* "before the loop next blocks": an idle watcher, since one started from
+                   * a prepare callback would only run after the next poll */
     ev_timer timer;
     hms_buf_t *out;
     bool handshaking;
@@ -71,7 +72,7 @@ static void s_fail (hms_h2_conn_t *self, const char *why)
 static void s_dirty (hms_h2_conn_t *self)
 {
     if (!ev_is_active (&self->prep))
-        ev_prepare_start (self->loop, &self->prep);
+        ev_idle_start (self->loop, &self->prep);
 }
 
 /* ---- streams --------------------------------------------------------------------- */
@@ -129,7 +130,7 @@ static ssize_t s_read_cb (nghttp2_session *session, int32_t stream_id, uint8_t *
         s->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
-    return (ssize_t)n;
+    return (ssize_t) n;
 }
 
 /* ---- nghttp2 callbacks ------------------------------------------------------------- */
@@ -157,7 +158,7 @@ static int s_on_header (nghttp2_session *session, const nghttp2_frame *frame, co
     if (!s)
         return 0;
     if (namelen == 7 && memcmp (name, ":status", 7) == 0) {
-        int status = atoi ((const char *)value);
+        int status = atoi ((const char *) value);
         if (status >= 100 && status < 200)
             return 0; /* interim response: its headers are not the answer */
         s->status = status;
@@ -275,12 +276,12 @@ static void s_read (hms_h2_conn_t *self)
             break;
         }
         self->in_session = true;
-        ssize_t rv = nghttp2_session_mem_recv (self->session, buf, (size_t)n);
+        ssize_t rv = nghttp2_session_mem_recv (self->session, buf, (size_t) n);
         self->in_session = false;
         if (rv < 0) {
             char why[256];
             snprintf (why, sizeof why, "HTTP/2 protocol error from peer: %s",
-                      nghttp2_strerror ((int)rv));
+                      nghttp2_strerror ((int) rv));
             s_fail (self, why);
         }
     }
@@ -308,19 +309,19 @@ static void s_flush (hms_h2_conn_t *self)
                 s_fail (self, why);
                 return;
             }
-            hms_buf_drain (self->out, (size_t)n);
+            hms_buf_drain (self->out, (size_t) n);
         }
         if (hms_buf_size (self->out) >= HMS_H2_OUT_MAX || hms_tls_want_write (self->tls))
             break;
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send (self->session, &data);
         if (n < 0) {
-            s_fail (self, nghttp2_strerror ((int)n));
+            s_fail (self, nghttp2_strerror ((int) n));
             return;
         }
         if (n == 0)
             break;
-        hms_buf_append (self->out, data, (size_t)n);
+        hms_buf_append (self->out, data, (size_t) n);
     }
     /* Tell writers that their bytes left the queues (may queue more: flush again later). */
     bool more = false;
@@ -388,10 +389,10 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
     s_after (self);
 }
 
-static void s_on_prepare (struct ev_loop *loop, ev_prepare *w, int revents)
+static void s_on_prepare (struct ev_loop *loop, ev_idle *w, int revents)
 {
     hms_h2_conn_t *self = w->data;
-    ev_prepare_stop (loop, w);
+    ev_idle_stop (loop, w);
     s_after (self);
 }
 
@@ -405,13 +406,15 @@ static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
 static void s_teardown (hms_h2_conn_t *self)
 {
     ev_io_stop (self->loop, &self->io);
-    ev_prepare_stop (self->loop, &self->prep);
+    ev_idle_stop (self->loop, &self->prep);
     ev_timer_stop (self->loop, &self->timer);
     while (self->streams)
         s_stream_closed (self->streams, NGHTTP2_CANCEL);
     if (self->cbs.on_closed)
         self->cbs.on_closed (self, self->why, self->arg);
     nghttp2_session_del (self->session);
+    if (!self->handshaking)
+        hms_tls_bye (self->tls); /* best effort: close_notify if the socket takes it now */
     hms_tls_destroy (&self->tls);
     close (self->fd);
     hms_buf_destroy (&self->out);
@@ -451,7 +454,7 @@ hms_h2_conn_t *hms_h2_conn_new (struct ev_loop *loop, hms_tls_t *tls, bool serve
     }
     ev_io_init (&self->io, s_on_io, self->fd, EV_READ | EV_WRITE);
     self->io.data = self;
-    ev_prepare_init (&self->prep, s_on_prepare);
+    ev_idle_init (&self->prep, s_on_prepare);
     self->prep.data = self;
     ev_timer_init (&self->timer, s_on_timer, HMS_H2_HANDSHAKE_MS / 1000.0, 0);
     self->timer.data = self;
@@ -528,8 +531,8 @@ int hms_h2_respond (hms_h2_stream_t *s, int status, const nghttp2_nv *extra, siz
     snprintf (code, sizeof code, "%d", status);
     nghttp2_nv nva[16];
     size_t count = 0;
-    nva[count++] =
-        (nghttp2_nv){(uint8_t *)":status", (uint8_t *)code, 7, strlen (code), NGHTTP2_NV_FLAG_NONE};
+    nva[count++] = (nghttp2_nv){(uint8_t *) ":status", (uint8_t *) code, 7, strlen (code),
+                                NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < n && count < 16; i++)
         nva[count++] = extra[i];
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = s_read_cb};

@@ -30,7 +30,7 @@ int hms_log_level_parse (const char *text, hms_log_level_t *level)
 {
     for (int i = 0; i < 4; i++)
         if (text && strcmp (text, s_level_names[i]) == 0) {
-            *level = (hms_log_level_t)i;
+            *level = (hms_log_level_t) i;
             return 0;
         }
     return -1;

@@ -17,10 +17,10 @@ static atomic_uint_fast64_t s_seq;
 json_t *hms_msg_new (const char *type, int v, const char *src, json_t *body)
 {
     char id[48];
-    snprintf (id, sizeof id, "%x-%" PRIx64 "-%" PRIx64, (unsigned)getpid (),
-              (uint64_t)hms_wall_ms (), (uint64_t)atomic_fetch_add (&s_seq, 1));
+    snprintf (id, sizeof id, "%x-%" PRIx64 "-%" PRIx64, (unsigned) getpid (),
+              (uint64_t) hms_wall_ms (), (uint64_t) atomic_fetch_add (&s_seq, 1));
     return json_pack ("{s:i, s:s, s:i, s:s, s:I, s:s, s:o}", "hermes", 1, "type", type, "v", v,
-                      "id", id, "ts", (json_int_t)hms_wall_ms (), "src", src ? src : "?", "body",
+                      "id", id, "ts", (json_int_t) hms_wall_ms (), "src", src ? src : "?", "body",
                       body ? body : json_object ());
 }
 
@@ -106,7 +106,7 @@ const char *hms_msg_type (const json_t *env)
 
 int hms_msg_v (const json_t *env)
 {
-    return (int)json_integer_value (json_object_get (env, "v"));
+    return (int) json_integer_value (json_object_get (env, "v"));
 }
 
 const char *hms_msg_id (const json_t *env)

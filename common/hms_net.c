@@ -16,8 +16,8 @@
 int hms_addr_from (const char *host, uint16_t port, hms_addr_t *addr)
 {
     memset (addr, 0, sizeof *addr);
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&addr->ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&addr->ss;
+    struct sockaddr_in *in4 = (struct sockaddr_in *) &addr->ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &addr->ss;
     if (inet_pton (AF_INET, host, &in4->sin_addr) == 1) {
         in4->sin_family = AF_INET;
         in4->sin_port = htons (port);
@@ -41,7 +41,7 @@ int hms_addr_parse (const char *text, hms_addr_t *addr, char *err, size_t errlen
         snprintf (err, errlen, "address '%s' needs the form IP:PORT", text);
         return -1;
     }
-    size_t hlen = (size_t)(colon - text);
+    size_t hlen = (size_t) (colon - text);
     if (text[0] == '[' && hlen >= 2 && text[hlen - 1] == ']') {
         text++;
         hlen -= 2;
@@ -60,7 +60,7 @@ int hms_addr_parse (const char *text, hms_addr_t *addr, char *err, size_t errlen
     }
     if (strcmp (host, "*") == 0)
         snprintf (host, sizeof host, "0.0.0.0");
-    if (hms_addr_from (host, (uint16_t)port, addr)) {
+    if (hms_addr_from (host, (uint16_t) port, addr)) {
         snprintf (err, errlen, "address '%s': '%s' is not an IP address", text, host);
         return -1;
     }
@@ -82,9 +82,9 @@ int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *e
     memcpy (&addr->ss, res->ai_addr, res->ai_addrlen);
     addr->len = res->ai_addrlen;
     if (addr->ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)&addr->ss)->sin_port = htons (port);
+        ((struct sockaddr_in *) &addr->ss)->sin_port = htons (port);
     else
-        ((struct sockaddr_in6 *)&addr->ss)->sin6_port = htons (port);
+        ((struct sockaddr_in6 *) &addr->ss)->sin6_port = htons (port);
     freeaddrinfo (res);
     return 0;
 }
@@ -92,19 +92,19 @@ int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *e
 const char *hms_addr_ip (const hms_addr_t *addr, char *out, size_t len)
 {
     if (addr->ss.ss_family == AF_INET6)
-        inet_ntop (AF_INET6, &((const struct sockaddr_in6 *)&addr->ss)->sin6_addr, out,
-                   (socklen_t)len);
+        inet_ntop (AF_INET6, &((const struct sockaddr_in6 *) &addr->ss)->sin6_addr, out,
+                   (socklen_t) len);
     else
-        inet_ntop (AF_INET, &((const struct sockaddr_in *)&addr->ss)->sin_addr, out,
-                   (socklen_t)len);
+        inet_ntop (AF_INET, &((const struct sockaddr_in *) &addr->ss)->sin_addr, out,
+                   (socklen_t) len);
     return out;
 }
 
 uint16_t hms_addr_port (const hms_addr_t *addr)
 {
     if (addr->ss.ss_family == AF_INET6)
-        return ntohs (((const struct sockaddr_in6 *)&addr->ss)->sin6_port);
-    return ntohs (((const struct sockaddr_in *)&addr->ss)->sin_port);
+        return ntohs (((const struct sockaddr_in6 *) &addr->ss)->sin6_port);
+    return ntohs (((const struct sockaddr_in *) &addr->ss)->sin_port);
 }
 
 const char *hms_addr_str (const hms_addr_t *addr, char *out, size_t len)
@@ -129,7 +129,7 @@ int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errle
     int one = 1;
     setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt (fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (bind (fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen (fd, backlog) < 0) {
+    if (bind (fd, (const struct sockaddr *) &addr->ss, addr->len) < 0 || listen (fd, backlog) < 0) {
         snprintf (err, errlen, "cannot listen on %s: %s (is the port in use?)",
                   hms_addr_str (addr, text, sizeof text), strerror (errno));
         close (fd);
@@ -150,7 +150,7 @@ int hms_net_connect (const hms_addr_t *addr)
     if (fd < 0)
         return -1;
     hms_net_nodelay (fd);
-    if (connect (fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
+    if (connect (fd, (const struct sockaddr *) &addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
         int e = errno;
         close (fd);
         errno = e;
@@ -174,7 +174,7 @@ int hms_net_accept (int lfd, hms_addr_t *peer)
     if (!peer)
         peer = &tmp;
     peer->len = sizeof peer->ss;
-    int fd = accept4 (lfd, (struct sockaddr *)&peer->ss, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = accept4 (lfd, (struct sockaddr *) &peer->ss, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0)
         hms_net_nodelay (fd);
     return fd;
@@ -194,7 +194,7 @@ uint16_t hms_net_local_port (int fd)
 {
     hms_addr_t a;
     a.len = sizeof a.ss;
-    if (getsockname (fd, (struct sockaddr *)&a.ss, &a.len) < 0)
+    if (getsockname (fd, (struct sockaddr *) &a.ss, &a.len) < 0)
         return 0;
     return hms_addr_port (&a);
 }

@@ -75,7 +75,7 @@ static int s_san_parse (const char *text, s_san_t *san)
     if (!s_valid_dns (text))
         return -1;
     san->type = GNUTLS_SAN_DNSNAME;
-    san->size = (unsigned int)strlen (text);
+    san->size = (unsigned int) strlen (text);
     memcpy (san->data, text, san->size);
     return 0;
 }
@@ -94,7 +94,7 @@ static void s_san_add (s_san_t *list, size_t *n, const s_san_t *san)
 static int s_mkdirs (const char *dir, char *err, size_t errlen)
 {
     char path[4096];
-    if (snprintf (path, sizeof path, "%s", dir) >= (int)sizeof path) {
+    if (snprintf (path, sizeof path, "%s", dir) >= (int) sizeof path) {
         snprintf (err, errlen, "pki: directory name too long: %s", dir);
         return -1;
     }
@@ -158,7 +158,7 @@ static int s_write_new (const char *path, const gnutls_datum_t *data, mode_t mod
         if (n <= 0)
             rc = -1;
         else
-            off += (size_t)n;
+            off += (size_t) n;
     }
     if (rc == 0)
         rc = fsync (fd);
@@ -284,14 +284,14 @@ static int s_crt_base (gnutls_x509_crt_t crt, gnutls_x509_privkey_t key, int day
     unsigned char serial[16];
     if (gnutls_rnd (GNUTLS_RND_NONCE, serial, sizeof serial) < 0)
         return -1;
-    serial[0] = (unsigned char)((serial[0] & 0x7f) | 0x40); /* positive, full 16 bytes */
+    serial[0] = (unsigned char) ((serial[0] & 0x7f) | 0x40); /* positive, full 16 bytes */
     time_t now = time (NULL);
     unsigned char id[64];
     size_t idlen = sizeof id;
     if (gnutls_x509_crt_set_version (crt, 3) < 0 ||
         gnutls_x509_crt_set_serial (crt, serial, sizeof serial) < 0 ||
         gnutls_x509_crt_set_activation_time (crt, now - HMS_PKI_BACKDATE) < 0 ||
-        gnutls_x509_crt_set_expiration_time (crt, now + (time_t)days * HMS_PKI_DAY) < 0 ||
+        gnutls_x509_crt_set_expiration_time (crt, now + (time_t) days * HMS_PKI_DAY) < 0 ||
         gnutls_x509_crt_set_key (crt, key) < 0 ||
         gnutls_x509_crt_get_key_id (crt, 0, id, &idlen) < 0 ||
         gnutls_x509_crt_set_subject_key_id (crt, id, idlen) < 0)

@@ -50,7 +50,7 @@ enum { K_SRC, K_USER, K_HOST };
 
 static inline unsigned char s_lower (unsigned char c)
 {
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+    return c >= 'A' && c <= 'Z' ? (unsigned char) (c + 32) : c;
 }
 
 static inline uint64_t s_mix (uint64_t h)
@@ -66,7 +66,7 @@ static uint64_t s_hash (const char *p, size_t n)
 {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++) {
-        h ^= s_lower ((unsigned char)p[i]);
+        h ^= s_lower ((unsigned char) p[i]);
         h *= 1099511628211ULL;
     }
     return s_mix (h);
@@ -76,7 +76,7 @@ static uint64_t s_hash (const char *p, size_t n)
 static bool s_ieq (const char *pat, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)pat[i] != s_lower ((unsigned char)s[i]))
+        if ((unsigned char) pat[i] != s_lower ((unsigned char) s[i]))
             return false;
     return true;
 }
@@ -85,7 +85,7 @@ static char *s_lower_dup (const char *s, size_t n)
 {
     char *d = hms_alloc (n + 1);
     for (size_t i = 0; i < n; i++)
-        d[i] = (char)s_lower ((unsigned char)s[i]);
+        d[i] = (char) s_lower ((unsigned char) s[i]);
     return d;
 }
 
@@ -98,7 +98,7 @@ static bool s_glob (const char *pat, const char *s, size_t n)
         if (*p == '*') {
             star = p++;
             star_i = i;
-        } else if (*p && (unsigned char)*p == s_lower ((unsigned char)s[i])) {
+        } else if (*p && (unsigned char) *p == s_lower ((unsigned char) s[i])) {
             p++;
             i++;
         } else if (star) {
@@ -132,7 +132,7 @@ static uint64_t s_hash_cased (const char *p, size_t n)
 {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
+        h ^= (unsigned char) p[i];
         h *= 1099511628211ULL;
     }
     return s_mix (h);
@@ -421,7 +421,7 @@ int hms_policy_prefix_parse (const char *text, int *family, unsigned char addr[1
             snprintf (err, errlen, "prefix length in '%s' must be 0 to %d", text, max);
             return -1;
         }
-        *len = (int)v;
+        *len = (int) v;
     }
     return 0;
 }
@@ -437,8 +437,8 @@ int hms_policy_ports_parse (const char *text, int *lo, int *hi, char *err, size_
         snprintf (err, errlen, "port range '%s' must be N or N-M with 1 <= N <= M <= 65535", text);
         return -1;
     }
-    *lo = (int)a;
-    *hi = (int)b;
+    *lo = (int) a;
+    *hi = (int) b;
     return 0;
 }
 
@@ -492,10 +492,10 @@ static s_span_t *s_spans (const void *entries, size_t n, size_t size, size_t len
     s_span_t *spans = hms_alloc ((n ? n : 1) * sizeof *spans);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        uint8_t len = *((const uint8_t *)entries + i * size + len_off);
+        uint8_t len = *((const uint8_t *) entries + i * size + len_off);
         if (k == 0 || spans[k - 1].len != len)
-            spans[k++] = (s_span_t){len, (uint32_t)i, (uint32_t)i};
-        spans[k - 1].end = (uint32_t)i + 1;
+            spans[k++] = (s_span_t){len, (uint32_t) i, (uint32_t) i};
+        spans[k - 1].end = (uint32_t) i + 1;
     }
     *nspans = k;
     return spans;
@@ -523,13 +523,13 @@ static int s_prefixes_compile (s_prefixes_t *px, const json_t *list, const char 
             len -= 96;
         }
         if (family == AF_INET) {
-            uint32_t net = (uint32_t)addr[0] << 24 | (uint32_t)addr[1] << 16 |
-                           (uint32_t)addr[2] << 8 | addr[3];
-            px->p4[px->n4++] = (s_p4_t){net & s_mask4 (len), (uint8_t)len};
+            uint32_t net = (uint32_t) addr[0] << 24 | (uint32_t) addr[1] << 16 |
+                           (uint32_t) addr[2] << 8 | addr[3];
+            px->p4[px->n4++] = (s_p4_t){net & s_mask4 (len), (uint8_t) len};
         } else {
             uint64_t mh, ml;
             s_mask6 (len, &mh, &ml);
-            px->p6[px->n6++] = (s_p6_t){s_be64 (addr) & mh, s_be64 (addr + 8) & ml, (uint8_t)len};
+            px->p6[px->n6++] = (s_p6_t){s_be64 (addr) & mh, s_be64 (addr + 8) & ml, (uint8_t) len};
         }
     }
     qsort (px->p4, px->n4, sizeof *px->p4, s_cmp_p4);
@@ -617,7 +617,7 @@ static int s_names_compile (s_names_t *m, const json_t *list, const char *field,
         else if (star) {
             const char *last = strrchr (pat, '*');
             m->globs[m->nglobs++] =
-                (s_globpat_t){pat, (size_t)(star - pat), last + 1, strlen (last + 1)};
+                (s_globpat_t){pat, (size_t) (star - pat), last + 1, strlen (last + 1)};
         } else if (pat[0] == '.')
             s_table_add (&m->suffix, pat, len, 0, NULL);
         else
@@ -693,7 +693,7 @@ static int s_ports_compile (s_rule_t *r, const json_t *list, char *err, size_t e
     r->ports = ranges;
     r->nports = k;
     for (i = 0; i < k; i++)
-        r->port_count += (size_t)(ranges[i].hi - ranges[i].lo + 1);
+        r->port_count += (size_t) (ranges[i].hi - ranges[i].lo + 1);
     return 0;
 }
 
@@ -718,7 +718,7 @@ static bool s_target_ok (const char *t)
         return false;
     if (t[0] == '[' && colon[-1] != ']')
         return false;
-    if (t[0] != '[' && memchr (t, ':', (size_t)(colon - t)))
+    if (t[0] != '[' && memchr (t, ':', (size_t) (colon - t)))
         return false;
     size_t digits = strlen (colon + 1);
     if (digits < 1 || digits > 5 || strspn (colon + 1, "0123456789") != digits)
@@ -836,7 +836,7 @@ static int s_rule_compile (s_rule_t *r, const json_t *doc, char *err, size_t err
     }
     const char *description = json_string_value (json_object_get (doc, "description"));
     r->reason = description ? hms_strdup (description)
-                            : hms_sprintf ("matched at priority %lld", (long long)r->priority);
+                            : hms_sprintf ("matched at priority %lld", (long long) r->priority);
     return 0;
 }
 
@@ -856,12 +856,12 @@ static int s_cmp_rule (const void *a, const void *b)
 
 static uint64_t s_net_key4 (int field, uint32_t a)
 {
-    return (uint64_t)(field + 1) << 56 | (uint64_t)4 << 48 | (a >> (32 - S_NET_V4_BITS));
+    return (uint64_t) (field + 1) << 56 | (uint64_t) 4 << 48 | (a >> (32 - S_NET_V4_BITS));
 }
 
 static uint64_t s_net_key6 (int field, uint64_t hi)
 {
-    return (uint64_t)(field + 1) << 56 | (uint64_t)6 << 48 | (hi >> (64 - S_NET_V6_BITS));
+    return (uint64_t) (field + 1) << 56 | (uint64_t) 6 << 48 | (hi >> (64 - S_NET_V6_BITS));
 }
 
 /* Every prefix long enough to have one index key. */
@@ -875,7 +875,7 @@ static s_list_t *s_new_list (hms_policy_set_t *self, uint32_t *id)
 {
     self->lists = hms_realloc (self->lists, (self->nlists + 1) * sizeof *self->lists);
     self->lists[self->nlists] = (s_list_t){0};
-    *id = (uint32_t)self->nlists++;
+    *id = (uint32_t) self->nlists++;
     return &self->lists[*id];
 }
 
@@ -887,8 +887,8 @@ static void s_index_names (hms_policy_set_t *self, s_table_t *index, const s_tab
         if (!s->name)
             continue;
         bool added;
-        s_slot_t *slot = s_table_add (index, s->name, s->len, (int)self->nlists, &added);
-        uint32_t id = (uint32_t)slot->value;
+        s_slot_t *slot = s_table_add (index, s->name, s->len, (int) self->nlists, &added);
+        uint32_t id = (uint32_t) slot->value;
         if (added)
             s_new_list (self, &id);
         s_list_push (&self->lists[id], order);
@@ -901,7 +901,7 @@ static void s_index_net (hms_policy_set_t *self, const s_prefixes_t *px, int fie
         uint64_t key = i < px->n4 ? s_net_key4 (field, px->p4[i].net)
                                   : s_net_key6 (field, px->p6[i - px->n4].hi);
         bool added;
-        uint32_t *id = s_net_add (&self->net_index, key, (uint32_t)self->nlists, &added);
+        uint32_t *id = s_net_add (&self->net_index, key, (uint32_t) self->nlists, &added);
         uint32_t list = *id;
         if (added)
             s_new_list (self, &list);
@@ -968,7 +968,7 @@ hms_policy_set_t *hms_policy_compile (const json_t *policies, char *err, size_t 
             return NULL;
         }
         bool added;
-        s_slot_t *slot = s_table_add (&self->ids, r->id, strlen (r->id), (int)i, &added);
+        s_slot_t *slot = s_table_add (&self->ids, r->id, strlen (r->id), (int) i, &added);
         if (!added) {
             snprintf (err, errlen, "policy %s appears twice (policies[%d] and [%zu])", id,
                       slot->value, i);
@@ -979,8 +979,8 @@ hms_policy_set_t *hms_policy_compile (const json_t *policies, char *err, size_t 
     s_table_free (&self->ids);
     qsort (self->rules, self->nrules, sizeof *self->rules, s_cmp_rule);
     for (size_t i = 0; i < self->nrules; i++) {
-        self->rules[i].order = (int)i;
-        s_table_add (&self->ids, self->rules[i].id, strlen (self->rules[i].id), (int)i, NULL);
+        self->rules[i].order = (int) i;
+        s_table_add (&self->ids, self->rules[i].id, strlen (self->rules[i].id), (int) i, NULL);
     }
     s_build_index (self);
     return self;
@@ -1025,7 +1025,7 @@ void hms_policy_set_clock (hms_policy_set_t *self, hms_policy_clock_fn *fn, void
 void hms_policy_set_rate_slots (hms_policy_set_t *self, size_t slots)
 {
     size_t n = 64;
-    while (n < slots && n < ((size_t)1 << 30))
+    while (n < slots && n < ((size_t) 1 << 30))
         n <<= 1;
     pthread_mutex_lock (&self->lock);
     if (!self->buckets)
@@ -1080,7 +1080,7 @@ static bool s_addr (const char *text, int *family, uint32_t *v4, uint64_t v6[2],
     } else if (inet_pton (AF_INET, text, a) != 1)
         return false;
     *family = 4;
-    *v4 = (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
+    *v4 = (uint32_t) a[0] << 24 | (uint32_t) a[1] << 16 | (uint32_t) a[2] << 8 | a[3];
     if (raw) {
         memset (raw, 0, 16);
         memcpy (raw, a, 4);
@@ -1106,12 +1106,12 @@ static void s_host_slice (const char *h, const char **p, size_t *n)
         const char *close = strchr (h, ']');
         if (close) {
             *p = h + 1;
-            *n = (size_t)(close - h - 1);
+            *n = (size_t) (close - h - 1);
             return;
         }
-    } else if (colon && !memchr (h, ':', (size_t)(colon - h)) &&
+    } else if (colon && !memchr (h, ':', (size_t) (colon - h)) &&
                strspn (colon + 1, "0123456789") == strlen (colon + 1))
-        len = (size_t)(colon - h); /* name:port, not a bare IPv6 address */
+        len = (size_t) (colon - h); /* name:port, not a bare IPv6 address */
     while (len > 0 && h[len - 1] == '.')
         len--;
     *p = h;
@@ -1189,7 +1189,7 @@ static void s_qname_tails (s_qname_t *qn)
     int k = 0;
     for (size_t i = qn->n; i-- > 0 && k < S_MAX_TAILS;)
         if (qn->p[i] == '.') {
-            qn->tails[k].off = (uint32_t)i;
+            qn->tails[k].off = (uint32_t) i;
             qn->tails[k].hash = s_hash (qn->p + i, qn->n - i);
             k++;
         }
@@ -1337,15 +1337,15 @@ static int64_t s_now (hms_policy_set_t *self)
 
 static uint64_t s_slot_hash (uint64_t key_hash, int rule)
 {
-    return s_mix (key_hash ^ ((uint64_t)(rule + 1) * 0x9e3779b97f4a7c15ULL));
+    return s_mix (key_hash ^ ((uint64_t) (rule + 1) * 0x9e3779b97f4a7c15ULL));
 }
 
 static void s_refill (const s_rule_t *r, s_bucket_t *b, int64_t now)
 {
     if (now > b->last_ms) {
-        b->tokens += (double)(now - b->last_ms) * r->per_second / 1000.0;
-        if (b->tokens > (double)r->burst)
-            b->tokens = (double)r->burst;
+        b->tokens += (double) (now - b->last_ms) * r->per_second / 1000.0;
+        if (b->tokens > (double) r->burst)
+            b->tokens = (double) r->burst;
         b->last_ms = now;
     }
 }
@@ -1381,7 +1381,7 @@ static s_bucket_t *s_bucket (hms_policy_set_t *self, const s_rule_t *r, uint64_t
         else {
             const s_rule_t *owner = &self->rules[b->rule];
             s_refill (owner, b, now);
-            fill = b->tokens / (double)owner->burst;
+            fill = b->tokens / (double) owner->burst;
         }
         if (fill > victim_fill || (fill == victim_fill && b->last_ms < victim->last_ms)) {
             victim = b;
@@ -1390,9 +1390,9 @@ static s_bucket_t *s_bucket (hms_policy_set_t *self, const s_rule_t *r, uint64_t
     }
     victim->rule = r->order;
     victim->key_hash = key_hash;
-    victim->klen = (uint16_t)(klen > 65535 ? 65535 : klen);
+    victim->klen = (uint16_t) (klen > 65535 ? 65535 : klen);
     memcpy (victim->key, key, klen < S_RATE_KEY ? klen : S_RATE_KEY);
-    victim->tokens = (double)r->burst;
+    victim->tokens = (double) r->burst;
     victim->last_ms = now;
     return victim;
 }
@@ -1408,14 +1408,14 @@ static bool s_take (hms_policy_set_t *self, const s_rule_t *r, s_q_t *q)
             klen = q->src_family == 4 ? 4 : 16;
             memcpy (key, q->src_raw, klen);
         }
-        key_hash = s_mix (s_hash (key, klen) ^ (uint64_t)klen);
+        key_hash = s_mix (s_hash (key, klen) ^ (uint64_t) klen);
     } else {
         int k = r->rate_key == K_USER ? N_USER : N_HOST;
         s_qname_t *qn = &q->names[k];
         bool has = q->fields & S_BIT (s_name_bits[k]);
         klen = has ? qn->n : 0;
         for (size_t i = 0; i < klen && i < S_RATE_KEY; i++)
-            key[i] = (char)s_lower ((unsigned char)qn->p[i]);
+            key[i] = (char) s_lower ((unsigned char) qn->p[i]);
         key_hash = has ? s_qname_hash (qn) : s_hash ("", 0);
     }
     pthread_mutex_lock (&self->lock);
@@ -1513,7 +1513,7 @@ void hms_policy_query_from_json (const json_t *obj, hms_policy_query_t *q)
     *q = (hms_policy_query_t){
         .src = json_string_value (json_object_get (obj, "src")),
         .dst = json_string_value (json_object_get (obj, "dst")),
-        .port = (int)json_integer_value (json_object_get (obj, "port")),
+        .port = (int) json_integer_value (json_object_get (obj, "port")),
         .protocol = json_string_value (json_object_get (obj, "protocol")),
         .host = json_string_value (json_object_get (obj, "host")),
         .sni = json_string_value (json_object_get (obj, "sni")),
@@ -1536,5 +1536,5 @@ json_t *hms_policy_decision_to_json (const hms_policy_decision_t *d)
                       hms_policy_action_name (d->action), "rule", s_str_or_null (d->rule), "route",
                       s_str_or_null (d->route), "target", s_str_or_null (d->target),
                       "retry_profile", s_str_or_null (d->retry_profile), "bypass", d->bypass,
-                      "ttl_ms", (json_int_t)d->ttl_ms, "reason", d->reason ? d->reason : "");
+                      "ttl_ms", (json_int_t) d->ttl_ms, "reason", d->reason ? d->reason : "");
 }

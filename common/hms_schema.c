@@ -155,8 +155,8 @@ static void s_vformat (char *buf, size_t buflen, const char *prefix, const char 
     if (!buf || buflen == 0)
         return;
     int n = snprintf (buf, buflen, "%s", prefix);
-    if (n >= 0 && (size_t)n < buflen)
-        vsnprintf (buf + n, buflen - (size_t)n, fmt, ap);
+    if (n >= 0 && (size_t) n < buflen)
+        vsnprintf (buf + n, buflen - (size_t) n, fmt, ap);
 }
 
 /* Writes "prefix fmt..." to buf, truncated to buflen; does nothing if buf is NULL. */
@@ -197,7 +197,7 @@ static bool s_is_integral (double d)
 {
     if (d >= 9007199254740992.0 || d <= -9007199254740992.0)
         return true;
-    return d == (double)(long long)d;
+    return d == (double) (long long) d;
 }
 
 static unsigned s_type_bits (const json_t *v)
@@ -230,10 +230,10 @@ static int s_num_cmp (const json_t *a, const json_t *b)
         return (x > y) - (x < y);
     }
     /* long double holds every int64 exactly on the platforms we build for */
-    long double x = json_is_integer (a) ? (long double)json_integer_value (a)
-                                        : (long double)json_real_value (a);
-    long double y = json_is_integer (b) ? (long double)json_integer_value (b)
-                                        : (long double)json_real_value (b);
+    long double x = json_is_integer (a) ? (long double) json_integer_value (a)
+                                        : (long double) json_real_value (a);
+    long double y = json_is_integer (b) ? (long double) json_integer_value (b)
+                                        : (long double) json_real_value (b);
     return (x > y) - (x < y);
 }
 
@@ -258,7 +258,7 @@ static bool s_equal (const json_t *a, const json_t *b)
             return false;
         const char *key;
         json_t *value;
-        json_object_foreach ((json_t *)a, key, value)
+        json_object_foreach ((json_t *) a, key, value)
         {
             const json_t *other = json_object_get (b, key);
             if (!other || !s_equal (value, other))
@@ -279,7 +279,7 @@ static const char *s_dump (const json_t *v, char *buf, size_t buflen)
     if (n < buflen)
         memcpy (buf, text, n + 1);
     else
-        snprintf (buf, buflen, "%.*s...", (int)(buflen - 4), text);
+        snprintf (buf, buflen, "%.*s...", (int) (buflen - 4), text);
     free (text);
     return buf;
 }
@@ -288,7 +288,7 @@ static size_t s_utf8_length (const char *s, size_t bytes)
 {
     size_t n = 0;
     for (size_t i = 0; i < bytes; i++)
-        if (((unsigned char)s[i] & 0xC0) != 0x80)
+        if (((unsigned char) s[i] & 0xC0) != 0x80)
             n++;
     return n;
 }
@@ -366,8 +366,8 @@ static s_node_t *s_compile_child (s_compile_t *c, json_t *js, const char *base, 
 static int s_kw_defs (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                       size_t offset)
 {
-    (void)node;
-    (void)offset;
+    (void) node;
+    (void) offset;
     if (!json_is_object (value))
         return s_compile_fail (c, kpath, "must be an object of schemas, got %s",
                                s_type_name (value));
@@ -384,7 +384,7 @@ static int s_kw_defs (s_compile_t *c, s_node_t *node, json_t *value, const char 
 static int s_kw_type (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                       size_t offset)
 {
-    (void)offset;
+    (void) offset;
     if (!json_is_string (value) && !(json_is_array (value) && json_array_size (value) > 0))
         return s_compile_fail (c, kpath, "must be a type name or a non-empty array of them");
     size_t n = json_is_array (value) ? json_array_size (value) : 1;
@@ -407,13 +407,13 @@ static int s_kw_type (s_compile_t *c, s_node_t *node, json_t *value, const char 
 
 static int s_prop_cmp (const void *a, const void *b)
 {
-    return strcmp (((const s_prop_t *)a)->name, ((const s_prop_t *)b)->name);
+    return strcmp (((const s_prop_t *) a)->name, ((const s_prop_t *) b)->name);
 }
 
 static int s_kw_properties (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                             size_t offset)
 {
-    (void)offset;
+    (void) offset;
     if (!json_is_object (value))
         return s_compile_fail (c, kpath, "must be an object of schemas, got %s",
                                s_type_name (value));
@@ -436,7 +436,7 @@ static int s_kw_properties (s_compile_t *c, s_node_t *node, json_t *value, const
 static int s_kw_required (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                           size_t offset)
 {
-    (void)offset;
+    (void) offset;
     if (!json_is_array (value))
         return s_compile_fail (c, kpath, "must be an array of property names, got %s",
                                s_type_name (value));
@@ -459,7 +459,7 @@ static int s_kw_schema (s_compile_t *c, s_node_t *node, json_t *value, const cha
     s_node_t *sub = s_compile (c, value, kpath);
     if (!sub)
         return -1;
-    *(s_node_t **)((char *)node + offset) = sub;
+    *(s_node_t **) ((char *) node + offset) = sub;
     return 0;
 }
 
@@ -477,7 +477,7 @@ static int s_kw_schema_list (s_compile_t *c, s_node_t *node, json_t *value, cons
 {
     if (!json_is_array (value) || json_array_size (value) == 0)
         return s_compile_fail (c, kpath, "must be a non-empty array of schemas");
-    s_list_t *list = (s_list_t *)((char *)node + offset);
+    s_list_t *list = (s_list_t *) ((char *) node + offset);
     list->items = s_alloc (json_array_size (value) * sizeof *list->items);
     size_t i;
     json_t *sub;
@@ -495,7 +495,7 @@ static int s_kw_schema_list (s_compile_t *c, s_node_t *node, json_t *value, cons
 static int s_kw_enum (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                       size_t offset)
 {
-    (void)offset;
+    (void) offset;
     if (!json_is_array (value) || json_array_size (value) == 0)
         return s_compile_fail (c, kpath, "must be a non-empty array");
     node->enum_values = value;
@@ -505,9 +505,9 @@ static int s_kw_enum (s_compile_t *c, s_node_t *node, json_t *value, const char 
 static int s_kw_const (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                        size_t offset)
 {
-    (void)c;
-    (void)kpath;
-    (void)offset;
+    (void) c;
+    (void) kpath;
+    (void) offset;
     node->const_value = value;
     return 0;
 }
@@ -517,7 +517,7 @@ static int s_kw_number (s_compile_t *c, s_node_t *node, json_t *value, const cha
 {
     if (!json_is_number (value))
         return s_compile_fail (c, kpath, "must be a number, got %s", s_type_name (value));
-    *(const json_t **)((char *)node + offset) = value;
+    *(const json_t **) ((char *) node + offset) = value;
     return 0;
 }
 
@@ -529,21 +529,21 @@ static int s_kw_count (s_compile_t *c, s_node_t *node, json_t *value, const char
         n = json_integer_value (value);
     else if (json_is_real (value) && s_is_integral (json_real_value (value)) &&
              json_real_value (value) < 9e18)
-        n = (json_int_t)json_real_value (value);
+        n = (json_int_t) json_real_value (value);
     else
         return s_compile_fail (c, kpath, "must be a non-negative integer, got %s",
                                s_type_name (value));
     if (n < 0)
         return s_compile_fail (c, kpath,
                                "must be a non-negative integer, got %" JSON_INTEGER_FORMAT, n);
-    *(json_int_t *)((char *)node + offset) = n;
+    *(json_int_t *) ((char *) node + offset) = n;
     return 0;
 }
 
 static int s_kw_unique_items (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                               size_t offset)
 {
-    (void)offset;
+    (void) offset;
     if (!json_is_boolean (value))
         return s_compile_fail (c, kpath, "must be a boolean, got %s", s_type_name (value));
     node->unique_items = json_is_true (value);
@@ -588,7 +588,7 @@ static const char *s_pattern_lint (const char *p)
 static int s_kw_pattern (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                          size_t offset)
 {
-    (void)offset;
+    (void) offset;
     if (!json_is_string (value))
         return s_compile_fail (c, kpath, "must be a string, got %s", s_type_name (value));
     const char *text = json_string_value (value);
@@ -610,7 +610,7 @@ static int s_kw_pattern (s_compile_t *c, s_node_t *node, json_t *value, const ch
 static int s_kw_ref (s_compile_t *c, s_node_t *node, json_t *value, const char *kpath,
                      size_t offset)
 {
-    (void)offset;
+    (void) offset;
     if (!json_is_string (value))
         return s_compile_fail (c, kpath, "must be a string, got %s", s_type_name (value));
     node->ref = json_string_value (value);
@@ -824,7 +824,7 @@ static int s_fail (s_run_t *run, const char *fmt, ...)
         while (tail < run->len && !strchr (".[", run->buf[tail]))
             tail++;
         tail += run->buf[tail] == '.';
-        snprintf (prefix, sizeof prefix, "%.*s...%s: ", (int)(head ? head : 60), run->buf,
+        snprintf (prefix, sizeof prefix, "%.*s...%s: ", (int) (head ? head : 60), run->buf,
                   run->buf + (tail < run->len ? tail : run->len - 80));
     }
     va_list ap;
@@ -849,7 +849,7 @@ static void s_path_append (s_run_t *run, const char *text, size_t n)
 static void s_path_push_key (s_run_t *run, const char *key)
 {
     bool plain = *key != '\0';
-    for (const unsigned char *p = (const unsigned char *)key; *p && plain; p++)
+    for (const unsigned char *p = (const unsigned char *) key; *p && plain; p++)
         plain = *p > ' ' && !strchr (".[]\"\\", *p);
     if (plain) {
         if (run->len)
@@ -870,7 +870,7 @@ static void s_path_push_index (s_run_t *run, size_t index)
 {
     char seg[32];
     int n = snprintf (seg, sizeof seg, "[%zu]", index);
-    s_path_append (run, seg, (size_t)n);
+    s_path_append (run, seg, (size_t) n);
 }
 
 static void s_path_pop (s_run_t *run, size_t len)
@@ -984,10 +984,10 @@ static int s_check_string (s_run_t *run, const s_node_t *node, const json_t *ins
         return 0;
     if (node->min_length >= 0 || node->max_length >= 0) {
         size_t n = s_utf8_length (json_string_value (inst), json_string_length (inst));
-        if (node->min_length >= 0 && n < (size_t)node->min_length)
+        if (node->min_length >= 0 && n < (size_t) node->min_length)
             return s_fail (run, "string is %zu characters long, minimum is %" JSON_INTEGER_FORMAT,
                            n, node->min_length);
-        if (node->max_length >= 0 && n > (size_t)node->max_length)
+        if (node->max_length >= 0 && n > (size_t) node->max_length)
             return s_fail (run, "string is %zu characters long, maximum is %" JSON_INTEGER_FORMAT,
                            n, node->max_length);
     }
@@ -1015,15 +1015,15 @@ static int s_check_object (s_run_t *run, const s_node_t *node, const json_t *ins
         if (!json_object_get (inst, node->required[i]))
             return s_fail (run, "missing required property '%s'", node->required[i]);
     size_t n = json_object_size (inst);
-    if (node->min_props >= 0 && n < (size_t)node->min_props)
+    if (node->min_props >= 0 && n < (size_t) node->min_props)
         return s_fail (run, "object has %zu properties, minimum is %" JSON_INTEGER_FORMAT, n,
                        node->min_props);
-    if (node->max_props >= 0 && n > (size_t)node->max_props)
+    if (node->max_props >= 0 && n > (size_t) node->max_props)
         return s_fail (run, "object has %zu properties, maximum is %" JSON_INTEGER_FORMAT, n,
                        node->max_props);
     const char *key;
     json_t *value;
-    json_object_foreach ((json_t *)inst, key, value)
+    json_object_foreach ((json_t *) inst, key, value)
     {
         const s_prop_t *prop = s_find_prop (node, key);
         const s_node_t *schema = prop ? prop->schema : node->additional;
@@ -1042,10 +1042,10 @@ static int s_check_array (s_run_t *run, const s_node_t *node, const json_t *inst
     if (!json_is_array (inst))
         return 0;
     size_t n = json_array_size (inst);
-    if (node->min_items >= 0 && n < (size_t)node->min_items)
+    if (node->min_items >= 0 && n < (size_t) node->min_items)
         return s_fail (run, "array has %zu items, minimum is %" JSON_INTEGER_FORMAT, n,
                        node->min_items);
-    if (node->max_items >= 0 && n > (size_t)node->max_items)
+    if (node->max_items >= 0 && n > (size_t) node->max_items)
         return s_fail (run, "array has %zu items, maximum is %" JSON_INTEGER_FORMAT, n,
                        node->max_items);
     for (size_t i = 0; node->items && i < n; i++)
@@ -1173,7 +1173,7 @@ static s_entry_t *s_registry_entry (const char *name)
     if (entry->state != 0)
         return entry;
     json_error_t jerr;
-    json_t *doc = json_loadb ((const char *)hms_schemas_embedded_texts[index],
+    json_t *doc = json_loadb ((const char *) hms_schemas_embedded_texts[index],
                               hms_schemas_embedded_sizes[index], JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
         snprintf (entry->err, sizeof entry->err, "line %d: %s", jerr.line, jerr.text);

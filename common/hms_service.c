@@ -46,15 +46,15 @@ static void s_send_register (hms_service_t *self)
     gethostname (host, sizeof host - 1);
     json_t *body =
         json_pack ("{s:s, s:s, s:i, s:s, s:s, s:I}", "kind", self->kind, "instance", self->instance,
-                   "pid", (int)getpid (), "host", host, "build", self->build, "applied_version",
-                   (json_int_t)atomic_load (&self->applied_version));
+                   "pid", (int) getpid (), "host", host, "build", self->build, "applied_version",
+                   (json_int_t) atomic_load (&self->applied_version));
     s_send (self, hms_msg_new ("register", 1, self->src, body));
 }
 
 static void s_ack (hms_service_t *self, int64_t version, const char *result, const char *reason)
 {
     json_t *body = json_pack ("{s:s, s:s, s:I, s:s}", "kind", self->kind, "instance",
-                              self->instance, "version", (json_int_t)version, "result", result);
+                              self->instance, "version", (json_int_t) version, "result", result);
     if (reason)
         json_object_set_new (body, "reason", json_string (reason));
     s_send (self, hms_msg_new ("config.ack", 1, self->src, body));
@@ -119,7 +119,7 @@ static void s_on_dealer (hms_service_t *self)
     zframe_t *frame = zmsg_last (msg);
     const char *code;
     char err[512];
-    json_t *env = frame ? hms_msg_decode ((const char *)zframe_data (frame), zframe_size (frame),
+    json_t *env = frame ? hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame),
                                           &code, err, sizeof err)
                         : NULL;
     zmsg_destroy (&msg);
@@ -134,7 +134,7 @@ static void s_on_dealer (hms_service_t *self)
         if (!self->registered)
             hms_info ("registered kind=%s instance=%s controller=%s config_version=%" PRId64,
                       self->kind, self->instance, self->controller,
-                      (int64_t)json_integer_value (json_object_get (body, "config_version")));
+                      (int64_t) json_integer_value (json_object_get (body, "config_version")));
         self->registered = true;
         s_offer (self, json_object_get (body, "snapshot"), "register");
     } else if (strcmp (type, "heartbeat.ok") == 0) {
@@ -165,7 +165,7 @@ static void s_on_sub (hms_service_t *self)
     zframe_t *frame = zmsg_size (msg) == 2 ? zmsg_last (msg) : NULL;
     const char *code;
     char err[512];
-    json_t *env = frame ? hms_msg_decode ((const char *)zframe_data (frame), zframe_size (frame),
+    json_t *env = frame ? hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame),
                                           &code, err, sizeof err)
                         : NULL;
     zmsg_destroy (&msg);
@@ -216,7 +216,7 @@ static void s_tick (hms_service_t *self)
         if (!self->away_logged)
             hms_warning ("controller silent for %d ms endpoint=%s: keeping config version=%" PRId64
                          ", will register again when it answers",
-                         away, self->controller, (int64_t)atomic_load (&self->applied_version));
+                         away, self->controller, (int64_t) atomic_load (&self->applied_version));
         self->away_logged = true;
         atomic_store (&self->connected, false);
         /* A fresh connection drops whatever the old one had queued. */
@@ -231,7 +231,7 @@ static void s_tick (hms_service_t *self)
     else {
         json_t *body =
             json_pack ("{s:s, s:s, s:I}", "kind", self->kind, "instance", self->instance,
-                       "applied_version", (json_int_t)atomic_load (&self->applied_version));
+                       "applied_version", (json_int_t) atomic_load (&self->applied_version));
         s_send (self, hms_msg_new ("heartbeat", 1, self->src, body));
     }
 }
@@ -251,7 +251,7 @@ static void s_actor (zsock_t *pipe, void *arg)
     while (true) {
         zpoller_t *poller = zpoller_new (pipe, self->dealer, self->sub, NULL);
         int64_t wait = next - hms_mono_ms ();
-        void *which = zpoller_wait (poller, wait > 0 ? (int)wait : 0);
+        void *which = zpoller_wait (poller, wait > 0 ? (int) wait : 0);
         bool terminated = zpoller_terminated (poller);
         zpoller_destroy (&poller);
         if (which == pipe) {

@@ -79,10 +79,10 @@ static int s_parse_alpn (hms_tls_ctx_t *self, const char *list)
         unsigned char *copy = hms_alloc (n + 1);
         memcpy (copy, name, n);
         self->alpn[self->alpn_count].data = copy;
-        self->alpn[self->alpn_count].size = (unsigned int)n;
+        self->alpn[self->alpn_count].size = (unsigned int) n;
         self->alpn_count++;
-        textlen += (size_t)sprintf (self->alpn_text + textlen, "%s%.*s", textlen ? ", " : "",
-                                    (int)n, name);
+        textlen += (size_t) sprintf (self->alpn_text + textlen, "%s%.*s", textlen ? ", " : "",
+                                     (int) n, name);
         p += strcspn (p, ",");
         if (*p == ',' && *++p == '\0')
             return -1;
@@ -280,7 +280,7 @@ static void s_peer_dn (hms_tls_t *self, bool issuer, char *out, size_t len)
     gnutls_datum_t dn = {NULL, 0};
     if ((issuer ? gnutls_x509_crt_get_issuer_dn3 (crt, &dn, 0)
                 : gnutls_x509_crt_get_dn3 (crt, &dn, 0)) >= 0) {
-        snprintf (out, len, "%s", (const char *)dn.data);
+        snprintf (out, len, "%s", (const char *) dn.data);
         gnutls_free (dn.data);
     }
     gnutls_x509_crt_deinit (crt);
@@ -316,7 +316,7 @@ static void s_verify_text (hms_tls_t *self, char *out, size_t len)
     else {
         gnutls_datum_t text = {NULL, 0};
         if (gnutls_certificate_verification_status_print (status, GNUTLS_CRT_X509, &text, 0) >= 0) {
-            snprintf (out, len, "peer certificate rejected: %s", (const char *)text.data);
+            snprintf (out, len, "peer certificate rejected: %s", (const char *) text.data);
             gnutls_free (text.data);
         } else
             snprintf (out, len, "peer certificate rejected (status 0x%x)", status);
@@ -445,16 +445,16 @@ static int s_session_setup (hms_tls_t *self)
          * sends it, and the refusal names the CA instead of "no certificate". */
         gnutls_certificate_send_x509_rdn_sequence (self->session, 1);
         self->vdata[nv].type = GNUTLS_DT_KEY_PURPOSE_OID;
-        self->vdata[nv++].data = (unsigned char *)GNUTLS_KP_TLS_WWW_CLIENT;
+        self->vdata[nv++].data = (unsigned char *) GNUTLS_KP_TLS_WWW_CLIENT;
     } else {
         if (!s_is_ip (self->server_name) &&
             (rc = gnutls_server_name_set (self->session, GNUTLS_NAME_DNS, self->server_name,
                                           strlen (self->server_name))) < 0)
             return rc;
         self->vdata[nv].type = GNUTLS_DT_DNS_HOSTNAME;
-        self->vdata[nv++].data = (unsigned char *)self->server_name;
+        self->vdata[nv++].data = (unsigned char *) self->server_name;
         self->vdata[nv].type = GNUTLS_DT_KEY_PURPOSE_OID;
-        self->vdata[nv++].data = (unsigned char *)GNUTLS_KP_TLS_WWW_SERVER;
+        self->vdata[nv++].data = (unsigned char *) GNUTLS_KP_TLS_WWW_SERVER;
     }
     if (ctx->verify_peer)
         gnutls_session_set_verify_cert2 (self->session, self->vdata, nv, 0);
@@ -591,8 +591,8 @@ ssize_t hms_tls_read (hms_tls_t *self, void *buf, size_t len)
             self->blocked_write = gnutls_record_get_direction (self->session) == 1;
             return HMS_TLS_AGAIN;
         }
-        if (gnutls_error_is_fatal ((int)n)) {
-            s_fail (self, "read", (int)n);
+        if (gnutls_error_is_fatal ((int) n)) {
+            s_fail (self, "read", (int) n);
             return HMS_TLS_ERROR;
         }
         /* GNUTLS_E_INTERRUPTED, warning alerts, a TLS 1.2 renegotiation request (refused by
@@ -609,14 +609,14 @@ static int s_flush (hms_tls_t *self)
                                                          self->pend_len);
         if (n > 0) {
             self->inflight = false;
-            self->pend_off += (size_t)n;
-            self->pend_len -= (size_t)n;
+            self->pend_off += (size_t) n;
+            self->pend_len -= (size_t) n;
         } else if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
             self->inflight = true;
             if (n == GNUTLS_E_AGAIN)
                 return HMS_TLS_WANT_WRITE;
         } else {
-            s_fail (self, "write", (int)n);
+            s_fail (self, "write", (int) n);
             return -1;
         }
     }
@@ -653,12 +653,12 @@ ssize_t hms_tls_write (hms_tls_t *self, const void *buf, size_t len)
         size_t chunk = len - done < HMS_TLS_CHUNK ? len - done : HMS_TLS_CHUNK;
         ssize_t n = gnutls_record_send (self->session, data + done, chunk);
         if (n > 0) {
-            done += (size_t)n;
+            done += (size_t) n;
             continue;
         }
         if (n != GNUTLS_E_AGAIN && n != GNUTLS_E_INTERRUPTED) {
-            s_fail (self, "write", (int)n);
-            return done > 0 ? (ssize_t)done : HMS_TLS_ERROR;
+            s_fail (self, "write", (int) n);
+            return done > 0 ? (ssize_t) done : HMS_TLS_ERROR;
         }
         /* GnuTLS holds the record: keep a copy of the chunk, in case GnuTLS took less of it
          * than offered, and count it as accepted. */
@@ -670,11 +670,11 @@ ssize_t hms_tls_write (hms_tls_t *self, const void *buf, size_t len)
         done += chunk;
         rc = s_flush (self);
         if (rc < 0)
-            return (ssize_t)done;
+            return (ssize_t) done;
         if (rc > 0)
             break;
     }
-    return (ssize_t)done;
+    return (ssize_t) done;
 }
 
 size_t hms_tls_pending (hms_tls_t *self)

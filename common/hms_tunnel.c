@@ -72,7 +72,7 @@ static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
                 hms_h2_stream_consume (e->stream, e->unconsumed);
             if (status && i == HMS_TUNNEL_A) {
                 const char *text = why ? why : "refused";
-                nghttp2_nv hdr = {(uint8_t *)"hermes-error", (uint8_t *)text, 12, strlen (text),
+                nghttp2_nv hdr = {(uint8_t *) "hermes-error", (uint8_t *) text, 12, strlen (text),
                                   NGHTTP2_NV_FLAG_NONE};
                 if (hms_h2_respond (e->stream, status, &hdr, 1, false) != 0)
                     hms_h2_stream_reset (e->stream, NGHTTP2_CONNECT_ERROR);
@@ -183,8 +183,8 @@ static bool s_flush_fd (s_end_t *e)
         return false;
     }
     if (n > 0) {
-        e->delivered += (uint64_t)n;
-        s_consume (s_other (e), (size_t)n);
+        e->delivered += (uint64_t) n;
+        s_consume (s_other (e), (size_t) n);
     }
     return true;
 }
@@ -224,8 +224,8 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
         while (!e->eof_in && s_queued (other) < HMS_TUNNEL_QUEUE_MAX) {
             ssize_t n = read (e->fd, buf, sizeof buf);
             if (n > 0) {
-                s_forward (e, buf, (size_t)n);
-                if ((size_t)n < sizeof buf)
+                s_forward (e, buf, (size_t) n);
+                if ((size_t) n < sizeof buf)
                     break;
             } else if (n == 0) {
                 e->eof_in = true;
@@ -322,7 +322,7 @@ hms_tunnel_t *hms_tunnel_new (struct ev_loop *loop, int idle_ms, hms_tunnel_done
     self->idle_ms = idle_ms;
     for (int i = 0; i < 2; i++) {
         self->end[i].tunnel = self;
-        self->end[i].side = (hms_tunnel_side_t)i;
+        self->end[i].side = (hms_tunnel_side_t) i;
         self->end[i].fd = -1;
     }
     ev_init (&self->idle, s_on_idle);

@@ -40,7 +40,7 @@ static void s_clear_env (void)
 
 static int s_setup (void **state)
 {
-    (void)state;
+    (void) state;
     s_clear_env ();
     snprintf (s_dir, sizeof s_dir, "/tmp/hms-config-XXXXXX");
     return mkdtemp (s_dir) ? 0 : -1;
@@ -48,7 +48,7 @@ static int s_setup (void **state)
 
 static int s_teardown (void **state)
 {
-    (void)state;
+    (void) state;
     s_clear_env ();
     char cmd[128];
     snprintf (cmd, sizeof cmd, "rm -rf '%s'", s_dir);
@@ -82,7 +82,7 @@ static int s_load (hms_config_t *cfg, char *err, size_t errlen, ...)
     va_start (ap, errlen);
     for (const char *a = va_arg (ap, const char *); a; a = va_arg (ap, const char *)) {
         assert_true (argc < 31);
-        argv[argc++] = (char *)a;
+        argv[argc++] = (char *) a;
     }
     va_end (ap);
     argv[argc] = NULL;
@@ -98,7 +98,7 @@ static void s_assert_contains (const char *text, const char *part)
 
 static void test_defaults (void **state)
 {
-    (void)state;
+    (void) state;
     hms_config_t *cfg = s_new ();
     assert_string_equal (hms_config_str (cfg, "api_bind"), "tcp://127.0.0.1:7100");
     assert_string_equal (hms_config_str (cfg, "log_level"), "info");
@@ -132,7 +132,7 @@ static void test_defaults (void **state)
 
 static void test_file (void **state)
 {
-    (void)state;
+    (void) state;
     char path[256], err[512];
     hms_config_t *cfg = s_new ();
     s_write ("good.json",
@@ -159,7 +159,7 @@ static void test_file (void **state)
 
 static void test_file_errors (void **state)
 {
-    (void)state;
+    (void) state;
     char path[256], err[512];
     hms_config_t *cfg = s_new ();
 
@@ -226,7 +226,7 @@ static void test_file_errors (void **state)
 
 static void test_layers (void **state)
 {
-    (void)state;
+    (void) state;
     char path[256], err[512];
     s_write ("layers.json",
              "{\"api_bind\": \"tcp://file:1\", \"log_level\": \"warning\", \"workers\": 8, "
@@ -293,7 +293,7 @@ static void test_layers (void **state)
 
 static void test_bool_flags (void **state)
 {
-    (void)state;
+    (void) state;
     char err[512];
     hms_config_t *cfg = s_new ();
     /* a bool flag without a value, followed by another flag */
@@ -328,7 +328,7 @@ static void test_bool_flags (void **state)
 
 static void test_flag_errors (void **state)
 {
-    (void)state;
+    (void) state;
     char err[512];
     hms_config_t *cfg = s_new ();
 
@@ -377,7 +377,7 @@ static void test_flag_errors (void **state)
 
 static void test_help (void **state)
 {
-    (void)state;
+    (void) state;
     char err[512];
     hms_config_t *cfg = s_new ();
     /* usage goes to stdout; --help wins over anything else, even bad options */
@@ -407,7 +407,7 @@ static void test_help (void **state)
 
 static void test_integers (void **state)
 {
-    (void)state;
+    (void) state;
     char err[512];
     hms_config_t *cfg = s_new ();
     const char *good[] = {"0", "-5", "65536", "9223372036854775807"};

@@ -32,7 +32,7 @@ static ssize_t s_parse (bool request, const char *buf, size_t len, hms_h1_head_t
 /* Offset of p in base, or -1 for a pointer outside it (static strings). */
 static long s_off (const char *base, size_t len, const char *p)
 {
-    return p >= base && p <= base + len ? (long)(p - base) : -1;
+    return p >= base && p <= base + len ? (long) (p - base) : -1;
 }
 
 /* Feeds every prefix of text (a sample of them for long texts, to keep the test fast) in a
@@ -94,7 +94,7 @@ static void s_ok_as (bool request, const char *text)
 {
     int status = -1;
     ssize_t r = s_parse (request, text, strlen (text), &s_head, &status, s_err, sizeof s_err);
-    if (r != (ssize_t)strlen (text))
+    if (r != (ssize_t) strlen (text))
         fail_msg ("refused (%zd, %d, \"%s\"): %s", r, status, s_err, text);
     assert_int_equal (status, 0);
     assert_int_equal (s_head.head_len, strlen (text));
@@ -115,7 +115,7 @@ static void s_bad_as (bool request, const char *text, size_t len, int want, cons
     ssize_t r = s_parse (request, text, len, &s_head, &status, s_err, sizeof s_err);
     if (r != -1 || status != want)
         fail_msg ("expected %d, got %zd / %d (\"%s\") for: %.*s", want, r, status, s_err,
-                  (int)(len > 200 ? 200 : len), text);
+                  (int) (len > 200 ? 200 : len), text);
     s_assert_contains (s_err, part);
     s_check_prefixes (request, text, len);
 }
@@ -145,7 +145,7 @@ static bool s_span_is (const char *p, size_t n, const char *want)
 
 static void test_request_basic (void **state)
 {
-    (void)state;
+    (void) state;
     const char *text = "GET http://example.com/a?b=c HTTP/1.1\r\n"
                        "Host: example.com\r\n"
                        "User-Agent:curl/8.0\r\n"
@@ -196,7 +196,7 @@ static void test_request_basic (void **state)
 
 static void test_request_forms (void **state)
 {
-    (void)state;
+    (void) state;
     s_ok ("GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
     assert_int_equal (s_head.form, HMS_H1_FORM_ORIGIN);
     s_ok ("CONNECT example.com:443 HTTP/1.1\r\n\r\n");
@@ -226,7 +226,7 @@ static void test_request_forms (void **state)
 
 static void test_request_line_errors (void **state)
 {
-    (void)state;
+    (void) state;
     s_bad ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "request line");
     s_bad ("GET /  HTTP/1.1\r\nHost: a\r\n\r\n", 400, "request line: malformed HTTP version");
     s_bad ("GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400, "malformed HTTP version");
@@ -256,7 +256,7 @@ static void test_request_line_errors (void **state)
 
 static void test_header_errors (void **state)
 {
-    (void)state;
+    (void) state;
     s_bad ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n", 400,
            "header line 2: whitespace before colon");
     s_bad ("GET / HTTP/1.1\r\nHost: a\r\nX-A\t: 5\r\n\r\n", 400,
@@ -287,7 +287,7 @@ static void test_header_errors (void **state)
 
 static void test_host (void **state)
 {
-    (void)state;
+    (void) state;
     s_bad ("GET / HTTP/1.1\r\n\r\n", 400, "without Host");
     s_bad ("OPTIONS * HTTP/1.1\r\n\r\n", 400, "without Host");
     s_ok ("GET / HTTP/1.0\r\n\r\n");
@@ -310,7 +310,7 @@ static void test_host (void **state)
 
 static void test_framing (void **state)
 {
-    (void)state;
+    (void) state;
     const char *get = "GET http://a/ HTTP/1.1\r\n";
     char text[512];
 #define S_REQ(headers) (snprintf (text, sizeof text, "%s%s\r\n", get, headers), text)
@@ -384,12 +384,12 @@ static void test_framing (void **state)
 static char *s_head_of (size_t total)
 {
     char *text = malloc (total + 1);
-    size_t n = (size_t)sprintf (text, "GET / HTTP/1.1\r\nHost: a\r\n");
+    size_t n = (size_t) sprintf (text, "GET / HTTP/1.1\r\nHost: a\r\n");
     size_t rem = total - n - 2;
     for (int line = 0; rem > 0; line++) {
         size_t content = rem > 8022 ? 8000 : rem - 2;
         int h = sprintf (text + n, "X-%04d: ", line);
-        memset (text + n + h, 'v', content - (size_t)h);
+        memset (text + n + h, 'v', content - (size_t) h);
         memcpy (text + n + content, "\r\n", 2);
         n += content + 2;
         rem -= content + 2;
@@ -401,7 +401,7 @@ static char *s_head_of (size_t total)
 
 static void test_limits (void **state)
 {
-    (void)state;
+    (void) state;
     int status;
     /* request line: 8192 bytes without CRLF is fine, 8193 is 414, complete or not */
     char *text = malloc (HMS_H1_MAX_LINE + 64);
@@ -424,7 +424,7 @@ static void test_limits (void **state)
 
     /* one header line: 8192 bytes, and 8193 */
     text = malloc (HMS_H1_MAX_LINE + 64);
-    size_t n = (size_t)sprintf (text, "GET / HTTP/1.1\r\nX-Long: ");
+    size_t n = (size_t) sprintf (text, "GET / HTTP/1.1\r\nX-Long: ");
     size_t vlen = HMS_H1_MAX_LINE - strlen ("X-Long: ");
     memset (text + n, 'v', vlen);
     strcpy (text + n + vlen, "\r\nHost: a\r\n\r\n");
@@ -466,9 +466,9 @@ static void test_limits (void **state)
 
     /* 100 headers, and 101 */
     text = malloc (4096);
-    n = (size_t)sprintf (text, "GET / HTTP/1.1\r\nHost: a\r\n");
+    n = (size_t) sprintf (text, "GET / HTTP/1.1\r\nHost: a\r\n");
     for (int i = 1; i < HMS_H1_MAX_HEADERS; i++)
-        n += (size_t)sprintf (text + n, "X-%d: %d\r\n", i, i);
+        n += (size_t) sprintf (text + n, "X-%d: %d\r\n", i, i);
     strcpy (text + n, "\r\n");
     s_ok (text);
     assert_int_equal (s_head.nheaders, HMS_H1_MAX_HEADERS);
@@ -480,7 +480,7 @@ static void test_limits (void **state)
 
 static void test_pipelined (void **state)
 {
-    (void)state;
+    (void) state;
     const char *two = "GET http://a/1 HTTP/1.1\r\n\r\n"
                       "POST http://a/2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
                       "GET http://a/3 HTTP/1.1\r\n\r\n";
@@ -489,11 +489,11 @@ static void test_pipelined (void **state)
     ssize_t r = hms_h1_parse_request (two, len, &s_head, &status, s_err, sizeof s_err);
     assert_int_equal (r, 27);
     assert_true (s_span_is (s_head.target, s_head.target_len, "http://a/1"));
-    off += (size_t)r;
+    off += (size_t) r;
     r = hms_h1_parse_request (two + off, len - off, &s_head, &status, s_err, sizeof s_err);
     assert_true (r > 0);
     assert_true (s_span_is (s_head.target, s_head.target_len, "http://a/2"));
-    off += (size_t)r;
+    off += (size_t) r;
     hms_h1_body_t body;
     assert_int_equal (hms_h1_body_init (&body, &s_head, false, false, s_err, sizeof s_err), 0);
     assert_int_equal (body.kind, HMS_H1_BODY_LENGTH);
@@ -503,7 +503,7 @@ static void test_pipelined (void **state)
     assert_int_equal (used, 3);
     off += used;
     r = hms_h1_parse_request (two + off, len - off, &s_head, &status, s_err, sizeof s_err);
-    assert_int_equal (r, (ssize_t)(len - off));
+    assert_int_equal (r, (ssize_t) (len - off));
     assert_true (s_span_is (s_head.target, s_head.target_len, "http://a/3"));
     /* the body of a GET without framing is empty: the next bytes are the next request */
     assert_int_equal (hms_h1_body_init (&body, &s_head, false, false, s_err, sizeof s_err), 0);
@@ -515,7 +515,7 @@ static void test_pipelined (void **state)
 
 static void test_incremental (void **state)
 {
-    (void)state;
+    (void) state;
     /* s_ok and s_bad feed every prefix; here a long valid head byte by byte, checked
      * against the one-shot parse by s_check_prefixes, and errors that show before the end */
     s_ok ("POST http://example.com:8080/upload?x=1 HTTP/1.1\r\n"
@@ -580,7 +580,7 @@ static int s_feed_due (const char *text, size_t n, size_t step, ssize_t want, in
 
 static void test_parse_due (void **state)
 {
-    (void)state;
+    (void) state;
     assert_true (hms_h1_parse_due ("GET", 0, 3));
     assert_false (hms_h1_parse_due ("GET / HTTP/1.1", 3, 14));
     assert_true (hms_h1_parse_due ("GET / HTTP/1.1\r\n", 14, 16));
@@ -589,18 +589,18 @@ static void test_parse_due (void **state)
 
     /* a 60 KB head arriving byte by byte: about one parse per line, not one per byte */
     char *text = malloc (HMS_H1_MAX_HEAD);
-    size_t n = (size_t)sprintf (text, "GET http://a/ HTTP/1.1\r\n");
+    size_t n = (size_t) sprintf (text, "GET http://a/ HTTP/1.1\r\n");
     for (int i = 0; i < 60; i++) {
-        n += (size_t)sprintf (text + n, "X-%02d: ", i);
+        n += (size_t) sprintf (text + n, "X-%02d: ", i);
         memset (text + n, 'v', 1000);
         n += 1000;
-        n += (size_t)sprintf (text + n, "\r\n");
+        n += (size_t) sprintf (text + n, "\r\n");
     }
-    n += (size_t)sprintf (text + n, "\r\n");
-    int parses = s_feed_due (text, n, 1, (ssize_t)n, 0);
-    assert_true (parses <= 62 + (int)(n / 4096) + 1);
+    n += (size_t) sprintf (text + n, "\r\n");
+    int parses = s_feed_due (text, n, 1, (ssize_t) n, 0);
+    assert_true (parses <= 62 + (int) (n / 4096) + 1);
     for (size_t step = 2; step < 5000; step = step * 3 + 1)
-        s_feed_due (text, n, step, (ssize_t)n, 0);
+        s_feed_due (text, n, step, (ssize_t) n, 0);
     /* errors inside a line surface at the next line end at the latest */
     text[3000] = 0;
     text[3000 + 1] = 'x';
@@ -619,7 +619,7 @@ static void test_parse_due (void **state)
 
 static void test_response (void **state)
 {
-    (void)state;
+    (void) state;
     s_ok_as (false, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=b\r\n\r\n");
     assert_int_equal (s_head.status, 200);
     assert_true (s_span_is (s_head.reason, s_head.reason_len, "OK"));
@@ -664,7 +664,7 @@ static void test_response (void **state)
 
 static void test_find_and_tokens (void **state)
 {
-    (void)state;
+    (void) state;
     s_ok ("GET http://a/ HTTP/1.1\r\n"
           "Connection: Keep-Alive, Upgrade\r\n"
           "upgrade: websocket\r\n"
@@ -717,7 +717,7 @@ static void s_authority_bad (const char *s, const char *part)
 
 static void test_authority (void **state)
 {
-    (void)state;
+    (void) state;
     s_authority_ok ("example.com:443", "example.com", 443);
     s_authority_ok ("Example.COM:1", "example.com", 1);
     s_authority_ok ("a:65535", "a", 65535);
@@ -783,8 +783,8 @@ static void test_authority (void **state)
     char name[300];
     size_t n = 0;
     while (n + 4 <= HMS_H1_MAX_HOST)
-        n += (size_t)sprintf (name + n, "abc.");
-    n += (size_t)sprintf (name + n, "%.*s", (int)(HMS_H1_MAX_HOST - n), "xyz");
+        n += (size_t) sprintf (name + n, "abc.");
+    n += (size_t) sprintf (name + n, "%.*s", (int) (HMS_H1_MAX_HOST - n), "xyz");
     assert_int_equal (n, HMS_H1_MAX_HOST);
     strcpy (name + n, ":80");
     uint16_t port;
@@ -802,7 +802,7 @@ static void test_authority (void **state)
 
 static void test_absolute (void **state)
 {
-    (void)state;
+    (void) state;
     hms_h1_url_t url;
     char err[256];
     const char *s = "http://Example.com/a/b?x=1&y=%20";
@@ -903,7 +903,7 @@ static hms_h1_body_t s_body_for (const char *head_text, bool response, bool was_
 
 static void test_body_framing (void **state)
 {
-    (void)state;
+    (void) state;
     assert_int_equal (s_body_for ("GET http://a/ HTTP/1.1\r\n\r\n", false, false).kind,
                       HMS_H1_BODY_NONE);
     assert_int_equal (
@@ -953,7 +953,7 @@ static void test_body_framing (void **state)
 
 static void test_body_length (void **state)
 {
-    (void)state;
+    (void) state;
     hms_h1_body_t b =
         s_body_for ("PUT http://a/ HTTP/1.1\r\nContent-Length: 10\r\n\r\n", false, false);
     s_sink_t sink = {0};
@@ -1085,7 +1085,7 @@ static void s_trailer (char *out, size_t len)
 
 static void test_chunked (void **state)
 {
-    (void)state;
+    (void) state;
     const char *in = "5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
     s_chunked_ok (in, strlen (in), strlen (in), "hello, world");
     in = "A;name=value;q=\"quoted; \\\"x\"\r\n0123456789\r\n1 ; x\r\n!\r\n0;last\r\n\r\n";
@@ -1107,15 +1107,15 @@ static void test_chunked (void **state)
     n += sprintf (big + n, "\r\n0\r\n\r\n");
     s_sink_t sink;
     size_t used;
-    assert_int_equal (s_chunked (big, (size_t)n, 0, &sink, &used, s_err, sizeof s_err), 1);
+    assert_int_equal (s_chunked (big, (size_t) n, 0, &sink, &used, s_err, sizeof s_err), 1);
     assert_int_equal (sink.calls, 1);
     assert_int_equal (sink.len, 4096);
     hms_h1_body_t b;
     hms_h1_head_t head = {.content_length = -1, .chunked = true};
     assert_int_equal (hms_h1_body_init (&b, &head, false, false, s_err, sizeof s_err), 0);
     assert_int_equal (
-        hms_h1_body_feed (&b, big, (size_t)n + 3, &used, NULL, NULL, s_err, sizeof s_err), 1);
-    assert_int_equal (used, (size_t)n);
+        hms_h1_body_feed (&b, big, (size_t) n + 3, &used, NULL, NULL, s_err, sizeof s_err), 1);
+    assert_int_equal (used, (size_t) n);
 
     s_chunked_bad ("g\r\n", "expected a hex chunk size, got 0x67");
     s_chunked_bad ("\r\n", "expected a hex chunk size");
@@ -1178,7 +1178,7 @@ static void test_chunked (void **state)
 /* Classic request smuggling payloads: each is refused, or framed only one way. */
 static void test_smuggling (void **state)
 {
-    (void)state;
+    (void) state;
     /* CL.TE and TE.CL */
     s_bad ("POST http://a/ HTTP/1.1\r\nContent-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\n"
            "0\r\n\r\nSMUGGLED",
@@ -1215,11 +1215,11 @@ static void s_base64 (const char *in, size_t n, char *out)
     const char *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t o = 0;
     for (size_t i = 0; i < n; i += 3) {
-        uint32_t w = (uint32_t)(unsigned char)in[i] << 16;
+        uint32_t w = (uint32_t) (unsigned char) in[i] << 16;
         if (i + 1 < n)
-            w |= (uint32_t)(unsigned char)in[i + 1] << 8;
+            w |= (uint32_t) (unsigned char) in[i + 1] << 8;
         if (i + 2 < n)
-            w |= (unsigned char)in[i + 2];
+            w |= (unsigned char) in[i + 2];
         out[o++] = abc[w >> 18 & 63];
         out[o++] = abc[w >> 12 & 63];
         out[o++] = i + 1 < n ? abc[w >> 6 & 63] : '=';
@@ -1230,7 +1230,7 @@ static void s_base64 (const char *in, size_t n, char *out)
 
 static void test_basic_auth (void **state)
 {
-    (void)state;
+    (void) state;
     char user[64], pass[64];
     const char *v = "Basic dXNlcjpwYXNz"; /* user:pass */
     assert_int_equal (hms_h1_basic_auth (v, strlen (v), user, sizeof user, pass, sizeof pass), 0);
@@ -1306,7 +1306,7 @@ static void test_basic_auth (void **state)
 
 static void test_error_response (void **state)
 {
-    (void)state;
+    (void) state;
     assert_string_equal (hms_h1_reason (400), "Bad Request");
     assert_string_equal (hms_h1_reason (407), "Proxy Authentication Required");
     assert_string_equal (hms_h1_reason (431), "Request Header Fields Too Large");
@@ -1316,7 +1316,7 @@ static void test_error_response (void **state)
 
     char out[1024];
     ssize_t n = hms_h1_error_response (out, sizeof out, 400, "header line 3: space before colon");
-    assert_int_equal (n, (ssize_t)strlen (out));
+    assert_int_equal (n, (ssize_t) strlen (out));
     const char *want = "HTTP/1.1 400 Bad Request\r\n"
                        "Content-Type: text/plain; charset=utf-8\r\n"
                        "Content-Length: 51\r\n"
@@ -1331,7 +1331,7 @@ static void test_error_response (void **state)
         n = hms_h1_error_response (out, sizeof out, statuses[i], "bad \r\n\x01\xff thing");
         assert_true (n > 0);
         int status;
-        ssize_t h = hms_h1_parse_response (out, (size_t)n, &s_head, &status, s_err, sizeof s_err);
+        ssize_t h = hms_h1_parse_response (out, (size_t) n, &s_head, &status, s_err, sizeof s_err);
         if (h <= 0)
             fail_msg ("%d: %s", statuses[i], s_err);
         assert_int_equal (s_head.status, statuses[i]);
@@ -1355,8 +1355,8 @@ static void test_error_response (void **state)
     assert_int_equal (hms_h1_error_response (out, sizeof out, 600, "x"), -1);
     assert_int_equal (hms_h1_error_response (out, sizeof out, 399, "x"), -1);
     n = hms_h1_error_response (out, sizeof out, 400, "x");
-    assert_int_equal (hms_h1_error_response (out, (size_t)n, 400, "x"), -1);
-    assert_int_equal (hms_h1_error_response (out, (size_t)n + 1, 400, "x"), n);
+    assert_int_equal (hms_h1_error_response (out, (size_t) n, 400, "x"), -1);
+    assert_int_equal (hms_h1_error_response (out, (size_t) n + 1, 400, "x"), n);
 }
 
 int main (void)

@@ -44,7 +44,7 @@ typedef struct {
 
 static uint8_t s_pattern (size_t i)
 {
-    return (uint8_t)((i * 7 + 3) & 0xff);
+    return (uint8_t) ((i * 7 + 3) & 0xff);
 }
 
 /* ---- server: echo every CONNECT stream ------------------------------------------------- */
@@ -173,8 +173,8 @@ static const hms_h2_stream_cbs_t s_cli_cbs = {.on_headers = s_cli_headers,
 static hms_h2_stream_t *s_open (s_world_t *w, const char *authority)
 {
     nghttp2_nv nva[] = {
-        {(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
-        {(uint8_t *)":authority", (uint8_t *)authority, 10, strlen (authority),
+        {(uint8_t *) ":method", (uint8_t *) "CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *) ":authority", (uint8_t *) authority, 10, strlen (authority),
          NGHTTP2_NV_FLAG_NONE},
     };
     s_flow_t *f = calloc (1, sizeof *f);

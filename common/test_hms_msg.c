@@ -41,7 +41,7 @@ static const char *s_refused (const char *text, const char *code)
 
 static void test_new_and_accessors (void **state)
 {
-    (void)state;
+    (void) state;
     int64_t before = hms_wall_ms ();
     json_t *env = hms_msg_new ("node.add", 1, "hermesctl",
                                json_pack ("{s:s, s:s}", "name", "relay-1", "site", "fra"));
@@ -82,7 +82,7 @@ static void test_new_and_accessors (void **state)
 
 static void test_round_trip (void **state)
 {
-    (void)state;
+    (void) state;
     json_t *policy =
         json_pack ("{s:s, s:i, s:{s:[s], s:[s]}, s:s, s:{s:f, s:i, s:s}}", "id", "rate-api",
                    "priority", 300, "match", "host", "api.example.com", "path_prefix", "/v1/",
@@ -119,7 +119,7 @@ static void test_round_trip (void **state)
 
 static void test_replies (void **state)
 {
-    (void)state;
+    (void) state;
     json_t *req = hms_msg_new ("register", 1, "relay/relay-1",
                                json_pack ("{s:s, s:s}", "kind", "relay", "instance", "relay-1"));
     json_t *reply = hms_msg_reply (
@@ -177,7 +177,7 @@ static void test_replies (void **state)
 
 static void test_decode_errors (void **state)
 {
-    (void)state;
+    (void) state;
     const char *err;
     /* not JSON */
     err = s_refused ("", HMS_ERR_BAD_JSON);
@@ -277,12 +277,12 @@ static char *s_slurp (const char *path, size_t *size)
     fseek (f, 0, SEEK_END);
     long n = ftell (f);
     rewind (f);
-    char *data = malloc ((size_t)n + 1);
+    char *data = malloc ((size_t) n + 1);
     assert_non_null (data);
-    assert_int_equal (fread (data, 1, (size_t)n, f), (size_t)n);
+    assert_int_equal (fread (data, 1, (size_t) n, f), (size_t) n);
     data[n] = 0;
     fclose (f);
-    *size = (size_t)n;
+    *size = (size_t) n;
     return data;
 }
 
@@ -341,7 +341,7 @@ static void s_check_bad (const char *path, const char *name)
     if (!sep)
         fail_msg ("%s: a bad example is named <code>--<what>.json", path);
     char expected[64];
-    snprintf (expected, sizeof expected, "%.*s", (int)(sep - name), name);
+    snprintf (expected, sizeof expected, "%.*s", (int) (sep - name), name);
     const char *codes[] = {HMS_ERR_BAD_JSON, HMS_ERR_BAD_ENVELOPE, HMS_ERR_UNKNOWN_TYPE,
                            HMS_ERR_BAD_BODY};
     int known = 0;
@@ -365,7 +365,7 @@ static void s_check_bad (const char *path, const char *name)
 
 static void test_golden (void **state)
 {
-    (void)state;
+    (void) state;
     const char *source = getenv ("HERMES_SOURCE_DIR");
     if (!source || !*source)
         fail_msg ("HERMES_SOURCE_DIR is not set (run through ctest)");

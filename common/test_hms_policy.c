@@ -71,7 +71,7 @@ static const char *s_rule (hms_policy_set_t *set, const hms_policy_query_t *q)
 
 static void test_names (void **state)
 {
-    (void)state;
+    (void) state;
     hms_policy_set_t *set =
         s_set ("[{'id':'exact','priority':1,'action':'allow','match':{'host':['Api.Example.COM',"
                "'www.example.com.']}},"
@@ -119,7 +119,7 @@ static void test_names (void **state)
 
 static void test_prefixes (void **state)
 {
-    (void)state;
+    (void) state;
     hms_policy_set_t *set = s_set (
         "[{'id':'host','priority':1,'action':'deny','match':{'src':['10.1.2.3']}},"
         "{'id':'net24','priority':2,'action':'allow','match':{'src':['10.1.2.99/24',"
@@ -167,7 +167,7 @@ static void test_prefixes (void **state)
 
 static void test_ports_protocol_method_path (void **state)
 {
-    (void)state;
+    (void) state;
     hms_policy_set_t *set = s_set (
         "[{'id':'telnet','priority':1,'action':'deny','match':{'protocol':['tcp'],"
         "'ports':['23','2323']}},"
@@ -204,7 +204,7 @@ static void test_ports_protocol_method_path (void **state)
 
 static void test_identities_and_unknown_fields (void **state)
 {
-    (void)state;
+    (void) state;
     hms_policy_set_t *set =
         s_set ("[{'id':'ndn','priority':1,'action':'route','route':'ndn-site-b','match':"
                "{'service':['ndn'],'namespace':['/site-b*']}},"
@@ -232,7 +232,7 @@ static void test_identities_and_unknown_fields (void **state)
 
 static void test_priorities_and_default (void **state)
 {
-    (void)state;
+    (void) state;
     /* listed out of order; equal priorities go by id; no priority means 1000 */
     hms_policy_set_t *set =
         s_set ("[{'id':'late','action':'deny','match':{'ports':['80']}},"
@@ -272,7 +272,7 @@ static void test_priorities_and_default (void **state)
 
 static void test_actions (void **state)
 {
-    (void)state;
+    (void) state;
     hms_policy_set_t *set = s_set (
         "[{'id':'web-deny','priority':1,'description':'no plain web','action':'deny',"
         "'match':{'ports':['80']},'target':'10.0.0.1:80','retry_profile':'x','bypass':true},"
@@ -308,7 +308,7 @@ static void test_actions (void **state)
 /* The paper's per-user address space: one virtual name, a target per user. */
 static void test_per_user_targets (void **state)
 {
-    (void)state;
+    (void) state;
     hms_policy_set_t *set = s_set (
         "[{'id':'svc-alice','priority':10,'action':'allow','target':'127.0.0.1:8081',"
         "'match':{'host':['svc.virtual'],'user':['alice']}},"
@@ -347,7 +347,7 @@ static void test_per_user_targets (void **state)
 static int64_t s_clock_ms;
 static int64_t s_clock (void *arg)
 {
-    (void)arg;
+    (void) arg;
     return s_clock_ms;
 }
 
@@ -360,7 +360,7 @@ static hms_policy_action_t s_act (hms_policy_set_t *set, const hms_policy_query_
 
 static void test_rate_limit (void **state)
 {
-    (void)state;
+    (void) state;
     hms_policy_set_t *set = s_set (
         "[{'id':'per-src','priority':1,'action':'rate_limit','rate':{'per_second':2,'burst':3},"
         "'match':{'ports':['80']},'target':'10.9.9.9:80','bypass':true},"
@@ -432,7 +432,7 @@ static void test_rate_limit (void **state)
 
 static void test_rate_eviction_and_inherit (void **state)
 {
-    (void)state;
+    (void) state;
     const char *rules =
         "[{'id':'lim','action':'rate_limit','rate':{'per_second':1,'burst':2},'match':"
         "{'ports':['80']}},{'id':'other','action':'rate_limit','rate':{'per_second':1,"
@@ -476,7 +476,7 @@ static void test_rate_eviction_and_inherit (void **state)
 
 static void test_compile_errors (void **state)
 {
-    (void)state;
+    (void) state;
     s_refused ("[{'id':'a','action':'allow'},{'id':'b','action':'deny'},{'id':'a','action':"
                "'deny'}]",
                "policy a appears twice", "policies[0] and [2]");
@@ -519,7 +519,7 @@ static void test_compile_errors (void **state)
 
 static void test_json (void **state)
 {
-    (void)state;
+    (void) state;
     hms_policy_set_t *set =
         s_set ("[{'id':'a','action':'allow','target':'127.0.0.1:8081','retry_profile':'r',"
                "'match':{'host':['svc.virtual'],'user':['alice'],'namespace':['prod']}}]");
@@ -591,7 +591,7 @@ static const char *const s_actions[] = {"allow", "deny", "route"};
 static json_t *s_random_strings (const char *const *pool, size_t n, int max)
 {
     json_t *a = json_array ();
-    int k = 1 + (int)(s_rand () % (unsigned)max);
+    int k = 1 + (int) (s_rand () % (unsigned) max);
     for (int i = 0; i < k; i++)
         json_array_append_new (a, json_string (pool[s_rand () % n]));
     return a;
@@ -603,7 +603,7 @@ static json_t *s_random_rule (int i)
     char id[32];
     snprintf (id, sizeof id, "r%d", i);
     const char *action = S_PICK (s_actions);
-    json_t *rule = json_pack ("{s:s, s:i, s:s}", "id", id, "priority", (int)(s_rand () % 20),
+    json_t *rule = json_pack ("{s:s, s:i, s:s}", "id", id, "priority", (int) (s_rand () % 20),
                               "action", action);
     if (strcmp (action, "route") == 0)
         json_object_set_new (rule, "route", json_string ("relay-1"));
@@ -612,12 +612,12 @@ static json_t *s_random_rule (int i)
         json_object_set_new (match, "host", S_STRINGS (s_host_pats, 3));
     if (s_rand () % 3 == 0) {
         json_t *ports = json_array ();
-        int k = 1 + (int)(s_rand () % 3);
+        int k = 1 + (int) (s_rand () % 3);
         for (int j = 0; j < k; j++) {
             char p[32];
-            int lo = 1 + (int)(s_rand () % 10);
+            int lo = 1 + (int) (s_rand () % 10);
             if (s_rand () % 4 == 0)
-                snprintf (p, sizeof p, "%d-%d", lo, lo + (int)(s_rand () % 5));
+                snprintf (p, sizeof p, "%d-%d", lo, lo + (int) (s_rand () % 5));
             else if (s_rand () % 8 == 0)
                 snprintf (p, sizeof p, "1-2000"); /* too wide for the port index */
             else
@@ -646,12 +646,12 @@ static json_t *s_random_rule (int i)
 
 static void test_index_equals_scan (void **state)
 {
-    (void)state;
+    (void) state;
     s_seed = 20240611;
     size_t decided = 0, defaults = 0;
     for (int round = 0; round < 200; round++) {
         json_t *rules = json_array ();
-        int n = 1 + (int)(s_rand () % (round < 100 ? 12 : 120));
+        int n = 1 + (int) (s_rand () % (round < 100 ? 12 : 120));
         for (int i = 0; i < n; i++)
             json_array_append_new (rules, s_random_rule (i));
         char err[1024];
@@ -664,7 +664,7 @@ static void test_index_equals_scan (void **state)
             if (s_rand () % 4)
                 q.host = S_PICK (s_hosts);
             if (s_rand () % 3)
-                q.port = 1 + (int)(s_rand () % 12);
+                q.port = 1 + (int) (s_rand () % 12);
             if (s_rand () % 2)
                 q.src = S_PICK (s_srcs);
             if (s_rand () % 3 == 0) {

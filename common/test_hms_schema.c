@@ -247,7 +247,7 @@ static int s_compile_error (const char *text, char *err, size_t errlen)
 
 static void test_keywords (void **state)
 {
-    (void)state;
+    (void) state;
     for (size_t i = 0; i < sizeof s_cases / sizeof s_cases[0]; i++) {
         const s_case_t *c = &s_cases[i];
         hms_schema_t *schema = s_schema (c->schema);
@@ -272,7 +272,7 @@ static void test_keywords (void **state)
 
 static void test_ref_recursive_tree (void **state)
 {
-    (void)state;
+    (void) state;
     hms_schema_t *schema = s_schema (s_tree_schema);
     char err[256];
     json_t *doc = s_json ("{'name':'root','children':[{'name':'a','children':[{'name':'a1'},"
@@ -301,7 +301,7 @@ static void test_ref_recursive_tree (void **state)
 
 static void test_deep_document (void **state)
 {
-    (void)state;
+    (void) state;
     hms_schema_t *schema = s_schema ("{'type':'array','items':{'$ref':'#'}}");
     json_t *doc = json_array ();
     for (int i = 0; i < 100; i++) {
@@ -392,7 +392,7 @@ static const s_bad_t s_bad_schemas[] = {
 
 static void test_rejected_schemas (void **state)
 {
-    (void)state;
+    (void) state;
     for (size_t i = 0; i < sizeof s_bad_schemas / sizeof s_bad_schemas[0]; i++) {
         const s_bad_t *b = &s_bad_schemas[i];
         char err[512] = "";
@@ -414,7 +414,7 @@ static void test_rejected_schemas (void **state)
 
 static void test_accepted_patterns (void **state)
 {
-    (void)state;
+    (void) state;
     /* bracket expressions the pattern check must not mistake for backslashes inside [...] */
     const char *patterns[] = {
         "{'pattern':'^[]a]+$'}",          "{'pattern':'^[^]a]+$'}",
@@ -437,7 +437,7 @@ static void test_accepted_patterns (void **state)
 
 static void test_ownership_and_buffers (void **state)
 {
-    (void)state;
+    (void) state;
     json_t *doc = s_json ("{'type':'object','required':['a'],'properties':{'a':{'enum':[1,2]}}}");
     char err[256];
     hms_schema_t *schema = hms_schema_new (doc, err, sizeof err);
@@ -474,7 +474,7 @@ static void test_ownership_and_buffers (void **state)
 
 static void test_registry_unknown_name (void **state)
 {
-    (void)state;
+    (void) state;
     char err[256];
     json_t *doc = json_object ();
     assert_null (hms_schemas_get ("no/such.v1"));
@@ -493,8 +493,8 @@ static size_t s_root_len;
 
 static int s_on_file (const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-    (void)sb;
-    (void)ftw;
+    (void) sb;
+    (void) ftw;
     const char *suffix = ".schema.json";
     size_t n = strlen (path), sn = strlen (suffix);
     if (type == FTW_F && n > sn && strcmp (path + n - sn, suffix) == 0) {
@@ -506,7 +506,7 @@ static int s_on_file (const char *path, const struct stat *sb, int type, struct 
 
 static int s_strcmp (const void *a, const void *b)
 {
-    return strcmp (*(const char *const *)a, *(const char *const *)b);
+    return strcmp (*(const char *const *) a, *(const char *const *) b);
 }
 
 static char *s_read_file (const char *path, size_t *size)
@@ -534,7 +534,7 @@ static char *s_read_file (const char *path, size_t *size)
 
 static void test_project_schemas (void **state)
 {
-    (void)state;
+    (void) state;
     const char *source = getenv ("HERMES_SOURCE_DIR");
     if (!source || !*source)
         skip ();
@@ -615,7 +615,7 @@ static void *s_registry_worker (void *arg)
 
 static void test_registry_threads (void **state)
 {
-    (void)state;
+    (void) state;
     const char *const *names = hms_schemas_names ();
     size_t n = 0;
     while (names[n])

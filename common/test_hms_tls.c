@@ -42,12 +42,12 @@ static int64_t s_now_ms (void)
 {
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int s_group_setup (void **state)
 {
-    (void)state;
+    (void) state;
     char err[512];
     snprintf (s_pki, sizeof s_pki, "/tmp/hms-tls-XXXXXX");
     snprintf (s_other, sizeof s_other, "/tmp/hms-tls-other-XXXXXX");
@@ -68,7 +68,7 @@ static int s_group_setup (void **state)
 
 static int s_group_teardown (void **state)
 {
-    (void)state;
+    (void) state;
     char cmd[256];
     *strrchr (s_pki, '/') = '\0';
     snprintf (cmd, sizeof cmd, "rm -rf '%s' '%s'", s_pki, s_other);
@@ -124,7 +124,7 @@ static bool s_has_san (gnutls_x509_crt_t crt, int type, const void *data, size_t
 
 static void test_pki_files (void **state)
 {
-    (void)state;
+    (void) state;
     s_assert_mode (s_pki, 0700);
     s_assert_mode (s_path (s_pki, "ca.key"), 0600);
     s_assert_mode (s_path (s_pki, "relay.key"), 0600);
@@ -195,7 +195,7 @@ static void test_pki_files (void **state)
 
 static void test_pki_idempotent (void **state)
 {
-    (void)state;
+    (void) state;
     char err[512];
     char *ca = s_slurp (s_path (s_pki, "ca.crt"));
     char *ca_key = s_slurp (s_path (s_pki, "ca.key"));
@@ -234,7 +234,7 @@ static void test_pki_idempotent (void **state)
 
 static void test_pki_errors (void **state)
 {
-    (void)state;
+    (void) state;
     char err[512];
     const char *const bad_name[] = {"relay", "../evil", NULL};
     assert_int_equal (hms_pki_generate (s_pki, bad_name, NULL, err, sizeof err), -1);
@@ -278,7 +278,7 @@ static void test_pki_errors (void **state)
 /* Checks the files with an independent implementation when one is installed. */
 static void test_pki_external_verify (void **state)
 {
-    (void)state;
+    (void) state;
     char cmd[1024];
     if (system ("command -v certtool >/dev/null 2>&1") == 0) {
         snprintf (cmd, sizeof cmd,
@@ -373,7 +373,7 @@ static void s_handshake (s_pair_t *p)
             if (rc[i] > 0)
                 pfd[n++] = (struct pollfd){hms_tls_fd (t[i]),
                                            rc[i] == HMS_TLS_WANT_WRITE ? POLLOUT : POLLIN, 0};
-        if (poll (pfd, (nfds_t)n, 200) == 0 && (rc[0] < 0 || rc[1] < 0))
+        if (poll (pfd, (nfds_t) n, 200) == 0 && (rc[0] < 0 || rc[1] < 0))
             break;
     }
     p->src = rc[0];
@@ -424,7 +424,7 @@ static ssize_t s_read_result (hms_tls_t *t, int64_t ms)
 
 static void test_handshake_ok (void **state)
 {
-    (void)state;
+    (void) state;
     s_end_t server = {s_pki, s_pki, "relay", "h2"};
     s_end_t client = {s_pki, s_pki, "ingress", "h2,http/1.1"};
     s_pair_t p;
@@ -454,7 +454,7 @@ static void test_handshake_ok (void **state)
 
 static void test_no_client_cert (void **state)
 {
-    (void)state;
+    (void) state;
     s_end_t server = {s_pki, s_pki, "relay", "h2"};
     s_end_t client = {s_pki, s_pki, NULL, "h2"};
     s_pair_t p;
@@ -474,7 +474,7 @@ static void test_no_client_cert (void **state)
 
 static void test_other_ca (void **state)
 {
-    (void)state;
+    (void) state;
     /* a client whose certificate comes from another installation's CA; it trusts both CAs,
      * so its own context accepts that certificate and it accepts our server */
     char bundle[64], cmd[512];
@@ -507,7 +507,7 @@ static void test_other_ca (void **state)
 
 static void test_wrong_name (void **state)
 {
-    (void)state;
+    (void) state;
     s_end_t server = {s_pki, s_pki, "relay", "h2"};
     s_end_t client = {s_pki, s_pki, "ingress", "h2"};
     s_pair_t p;
@@ -521,7 +521,7 @@ static void test_wrong_name (void **state)
 
 static void test_alpn_mismatch (void **state)
 {
-    (void)state;
+    (void) state;
     s_end_t server = {s_pki, s_pki, "relay", "h2"};
     s_end_t client = {s_pki, s_pki, "ingress", "http/1.1"};
     s_pair_t p;
@@ -542,7 +542,7 @@ static void test_alpn_mismatch (void **state)
 
 static unsigned char s_pattern (size_t i, int side)
 {
-    return (unsigned char)((i * 2654435761u >> 13) ^ (unsigned)side * 0x5a);
+    return (unsigned char) ((i * 2654435761u >> 13) ^ (unsigned) side * 0x5a);
 }
 
 /* 1 MiB each way at once over small socket buffers, writes from a scratch buffer that is
@@ -550,7 +550,7 @@ static unsigned char s_pattern (size_t i, int side)
  * data pending inside the session. */
 static void test_round_trip (void **state)
 {
-    (void)state;
+    (void) state;
     enum { TOTAL = 1 << 20, WCHUNK = 50000, RCHUNK = 1000, READS_PER_WAKE = 8 };
     s_end_t server = {s_pki, s_pki, "relay", "h2"};
     s_end_t client = {s_pki, s_pki, "ingress", "h2"};
@@ -587,8 +587,8 @@ static void test_round_trip (void **state)
                 else if (n < 0)
                     fail_msg ("write: %s", hms_tls_error (t[i]));
                 else {
-                    partial += (size_t)n < len;
-                    sent[i] += (size_t)n;
+                    partial += (size_t) n < len;
+                    sent[i] += (size_t) n;
                 }
             } else if (hms_tls_flush (t[i]) < 0)
                 fail_msg ("flush: %s", hms_tls_error (t[i]));
@@ -599,7 +599,7 @@ static void test_round_trip (void **state)
                     break;
                 if (n <= 0)
                     fail_msg ("read %zd: %s", n, hms_tls_error (t[i]));
-                recvd[i] += (size_t)n;
+                recvd[i] += (size_t) n;
             }
             /* stopped before HMS_TLS_AGAIN: bytes may sit in the session, not the socket */
             if (hms_tls_pending (t[i]) > 0) {
@@ -611,7 +611,7 @@ static void test_round_trip (void **state)
         for (int i = 0; i < 2; i++)
             pfd[i] = (struct pollfd){
                 hms_tls_fd (t[i]),
-                (short)(POLLIN | (sent[i] < TOTAL || hms_tls_want_write (t[i]) ? POLLOUT : 0)), 0};
+                (short) (POLLIN | (sent[i] < TOTAL || hms_tls_want_write (t[i]) ? POLLOUT : 0)), 0};
         poll (pfd, 2, pending ? 0 : 200);
     }
     assert_int_equal (sent[0], TOTAL);
@@ -644,7 +644,7 @@ static void test_round_trip (void **state)
     while (n >= 0 && n < 4) {
         struct pollfd pfd = {p.fd[1], POLLIN, 0};
         poll (&pfd, 1, 200);
-        ssize_t r = hms_tls_read (p.cli, buf + n, sizeof buf - (size_t)n);
+        ssize_t r = hms_tls_read (p.cli, buf + n, sizeof buf - (size_t) n);
         if (r != HMS_TLS_AGAIN)
             n = r < 0 ? r : n + r;
     }
@@ -661,7 +661,7 @@ static void test_round_trip (void **state)
 
 static void test_truncation (void **state)
 {
-    (void)state;
+    (void) state;
     s_end_t server = {s_pki, s_pki, "relay", "h2"};
     s_end_t client = {s_pki, s_pki, "ingress", "h2"};
     s_pair_t p;
@@ -693,7 +693,7 @@ static void test_truncation (void **state)
 
 static void test_ctx_errors (void **state)
 {
-    (void)state;
+    (void) state;
     char err[512];
     hms_tls_opts_t opts = {.ca_file = "/nonexistent/ca.crt", .alpn = "h2"};
     assert_null (hms_tls_ctx_new (&opts, err, sizeof err));
@@ -732,7 +732,7 @@ static void test_ctx_errors (void **state)
 /* Sessions keep their context alive. */
 static void test_ctx_outlived (void **state)
 {
-    (void)state;
+    (void) state;
     s_end_t server = {s_pki, s_pki, "relay", "h2"};
     s_end_t client = {s_pki, s_pki, "ingress", "h2"};
     s_pair_t p;

@@ -31,7 +31,7 @@ extern char **environ;
 #define LG_MAX_TIMEOUT 3 /* timed-out rounds after which the run is abandoned */
 
 static const char *const s_kinds[] = {"ingress", "relay", "policy", "retry", "ndn", "bypass"};
-#define LG_NKINDS ((int)(sizeof s_kinds / sizeof s_kinds[0]))
+#define LG_NKINDS ((int) (sizeof s_kinds / sizeof s_kinds[0]))
 
 typedef struct {
     const char *controller, *push, *keys_dir, *hermesctl;
@@ -58,17 +58,17 @@ static int64_t s_now_ns (void)
 {
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static double s_ms (int64_t ns)
 {
-    return (double)ns / 1e6;
+    return (double) ns / 1e6;
 }
 
 static void s_sleep_ms (int ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
     while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
         ;
 }
@@ -154,7 +154,7 @@ static void s_on_apply (void *arg, json_t *config, int64_t version)
 
 static int s_cmp_double (const void *a, const void *b)
 {
-    double x = *(const double *)a, y = *(const double *)b;
+    double x = *(const double *) a, y = *(const double *) b;
     return (x > y) - (x < y);
 }
 
@@ -163,7 +163,7 @@ static double s_pct (const double *sorted, size_t n, int p)
 {
     if (n == 0)
         return 0;
-    size_t rank = ((size_t)p * n + 99) / 100;
+    size_t rank = ((size_t) p * n + 99) / 100;
     return sorted[rank ? rank - 1 : 0];
 }
 
@@ -176,7 +176,7 @@ static json_t *s_summary (double *v, size_t n)
         sum += v[i];
     return json_pack ("{s:f, s:f, s:f, s:f, s:f}", "p50", s_pct (v, n, 50), "p99", s_pct (v, n, 99),
                       "min", n ? v[0] : 0.0, "max", n ? v[n - 1] : 0.0, "mean",
-                      n ? sum / (double)n : 0.0);
+                      n ? sum / (double) n : 0.0);
 }
 
 /* ---- the admin bus client ---------------------------------------------------------- */
@@ -193,12 +193,12 @@ static json_t *s_request (zsock_t *sock, const char *type, json_t *body, int tim
         snprintf (err, errlen, "cannot send %s to the controller", type);
         return NULL;
     }
-    int64_t deadline = s_now_ns () + (int64_t)timeout_ms * LG_NS_PER_MS;
+    int64_t deadline = s_now_ns () + (int64_t) timeout_ms * LG_NS_PER_MS;
     zpoller_t *poller = zpoller_new (sock, NULL);
     json_t *reply = NULL;
     while (!reply) {
         int64_t left = (deadline - s_now_ns ()) / LG_NS_PER_MS;
-        if (left <= 0 || !zpoller_wait (poller, (int)left)) {
+        if (left <= 0 || !zpoller_wait (poller, (int) left)) {
             snprintf (err, errlen, "controller did not answer %s within %d ms", type, timeout_ms);
             break;
         }
@@ -207,7 +207,7 @@ static json_t *s_request (zsock_t *sock, const char *type, json_t *body, int tim
         const char *code;
         char why[512];
         if (frame)
-            reply = hms_msg_decode ((const char *)zframe_data (frame), zframe_size (frame), &code,
+            reply = hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame), &code,
                                     why, sizeof why);
         zmsg_destroy (&msg);
         if (reply && strcmp (hms_msg_id (reply), id) != 0) {
@@ -244,7 +244,7 @@ static int64_t s_config_version (zsock_t *admin, const lg_opts_t *o, char *err, 
     }
     json_t *result = s_result (reply, err, errlen);
     int64_t version =
-        result ? (int64_t)json_integer_value (json_object_get (result, "config_version")) : -1;
+        result ? (int64_t) json_integer_value (json_object_get (result, "config_version")) : -1;
     json_decref (reply);
     return version;
 }
@@ -263,17 +263,17 @@ static int s_run_ctl (const lg_opts_t *o, const char *file, char *out, size_t ou
     }
     char timeout[32];
     snprintf (timeout, sizeof timeout, "%d", timeout_ms);
-    char *argv[] = {(char *)o->hermesctl,
+    char *argv[] = {(char *) o->hermesctl,
                     "-c",
-                    (char *)o->controller,
+                    (char *) o->controller,
                     "--keys-dir",
-                    (char *)o->keys_dir,
+                    (char *) o->keys_dir,
                     "--timeout",
                     timeout,
                     "--json",
                     "policy",
                     "add",
-                    (char *)file,
+                    (char *) file,
                     NULL};
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init (&actions);
@@ -290,11 +290,11 @@ static int s_run_ctl (const lg_opts_t *o, const char *file, char *out, size_t ou
     }
     size_t used = 0;
     bool killed = false;
-    int64_t deadline = s_now_ns () + (int64_t)(timeout_ms + 2000) * LG_NS_PER_MS;
+    int64_t deadline = s_now_ns () + (int64_t) (timeout_ms + 2000) * LG_NS_PER_MS;
     while (true) {
         int64_t left = (deadline - s_now_ns ()) / LG_NS_PER_MS;
         struct pollfd pfd = {fds[0], POLLIN, 0};
-        int ready = left > 0 ? poll (&pfd, 1, (int)left) : 0;
+        int ready = left > 0 ? poll (&pfd, 1, (int) left) : 0;
         if (ready < 0 && errno == EINTR)
             continue;
         if (ready <= 0) {
@@ -311,7 +311,7 @@ static int s_run_ctl (const lg_opts_t *o, const char *file, char *out, size_t ou
         if (got <= 0)
             break;
         if (room)
-            used += (size_t)got;
+            used += (size_t) got;
     }
     out[used] = 0;
     close (fds[0]);
@@ -376,7 +376,7 @@ static int s_round (lg_run_t *run, int index, double *all_ms, double *first_ms, 
     int64_t t_ctl = s_now_ns ();
     json_error_t jerr;
     json_t *result = json_loads (out, 0, &jerr);
-    int64_t version = (int64_t)json_integer_value (json_object_get (result, "version"));
+    int64_t version = (int64_t) json_integer_value (json_object_get (result, "version"));
     json_decref (result);
     if (version <= 0) {
         snprintf (err, errlen, "hermesctl --json policy add printed no version: '%.200s'", out);
@@ -390,7 +390,7 @@ static int s_round (lg_run_t *run, int index, double *all_ms, double *first_ms, 
                   version, expect);
         return -1;
     }
-    int behind = s_board_wait (b, version, t0 + (int64_t)o->round_ms * LG_NS_PER_MS);
+    int behind = s_board_wait (b, version, t0 + (int64_t) o->round_ms * LG_NS_PER_MS);
     run->version = version;
     *ctl_ms = s_ms (t_ctl - t0);
     if (behind) {
@@ -476,7 +476,7 @@ static int s_writes (lg_run_t *run, char *err, size_t errlen)
         abort ();
     int done = 0;
     int64_t start = s_now_ns ();
-    int64_t stop = start + (int64_t)o->writes_s * 1000 * LG_NS_PER_MS;
+    int64_t stop = start + (int64_t) o->writes_s * 1000 * LG_NS_PER_MS;
     int64_t last = run->version;
     int rc = 0;
     while (done < o->writes && s_now_ns () < stop) {
@@ -498,7 +498,7 @@ static int s_writes (lg_run_t *run, char *err, size_t errlen)
             rc = -1;
             break;
         }
-        last = (int64_t)json_integer_value (json_object_get (result, "version"));
+        last = (int64_t) json_integer_value (json_object_get (result, "version"));
         json_decref (reply);
         rtt[done++] = s_ms (s_now_ns () - t);
     }
@@ -506,7 +506,7 @@ static int s_writes (lg_run_t *run, char *err, size_t errlen)
     if (rc == 0) {
         /* How long the instances need to catch up with the burst. */
         int behind =
-            done ? s_board_wait (run->board, last, end + (int64_t)o->round_ms * LG_NS_PER_MS) : 0;
+            done ? s_board_wait (run->board, last, end + (int64_t) o->round_ms * LG_NS_PER_MS) : 0;
         int64_t caught = s_now_ns ();
         run->version = last;
         double seconds = s_ms (end - start) / 1000.0;
@@ -546,7 +546,7 @@ static int s_int_arg (const char *text, const char *name, int min, int max, int 
                  min, max, text);
         return -1;
     }
-    *out = (int)v;
+    *out = (int) v;
     return 0;
 }
 
@@ -638,7 +638,7 @@ static int s_start (lg_run_t *run, hms_service_t **services, lg_slot_t *slots, c
         }
     }
     int behind =
-        s_board_wait (run->board, run->version, start + (int64_t)o->ready_ms * LG_NS_PER_MS);
+        s_board_wait (run->board, run->version, start + (int64_t) o->ready_ms * LG_NS_PER_MS);
     if (behind) {
         snprintf (err, errlen,
                   "%d of %d instances did not register and apply config version %" PRId64

@@ -127,10 +127,29 @@ class Suite:
             self.listen[instance] = f"tcp://127.0.0.1:{free_port()}"
         return self.listen[instance]
 
-    def start_service(self, kind, instance=None, extra=()):
+    def port(self, instance, name):
+        """A free loopback port for one listener of an instance, stable across restarts."""
+        key = f"{instance}/{name}"
+        if key not in self.listen:
+            self.listen[key] = free_port()
+        return self.listen[key]
+
+    def start_service(self, kind, instance=None, extra=(), policy="policy-1"):
+        """Every listener on loopback and a free port, so that tests never meet the
+        default ports (a suite of the user's, or another test)."""
         instance = instance or f"{kind}-1"
         if kind == "policy" and "--listen" not in extra:
             extra = ("--listen", self.listen_endpoint(instance), *extra)
+        if kind == "relay" and "--listen" not in extra:
+            extra = ("--listen", f"127.0.0.1:{self.port(instance, 'tunnel')}", *extra)
+        if kind == "ingress":
+            fronts = {"--http-listen": "http", "--h2-listen": "h2",
+                      "--transparent-listen": "transparent"}
+            for flag, name in fronts.items():
+                if flag not in extra:
+                    extra = (flag, f"127.0.0.1:{self.port(instance, name)}", *extra)
+            if "--policy" not in extra:
+                extra = ("--policy", self.listen_endpoint(policy), *extra)
         argv = [os.path.join(BIN_DIR, BINARY[kind]), "--controller", self.api,
                 "--controller-push", self.push, "--keys-dir", self.keys, "--instance", instance,
                 *extra]

@@ -7,7 +7,7 @@ HERMES_PKGS=(
   libnghttp2-dev libgnutls28-dev libsqlite3-dev libjansson-dev libev-dev
   libbpf-dev clang llvm
   libcmocka-dev python3-pytest python3-jsonschema python3-zmq
-  sqlite3 iproute2 procps curl
+  sqlite3 iproute2 procps curl openssl iptables
 )
 HERMES_BACKPORTS_PKGS=(libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev)
 
@@ -45,6 +45,11 @@ hermes_install() {
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   missing=$(hermes_missing "${HERMES_PKGS[@]}")
   bp_missing=$(hermes_missing "${HERMES_BACKPORTS_PKGS[@]}")
+  # curl 8 (backports) for --proxy-http2 in the tests; bookworm's own curl is 7.88
+  case "$(dpkg-query -W -f='${Version}' curl 2>/dev/null)" in
+    8.*) ;;
+    *) bp_missing="$bp_missing curl" ;;
+  esac
   [ -z "$missing$bp_missing" ] && return 0
   if [ -n "$bp_missing" ] && [ ! -f /etc/apt/sources.list.d/hermes-backports.sources ]; then
     local uri

@@ -182,7 +182,7 @@ static json_t *s_build_rollback (const ctl_args_t *args, char *err, size_t errle
     long long v;
     if (s_integer (args->pos[0], "VERSION", 1, INT64_MAX, &v, err, errlen))
         return NULL;
-    return json_pack ("{s:I}", "version", (json_int_t)v);
+    return json_pack ("{s:I}", "version", (json_int_t) v);
 }
 
 static const ctl_command_t s_commands[] = {
@@ -240,7 +240,7 @@ static bool s_flag_allowed (const ctl_command_t *cmd, const char *name)
     size_t n = strlen (name);
     for (const char *p = cmd->flags; p && *p;) {
         const char *comma = strchr (p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen (p);
+        size_t len = comma ? (size_t) (comma - p) : strlen (p);
         if (len == n && strncmp (p, name, n) == 0)
             return true;
         p = comma ? comma + 1 : p + len;
@@ -279,7 +279,7 @@ int ctl_args_parse (ctl_args_t *args, int argc, char **argv, char *err, size_t e
             if (eq) {
                 char *store =
                     args->flag_name_store[nflags < CTL_MAX_FLAGS ? nflags : CTL_MAX_FLAGS - 1];
-                snprintf (store, sizeof args->flag_name_store[0], "%.*s", (int)(eq - name), name);
+                snprintf (store, sizeof args->flag_name_store[0], "%.*s", (int) (eq - name), name);
                 name = store;
                 value = eq + 1;
             } else if (i + 1 >= argc) {
@@ -295,7 +295,7 @@ int ctl_args_parse (ctl_args_t *args, int argc, char **argv, char *err, size_t e
                 long long v;
                 if (s_integer (value, "--timeout", 1, 600000, &v, err, errlen))
                     return -1;
-                args->timeout_ms = (int)v;
+                args->timeout_ms = (int) v;
             } else if (nflags < CTL_MAX_FLAGS) {
                 flags[nflags][0] = name;
                 flags[nflags++][1] = value;

@@ -33,7 +33,7 @@ typedef struct {
 /* How the result of a command is printed as a table. */
 typedef void (ctl_print_fn) (const json_t *result);
 /* Builds the request body from parsed arguments; NULL with err on bad arguments. */
-typedef json_t *(ctl_build_fn)(const ctl_args_t *args, char *err, size_t errlen);
+typedef json_t *(ctl_build_fn) (const ctl_args_t *args, char *err, size_t errlen);
 
 struct ctl_command {
     const char *words; /* "node add" */

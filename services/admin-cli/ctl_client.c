@@ -33,7 +33,7 @@ json_t *ctl_client_request (const char *endpoint, const char *keys_dir, const ch
     zpoller_t *poller = zpoller_new (sock, NULL);
     while (!reply) {
         int64_t left = deadline - zclock_mono ();
-        if (left <= 0 || !zpoller_wait (poller, (int)left)) {
+        if (left <= 0 || !zpoller_wait (poller, (int) left)) {
             *unreachable = 1;
             snprintf (err, errlen,
                       "controller at %s did not answer within %d ms (is it running? is the "
@@ -45,7 +45,7 @@ json_t *ctl_client_request (const char *endpoint, const char *keys_dir, const ch
         zframe_t *frame = msg ? zmsg_last (msg) : NULL;
         const char *code;
         if (frame)
-            reply = hms_msg_decode ((const char *)zframe_data (frame), zframe_size (frame), &code,
+            reply = hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame), &code,
                                     err, errlen);
         zmsg_destroy (&msg);
         if (reply && strcmp (hms_msg_id (reply), id) != 0) {

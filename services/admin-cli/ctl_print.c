@@ -36,10 +36,10 @@ static void s_table (const json_t *rows, const char *const *keys, const char *co
         }
     }
     for (int c = 0; c < ncols; c++)
-        printf ("%-*s%s", (int)width[c], heads[c], c + 1 < ncols ? "  " : "\n");
+        printf ("%-*s%s", (int) width[c], heads[c], c + 1 < ncols ? "  " : "\n");
     for (size_t r = 0; r < nrows; r++) {
         for (int c = 0; c < ncols; c++) {
-            printf ("%-*s%s", (int)width[c], cells[r][c], c + 1 < ncols ? "  " : "\n");
+            printf ("%-*s%s", (int) width[c], cells[r][c], c + 1 < ncols ? "  " : "\n");
             free (cells[r][c]);
         }
         free (cells[r]);
@@ -53,14 +53,14 @@ static void s_age (char *out, size_t len, json_int_t then_ms)
     if (then_ms <= 0)
         snprintf (out, len, "never");
     else if (age < 10000)
-        snprintf (out, len, "%lldms ago", (long long)age);
+        snprintf (out, len, "%lldms ago", (long long) age);
     else
-        snprintf (out, len, "%llds ago", (long long)(age / 1000));
+        snprintf (out, len, "%llds ago", (long long) (age / 1000));
 }
 
 static void s_when (char *out, size_t len, json_int_t ms)
 {
-    time_t t = (time_t)(ms / 1000);
+    time_t t = (time_t) (ms / 1000);
     struct tm tm;
     gmtime_r (&t, &tm);
     strftime (out, len, "%Y-%m-%d %H:%M:%SZ", &tm);
@@ -92,10 +92,10 @@ void ctl_print_status (const json_t *result)
         if (rejected)
             json_object_set_new (
                 row, "note",
-                json_sprintf ("rejected v%lld: %s", (long long)json_integer_value (rejected),
+                json_sprintf ("rejected v%lld: %s", (long long) json_integer_value (rejected),
                               json_string_value (json_object_get (row, "reject_reason"))));
     }
-    printf ("config version %lld: %zu of %zu services up, %zu running it\n\n", (long long)version,
+    printf ("config version %lld: %zu of %zu services up, %zu running it\n\n", (long long) version,
             up, json_array_size (rows), converged);
     static const char *keys[] = {"kind", "instance", "state", "applied_version", "seen", "note"};
     static const char *heads[] = {"KIND", "INSTANCE", "STATE", "VERSION", "LAST SEEN", "NOTE"};
@@ -193,7 +193,7 @@ void ctl_print_audit (const json_t *result)
 void ctl_print_write (const json_t *result)
 {
     json_t *version = json_object_get (result, "version");
-    printf ("ok: config version %lld\n", (long long)json_integer_value (version));
+    printf ("ok: config version %lld\n", (long long) json_integer_value (version));
 }
 
 static const char *s_get (const json_t *obj, const char *key)
@@ -232,9 +232,9 @@ void ctl_print_decision (const json_t *result)
         printf ("  bypass: eligible\n");
     json_int_t ttl = json_integer_value (json_object_get (result, "ttl_ms"));
     if (ttl > 0)
-        printf ("  cacheable for %lld ms", (long long)ttl);
+        printf ("  cacheable for %lld ms", (long long) ttl);
     else
         printf ("  not cacheable");
     printf (" (config version %lld)\n",
-            (long long)json_integer_value (json_object_get (result, "version")));
+            (long long) json_integer_value (json_object_get (result, "version")));
 }

@@ -26,7 +26,7 @@ static int s_parse (ctl_args_t *args, ...)
     va_start (ap, args);
     for (const char *a = va_arg (ap, const char *); a; a = va_arg (ap, const char *)) {
         assert_true (argc < 31);
-        argv[argc++] = (char *)a;
+        argv[argc++] = (char *) a;
     }
     va_end (ap);
     argv[argc] = NULL;
@@ -42,7 +42,7 @@ static void s_assert_contains (const char *text, const char *part)
 
 static int s_setup (void **state)
 {
-    (void)state;
+    (void) state;
     unsetenv ("HERMES_CONTROLLER");
     unsetenv ("HERMES_KEYS_DIR");
     return 0;
@@ -97,7 +97,7 @@ static int s_parse_array (ctl_args_t *args, const char *const *words)
     char *argv[12] = {"hermesctl"};
     int argc = 1;
     for (int i = 0; words[i]; i++)
-        argv[argc++] = (char *)words[i];
+        argv[argc++] = (char *) words[i];
     argv[argc] = NULL;
     s_err[0] = 0;
     return ctl_args_parse (args, argc, argv, s_err, sizeof s_err);
@@ -105,7 +105,7 @@ static int s_parse_array (ctl_args_t *args, const char *const *words)
 
 static void test_every_command (void **state)
 {
-    (void)state;
+    (void) state;
     for (size_t i = 0; i < sizeof s_cases / sizeof s_cases[0]; i++) {
         const s_case_t *c = &s_cases[i];
         ctl_args_t args;
@@ -130,7 +130,7 @@ static void test_every_command (void **state)
 
 static void test_flags (void **state)
 {
-    (void)state;
+    (void) state;
     ctl_args_t args;
     assert_int_equal (
         s_parse (&args, "node", "add", "relay-1", "--address", "10.0.0.1", "--site", "fra", NULL),
@@ -157,7 +157,7 @@ static void test_flags (void **state)
 
 static void test_global_options (void **state)
 {
-    (void)state;
+    (void) state;
     ctl_args_t args;
     /* before the command */
     assert_int_equal (s_parse (&args, "-c", "tcp://10.1.1.1:7100", "--keys-dir", "/etc/hermes/keys",
@@ -208,7 +208,7 @@ static void test_global_options (void **state)
 
 static void test_usage_errors (void **state)
 {
-    (void)state;
+    (void) state;
     ctl_args_t args;
 
     assert_int_equal (s_parse (&args, NULL), -1);
@@ -282,7 +282,7 @@ static void test_usage_errors (void **state)
 
 static void test_help (void **state)
 {
-    (void)state;
+    (void) state;
     ctl_args_t args;
     assert_int_equal (s_parse (&args, "help", NULL), 1);
     assert_int_equal (s_parse (&args, "--help", NULL), 1);
@@ -344,7 +344,7 @@ static const char *s_build_error (const char *const *words)
 
 static void test_requests (void **state)
 {
-    (void)state;
+    (void) state;
     char dir[] = "/tmp/hms-ctl-XXXXXX";
     assert_non_null (mkdtemp (dir));
     char policy[128], broken[128];

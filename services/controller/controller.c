@@ -193,7 +193,7 @@ static json_t *s_snapshot (controller_t *self, int64_t version, const char *kind
                         : controller_store_version_state (self->store, version);
     if (!state)
         return NULL;
-    json_t *snap = json_pack ("{s:I, s:s, s:o}", "version", (json_int_t)version, "kind", kind,
+    json_t *snap = json_pack ("{s:I, s:s, s:o}", "version", (json_int_t) version, "kind", kind,
                               "config", controller_snapshot_compile (state, kind));
     json_decref (state);
     if (version == self->version && k >= 0)
@@ -274,7 +274,7 @@ static int s_on_register (controller_t *self, s_req_t *req, json_t **result, con
     else if (inst->applied > 0)
         snap = s_snapshot (self, inst->applied, kind);
     *result = json_pack ("{s:s, s:I, s:o}", "epoch", controller_store_epoch (self->store),
-                         "config_version", (json_int_t)self->version, "snapshot",
+                         "config_version", (json_int_t) self->version, "snapshot",
                          snap ? snap : json_null ());
     req->reply_type = "register.ok";
     return 0;
@@ -308,7 +308,7 @@ static int s_on_heartbeat (controller_t *self, s_req_t *req, json_t **result, co
     if (!inst)
         return -1;
     *result = json_pack ("{s:s, s:I}", "epoch", controller_store_epoch (self->store),
-                         "config_version", (json_int_t)self->version);
+                         "config_version", (json_int_t) self->version);
     /* Behind and not refusing the current version: the PUB was missed, send it here. */
     if (inst->applied < self->version && inst->rejected != self->version)
         json_object_set_new (*result, "snapshot", s_snapshot (self, self->version, inst->kind));
@@ -351,17 +351,17 @@ static int s_on_status (controller_t *self, s_req_t *req, json_t **result, contr
     json_t *services = json_array ();
     json_array_append_new (services, json_pack ("{s:s, s:s, s:s, s:I, s:I}", "kind", "controller",
                                                 "instance", self->instance, "state", "up",
-                                                "applied_version", (json_int_t)self->version,
-                                                "last_seen_ms", (json_int_t)hms_wall_ms ()));
+                                                "applied_version", (json_int_t) self->version,
+                                                "last_seen_ms", (json_int_t) hms_wall_ms ()));
     zlist_t *keys = zhash_keys (self->instances);
     zlist_sort (keys, NULL);
     for (char *key = zlist_first (keys); key; key = zlist_next (keys)) {
         s_inst_t *inst = zhash_lookup (self->instances, key);
-        json_t *svc =
-            json_pack ("{s:s, s:s, s:s, s:I, s:I, s:s, s:I}", "kind", inst->kind, "instance",
-                       inst->instance, "state", inst->up ? "up" : "down", "applied_version",
-                       (json_int_t)inst->applied, "last_seen_ms", (json_int_t)inst->last_seen_wall,
-                       "host", inst->host, "pid", (json_int_t)inst->pid);
+        json_t *svc = json_pack ("{s:s, s:s, s:s, s:I, s:I, s:s, s:I}", "kind", inst->kind,
+                                 "instance", inst->instance, "state", inst->up ? "up" : "down",
+                                 "applied_version", (json_int_t) inst->applied, "last_seen_ms",
+                                 (json_int_t) inst->last_seen_wall, "host", inst->host, "pid",
+                                 (json_int_t) inst->pid);
         if (inst->rejected) {
             json_object_set_new (svc, "rejected_version", json_integer (inst->rejected));
             json_object_set_new (svc, "reject_reason", json_string (inst->reason));
@@ -370,10 +370,10 @@ static int s_on_status (controller_t *self, s_req_t *req, json_t **result, contr
     }
     zlist_destroy (&keys);
     *result = json_pack ("{s:I, s:s, s:o, s:{s:I, s:I, s:I}}", "config_version",
-                         (json_int_t)self->version, "epoch", controller_store_epoch (self->store),
-                         "services", services, "counters", "messages", (json_int_t)self->messages,
-                         "refused_messages", (json_int_t)self->refused_messages, "auth_refused",
-                         (json_int_t)hms_auth_refused (self->auth));
+                         (json_int_t) self->version, "epoch", controller_store_epoch (self->store),
+                         "services", services, "counters", "messages", (json_int_t) self->messages,
+                         "refused_messages", (json_int_t) self->refused_messages, "auth_refused",
+                         (json_int_t) hms_auth_refused (self->auth));
     return 0;
 }
 
@@ -399,7 +399,7 @@ static int s_on_policy_list (controller_t *self, s_req_t *req, json_t **result,
 static int s_limit (s_req_t *req, int dflt)
 {
     json_t *limit = json_object_get (req->body, "limit");
-    return limit ? (int)json_integer_value (limit) : dflt;
+    return limit ? (int) json_integer_value (limit) : dflt;
 }
 
 static int s_on_config_history (controller_t *self, s_req_t *req, json_t **result,
@@ -450,7 +450,7 @@ static int s_on_config_show (controller_t *self, s_req_t *req, json_t **result,
         if (!kind || strcmp (kind, controller_kinds[i]) == 0)
             json_object_set_new (configs, controller_kinds[i],
                                  controller_snapshot_compile (state, controller_kinds[i]));
-    *result = json_pack ("{s:I, s:o, s:o}", "version", (json_int_t)version, "state", state,
+    *result = json_pack ("{s:I, s:o, s:o}", "version", (json_int_t) version, "state", state,
                          "configs", configs);
     return 0;
 }
@@ -552,7 +552,7 @@ static int s_on_rollback (controller_t *self, s_req_t *req, json_t **result, con
     int rc = controller_store_restore (self->store, state, err);
     json_decref (state);
     snprintf (req->reason, sizeof req->reason, "rollback to %" PRId64, version);
-    *result = json_pack ("{s:I}", "restored", (json_int_t)version);
+    *result = json_pack ("{s:I}", "restored", (json_int_t) version);
     return rc;
 }
 
@@ -665,7 +665,7 @@ static int s_on_router (zloop_t *loop, zsock_t *sock, void *arg)
     else {
         const char *code;
         char err[1024];
-        req.env = hms_msg_decode ((const char *)zframe_data (frame), zframe_size (frame), &code,
+        req.env = hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame), &code,
                                   err, sizeof err);
         if (!req.env)
             reply = hms_msg_error (NULL, self->src, code, "%s", err);

@@ -19,7 +19,7 @@ typedef struct {
 
 static int s_cmp_names (const void *a, const void *b)
 {
-    return strcmp (((const s_node_t *)a)->name, ((const s_node_t *)b)->name);
+    return strcmp (((const s_node_t *) a)->name, ((const s_node_t *) b)->name);
 }
 
 static int s_index (const s_node_t *nodes, size_t n, const char *name)
@@ -29,7 +29,7 @@ static int s_index (const s_node_t *nodes, size_t n, const char *name)
         size_t mid = (lo + hi) / 2;
         int c = strcmp (nodes[mid].name, name);
         if (c == 0)
-            return (int)mid;
+            return (int) mid;
         if (c < 0)
             lo = mid + 1;
         else
@@ -68,7 +68,7 @@ static void s_dijkstra (const s_node_t *nodes, size_t n, int src, int64_t *dist,
         int u = -1;
         for (size_t i = 0; i < n; i++)
             if (!done[i] && dist[i] != INT64_MAX && (u < 0 || dist[i] < dist[u]))
-                u = (int)i;
+                u = (int) i;
         if (u < 0)
             break;
         done[u] = 1;
@@ -117,19 +117,19 @@ json_t *controller_routes_compute (const json_t *jnodes, const json_t *jlinks)
     int *buf_a = hms_alloc (n * sizeof *buf_a);
     int *buf_b = hms_alloc (n * sizeof *buf_b);
     for (size_t s = 0; s < n; s++) {
-        s_dijkstra (nodes, n, (int)s, dist, prev, buf_a, buf_b);
+        s_dijkstra (nodes, n, (int) s, dist, prev, buf_a, buf_b);
         for (size_t t = 0; t < n; t++) {
             if (t == s || dist[t] == INT64_MAX)
                 continue;
             json_t *path = json_array ();
             int len = 0;
-            for (int v = (int)t; v >= 0; v = prev[v])
+            for (int v = (int) t; v >= 0; v = prev[v])
                 buf_a[len++] = v;
             for (int k = len - 1; k >= 0; k--)
                 json_array_append_new (path, json_string (nodes[buf_a[k]].name));
             json_array_append_new (routes, json_pack ("{s:s, s:s, s:I, s:o}", "from", nodes[s].name,
                                                       "to", nodes[t].name, "cost",
-                                                      (json_int_t)dist[t], "path", path));
+                                                      (json_int_t) dist[t], "path", path));
         }
     }
     for (size_t k = 0; k < n; k++)

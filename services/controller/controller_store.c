@@ -93,7 +93,7 @@ int controller_store_latest_schema (void)
 
 static int s_migrate (controller_store_t *self, controller_err_t *err)
 {
-    int have = (int)s_int_query (self, "PRAGMA user_version");
+    int have = (int) s_int_query (self, "PRAGMA user_version");
     int latest = controller_store_latest_schema ();
     if (have > latest) {
         s_err (err, HMS_ERR_INTERNAL,
@@ -104,7 +104,7 @@ static int s_migrate (controller_store_t *self, controller_err_t *err)
     }
     for (int i = have; i < latest; i++) {
         char *sql = hms_sprintf ("BEGIN IMMEDIATE; %s; PRAGMA user_version = %d; COMMIT;",
-                                 (const char *)controller_sql_texts[i], i + 1);
+                                 (const char *) controller_sql_texts[i], i + 1);
         char *msg = NULL;
         int rc = sqlite3_exec (self->db, sql, NULL, NULL, &msg);
         free (sql);
@@ -179,7 +179,7 @@ void controller_store_destroy (controller_store_t **self_p)
 
 int controller_store_schema_version (controller_store_t *self)
 {
-    return (int)s_int_query (self, "PRAGMA user_version");
+    return (int) s_int_query (self, "PRAGMA user_version");
 }
 
 const char *controller_store_epoch (controller_store_t *self)
@@ -353,15 +353,15 @@ static json_t *s_rows (controller_store_t *self, sqlite3_stmt *st)
             else if (sqlite3_column_type (st, c) == SQLITE_NULL)
                 v = json_null ();
             else if (n > 5 && strcmp (name + n - 5, "_json") == 0) {
-                v = json_loads ((const char *)sqlite3_column_text (st, c), 0, NULL);
+                v = json_loads ((const char *) sqlite3_column_text (st, c), 0, NULL);
                 if (!v)
                     v = json_null ();
                 char key[128];
-                snprintf (key, sizeof key, "%.*s", (int)(n - 5), name);
+                snprintf (key, sizeof key, "%.*s", (int) (n - 5), name);
                 json_object_set_new (row, key, v);
                 continue;
             } else
-                v = json_string ((const char *)sqlite3_column_text (st, c));
+                v = json_string ((const char *) sqlite3_column_text (st, c));
             json_object_set_new (row, name, v);
         }
         json_array_append_new (rows, row);
@@ -463,7 +463,7 @@ json_t *controller_store_version_state (controller_store_t *self, int64_t versio
         s_prepare (self, "SELECT state FROM config_versions WHERE version = ?", "i", version);
     json_t *state = NULL;
     if (st && sqlite3_step (st) == SQLITE_ROW)
-        state = json_loads ((const char *)sqlite3_column_text (st, 0), 0, NULL);
+        state = json_loads ((const char *) sqlite3_column_text (st, 0), 0, NULL);
     sqlite3_finalize (st);
     return state;
 }
@@ -473,7 +473,7 @@ json_t *controller_store_version_history (controller_store_t *self, int limit)
     return s_rows (self, s_prepare (self,
                                     "SELECT version, created_ms, author, reason FROM "
                                     "config_versions ORDER BY version DESC LIMIT ?",
-                                    "i", (int64_t)limit));
+                                    "i", (int64_t) limit));
 }
 
 int controller_store_audit (controller_store_t *self, const char *who, const char *command,
@@ -499,7 +499,7 @@ json_t *controller_store_audit_list (controller_store_t *self, int limit)
     return s_rows (self, s_prepare (self,
                                     "SELECT id, ts_ms, who, command, args AS args_json, result, "
                                     "detail FROM audit ORDER BY id DESC LIMIT ?",
-                                    "i", (int64_t)limit));
+                                    "i", (int64_t) limit));
 }
 
 int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *r)

@@ -48,7 +48,7 @@ static const char *s_state_text =
 
 static void test_kinds (void **state)
 {
-    (void)state;
+    (void) state;
     size_t n = 0;
     while (controller_kinds[n]) {
         assert_true (controller_kind_known (controller_kinds[n]));
@@ -94,7 +94,7 @@ static void test_kinds (void **state)
 
 static void test_compile_every_kind (void **state)
 {
-    (void)state;
+    (void) state;
     json_t *st = s_json (s_state_text);
     for (size_t i = 0; controller_kinds[i]; i++) {
         const char *kind = controller_kinds[i];
@@ -130,7 +130,7 @@ static void test_compile_every_kind (void **state)
 
 static void test_empty_state (void **state)
 {
-    (void)state;
+    (void) state;
     const char *empty = "{\"topology\":{\"nodes\":[],\"links\":[]},\"policies\":[]}";
     json_t *expected = s_json (empty);
     json_t *inputs[] = {
@@ -162,7 +162,7 @@ static void test_empty_state (void **state)
 
 static void test_compile_copies (void **state)
 {
-    (void)state;
+    (void) state;
     json_t *st = s_json (s_state_text);
     json_t *copy = json_deep_copy (st);
     json_t *config = controller_snapshot_compile (st, "policy");
@@ -180,7 +180,7 @@ static void test_compile_copies (void **state)
 
 static void test_from_store (void **state)
 {
-    (void)state;
+    (void) state;
     /* the rows the store gives (empty address and site included) compile to valid configs */
     char dir[64] = "/tmp/hms-snapshot-XXXXXX";
     assert_non_null (mkdtemp (dir));

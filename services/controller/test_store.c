@@ -21,7 +21,7 @@ static char s_path[128];
 
 static int s_setup (void **state)
 {
-    (void)state;
+    (void) state;
     snprintf (s_dir, sizeof s_dir, "/tmp/hms-store-XXXXXX");
     if (!mkdtemp (s_dir))
         return -1;
@@ -31,7 +31,7 @@ static int s_setup (void **state)
 
 static int s_teardown (void **state)
 {
-    (void)state;
+    (void) state;
     char cmd[128];
     snprintf (cmd, sizeof cmd, "rm -rf '%s'", s_dir);
     return system (cmd) == 0 ? 0 : -1;
@@ -86,7 +86,7 @@ static void s_sql_text (const char *sql, char *out, size_t len)
     if (sqlite3_prepare_v2 (db, sql, -1, &st, NULL) != SQLITE_OK)
         fail_msg ("%s: %s", sql, sqlite3_errmsg (db));
     assert_int_equal (sqlite3_step (st), SQLITE_ROW);
-    snprintf (out, len, "%s", (const char *)sqlite3_column_text (st, 0));
+    snprintf (out, len, "%s", (const char *) sqlite3_column_text (st, 0));
     sqlite3_finalize (st);
     sqlite3_close (db);
 }
@@ -124,7 +124,7 @@ static void s_assert_json (const json_t *value, const char *text)
 
 static void test_fresh_and_reopen (void **state)
 {
-    (void)state;
+    (void) state;
     assert_true (controller_store_latest_schema () >= 1);
     controller_store_t *store = s_open ();
     assert_int_equal (controller_store_schema_version (store), controller_store_latest_schema ());
@@ -175,7 +175,7 @@ static void test_fresh_and_reopen (void **state)
 
 static void test_pragmas (void **state)
 {
-    (void)state;
+    (void) state;
     controller_store_t *store = s_open ();
     /* journal_mode is stored in the file: any connection sees it */
     char mode[32];
@@ -217,7 +217,7 @@ static void test_pragmas (void **state)
 
 static void test_newer_schema_refused (void **state)
 {
-    (void)state;
+    (void) state;
     controller_store_t *store = s_open ();
     controller_store_destroy (&store);
     int future = controller_store_latest_schema () + 3;
@@ -249,7 +249,7 @@ static void test_newer_schema_refused (void **state)
 
 static void test_nodes_and_links (void **state)
 {
-    (void)state;
+    (void) state;
     controller_store_t *store = s_open ();
     controller_err_t err = {0};
     const char *msg;
@@ -321,7 +321,7 @@ static void test_nodes_and_links (void **state)
 
 static void test_policies (void **state)
 {
-    (void)state;
+    (void) state;
     controller_store_t *store = s_open ();
     controller_err_t err = {0};
     int replaced = -1;
@@ -385,7 +385,7 @@ static void s_build_v1 (controller_store_t *store)
 
 static void test_versions_and_restore (void **state)
 {
-    (void)state;
+    (void) state;
     controller_store_t *store = s_open ();
     controller_err_t err = {0};
     s_build_v1 (store);
@@ -475,7 +475,7 @@ static void test_versions_and_restore (void **state)
 
 static void test_transactions (void **state)
 {
-    (void)state;
+    (void) state;
     controller_store_t *store = s_open ();
     controller_err_t err = {0};
     s_build_v1 (store);
@@ -521,7 +521,7 @@ static void test_transactions (void **state)
 
 static void test_audit (void **state)
 {
-    (void)state;
+    (void) state;
     controller_store_t *store = s_open ();
     json_t *args = s_json ("{\"name\":\"relay-1\",\"site\":\"fra\"}");
     assert_int_equal (controller_store_audit (store, "admin", "node.add", args, "ok", NULL), 0);
@@ -563,7 +563,7 @@ static void test_audit (void **state)
 
 static void test_instances (void **state)
 {
-    (void)state;
+    (void) state;
     controller_store_t *store = s_open ();
     json_t *list = controller_store_instances (store);
     assert_int_equal (json_array_size (list), 0);

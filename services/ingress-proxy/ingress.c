@@ -33,7 +33,7 @@ static const char *const s_listen_keys[3] = {"http_listen", "h2_listen", "transp
 static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
 {
     ingress_worker_t *w = io->data;
-    int front = (int)(io - w->accept_w);
+    int front = (int) (io - w->accept_w);
     for (int i = 0; i < 64; i++) {
         hms_addr_t peer;
         int fd = hms_net_accept (w->lfd[front], &peer);
@@ -138,11 +138,11 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
     snprintf (self->policy_endpoint, sizeof self->policy_endpoint, "%s",
               hms_config_str (cfg, "policy"));
     snprintf (self->keys_dir, sizeof self->keys_dir, "%s", hms_config_str (cfg, "keys_dir"));
-    self->workers_n = (int)hms_config_int (cfg, "workers");
-    self->connect_timeout_ms = (int)hms_config_int (cfg, "connect_timeout_ms");
-    self->idle_timeout_ms = (int)hms_config_int (cfg, "idle_timeout_ms");
-    self->policy_timeout_ms = (int)hms_config_int (cfg, "policy_timeout_ms");
-    self->head_timeout_ms = (int)hms_config_int (cfg, "head_timeout_ms");
+    self->workers_n = (int) hms_config_int (cfg, "workers");
+    self->connect_timeout_ms = (int) hms_config_int (cfg, "connect_timeout_ms");
+    self->idle_timeout_ms = (int) hms_config_int (cfg, "idle_timeout_ms");
+    self->policy_timeout_ms = (int) hms_config_int (cfg, "policy_timeout_ms");
+    self->head_timeout_ms = (int) hms_config_int (cfg, "head_timeout_ms");
     if (self->workers_n < 1 || self->workers_n > INGRESS_MAX_WORKERS) {
         snprintf (err, errlen, "workers must be 1 to %d", INGRESS_MAX_WORKERS);
         free (self);
@@ -175,9 +175,9 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         }
         uint16_t port = hms_net_local_port (probes[i]);
         if (self->listen[i].ss.ss_family == AF_INET)
-            ((struct sockaddr_in *)&self->listen[i].ss)->sin_port = htons (port);
+            ((struct sockaddr_in *) &self->listen[i].ss)->sin_port = htons (port);
         else
-            ((struct sockaddr_in6 *)&self->listen[i].ss)->sin6_port = htons (port);
+            ((struct sockaddr_in6 *) &self->listen[i].ss)->sin6_port = htons (port);
         self->enabled[i] = true;
     }
     if (!rc && (!(self->proxy_tls = s_tls (tls_dir, true, err, errlen)) ||

@@ -67,10 +67,9 @@ static void s_tunnel_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, ui
 {
     s_flow_t *f = arg;
     f->tunnel = NULL;
-    hms_debug ("ingress.flows",
-               "flow done client=%s target=%s via=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->peer,
-               f->target, f->dest[0] ? f->dest : "direct", a_to_b, b_to_a, why ? "why=" : "clean",
-               why ? why : "");
+    hms_info ("flow done client=%s target=%s via=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->peer,
+              f->target, f->dest[0] ? f->dest : "direct", a_to_b, b_to_a, why ? "why=" : "clean",
+              why ? why : "");
     s_free (f);
 }
 
@@ -95,7 +94,7 @@ static void s_refuse (s_flow_t *f, int status, const char *why)
     if (f->front == INGRESS_FRONT_H1 && f->client_fd >= 0) {
         char resp[1024];
         ssize_t n = hms_h1_error_response (resp, sizeof resp, status, why);
-        if (n > 0 && send (f->client_fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        if (n > 0 && send (f->client_fd, resp, (size_t) n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
             hms_debug ("ingress.flows", "could not send %d to %s: %s", status, f->peer,
                        strerror (errno));
     } else if (f->front == INGRESS_FRONT_TRANSPARENT && f->client_fd >= 0) {
@@ -185,8 +184,8 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     nghttp2_nv nva[8];
     size_t n = 0;
 #define S_NV(name, value)                                                                          \
-    nva[n++] = (nghttp2_nv){(uint8_t *)(name), (uint8_t *)(value), strlen (name), strlen (value),  \
-                            NGHTTP2_NV_FLAG_NONE}
+    nva[n++] = (nghttp2_nv){(uint8_t *) (name), (uint8_t *) (value), strlen (name),                \
+                            strlen (value), NGHTTP2_NV_FLAG_NONE}
     S_NV (":method", "CONNECT");
     S_NV (":authority", f->target);
     S_NV ("hermes-dest", f->dest);

@@ -36,6 +36,31 @@ static void s_close (s_conn_t *c)
     free (c);
 }
 
+/* Lingering close: after the answer, read and drop what the client still sends (up to
+ * S_LINGER_S), so that unread bytes do not turn the close into a reset that destroys the
+ * answer before the client has read it. */
+#define S_LINGER_S 2.0
+
+static void s_on_linger (struct ev_loop *loop, ev_io *w, int revents)
+{
+    s_conn_t *c = w->data;
+    char sink[16384];
+    for (;;) {
+        ssize_t n = read (c->fd, sink, sizeof sink);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        s_close (c); /* EOF or error: done */
+        return;
+    }
+}
+
+static void s_on_linger_timer (struct ev_loop *loop, ev_timer *w, int revents)
+{
+    s_close (w->data);
+}
+
 /* Answers with an error of the proxy's own and closes. */
 static void s_error (s_conn_t *c, int status, const char *why)
 {
@@ -43,9 +68,17 @@ static void s_error (s_conn_t *c, int status, const char *why)
     hms_info ("bad request client=%s status=%d why=\"%s\"", c->peer, status, why);
     char resp[1024];
     ssize_t n = hms_h1_error_response (resp, sizeof resp, status, why);
-    if (n > 0 && send (c->fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+    if (n > 0 && send (c->fd, resp, (size_t) n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
         hms_debug ("ingress.h1", "could not answer %s: %s", c->peer, strerror (errno));
-    s_close (c);
+    shutdown (c->fd, SHUT_WR);
+    ev_io_stop (c->w->loop, &c->io);
+    ev_io_init (&c->io, s_on_linger, c->fd, EV_READ);
+    c->io.data = c;
+    ev_io_start (c->w->loop, &c->io);
+    ev_timer_stop (c->w->loop, &c->timer);
+    ev_timer_init (&c->timer, s_on_linger_timer, S_LINGER_S, 0);
+    c->timer.data = c;
+    ev_timer_start (c->w->loop, &c->timer);
 }
 
 static void s_request (s_conn_t *c, const hms_h1_head_t *head)
@@ -91,7 +124,7 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
         }
         ssize_t n = read (c->fd, c->buf + c->len, c->cap - c->len);
         if (n > 0) {
-            c->len += (size_t)n;
+            c->len += (size_t) n;
             continue;
         }
         if (n == 0) {

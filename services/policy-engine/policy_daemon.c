@@ -19,14 +19,14 @@ static void *s_start (hms_config_t *cfg, char *err, size_t errlen)
     const char *instance = hms_config_str (cfg, "instance");
     int64_t slots = hms_config_int (cfg, "rate_slots");
     if (slots < 1 || slots > (1 << 24)) {
-        snprintf (err, errlen, "rate_slots must be 1 to %d, got %lld", 1 << 24, (long long)slots);
+        snprintf (err, errlen, "rate_slots must be 1 to %d, got %lld", 1 << 24, (long long) slots);
         return NULL;
     }
     policy_server_opts_t opts = {
         .listen = hms_config_str (cfg, "listen"),
         .keys_dir = hms_config_str (cfg, "keys_dir"),
         .instance = instance && *instance ? instance : host,
-        .rate_slots = (size_t)slots,
+        .rate_slots = (size_t) slots,
     };
     return policy_server_new (&opts, err, errlen);
 }

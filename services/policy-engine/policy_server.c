@@ -56,7 +56,7 @@ int policy_server_validate (void *arg, const json_t *config, char *err, size_t e
     if (!set)
         return -1;
     /* kept with a reference, so that the address cannot come back as another config */
-    self->pending_config = json_incref ((json_t *)config);
+    self->pending_config = json_incref ((json_t *) config);
     self->pending = set;
     return 0;
 }
@@ -160,7 +160,7 @@ static int s_on_router (zloop_t *loop, zsock_t *sock, void *arg)
     else {
         const char *code;
         char err[1024];
-        env = hms_msg_decode ((const char *)zframe_data (frame), zframe_size (frame), &code, err,
+        env = hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame), &code, err,
                               sizeof err);
         if (!env)
             reply = hms_msg_error (NULL, self->src, code, "%s", err);
@@ -252,8 +252,8 @@ void policy_server_destroy (policy_server_t **self_p)
     if (self->endpoint[0])
         hms_info ("stopped serving decisions messages=%" PRIu64 " refused=%" PRIu64
                   " decisions=%" PRIu64,
-                  (uint64_t)atomic_load (&self->messages), (uint64_t)atomic_load (&self->refused),
-                  (uint64_t)atomic_load (&self->decisions));
+                  (uint64_t) atomic_load (&self->messages), (uint64_t) atomic_load (&self->refused),
+                  (uint64_t) atomic_load (&self->decisions));
     hms_auth_destroy (&self->auth);
     zcert_destroy (&self->cert);
     s_drop_pending (self);

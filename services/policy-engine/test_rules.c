@@ -23,7 +23,7 @@ static void s_assert_contains (const char *text, const char *part)
 
 static void test_prefixes (void **state)
 {
-    (void)state;
+    (void) state;
     int family, len;
     unsigned char addr[16];
     char err[256];
@@ -88,7 +88,7 @@ static void test_prefixes (void **state)
 
 static void test_ports (void **state)
 {
-    (void)state;
+    (void) state;
     int lo, hi;
     char err[256];
     struct {
@@ -161,7 +161,7 @@ static void s_refused (const char *policies, const char *part1, const char *part
 
 static void test_check_good (void **state)
 {
-    (void)state;
+    (void) state;
     char err[1024] = "";
     json_t *config = s_config (s_good_set);
     if (policy_rules_check (NULL, config, err, sizeof err))
@@ -200,7 +200,7 @@ static void test_check_good (void **state)
 
 static void test_check_errors (void **state)
 {
-    (void)state;
+    (void) state;
     /* duplicate ids, with both positions */
     s_refused ("{\"id\":\"a\",\"action\":\"allow\"},{\"id\":\"b\",\"action\":\"deny\"},"
                "{\"id\":\"a\",\"action\":\"deny\"}",
@@ -245,7 +245,7 @@ static void test_check_errors (void **state)
 
 static void test_error_buffer (void **state)
 {
-    (void)state;
+    (void) state;
     /* a short buffer gets a cut, terminated message */
     json_t *config = s_config ("{\"id\":\"to-fra\",\"action\":\"route\"}");
     char err[16];

@@ -92,9 +92,8 @@ static void s_flow_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, uint
         hms_h2_stream_set_cbs (f->out, &s_orphan_cbs, NULL);
         hms_h2_stream_reset (f->out, NGHTTP2_CANCEL);
     }
-    hms_debug ("relay.flows", "tunnel done target=%s dest=%s up=%" PRIu64 " down=%" PRIu64 " %s%s",
-               f->target, f->dest[0] ? f->dest : "-", a_to_b, b_to_a, why ? "why=" : "clean",
-               why ? why : "");
+    hms_info ("tunnel done target=%s dest=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->target,
+              f->dest[0] ? f->dest : "-", a_to_b, b_to_a, why ? "why=" : "clean", why ? why : "");
     free (f);
 }
 
@@ -165,8 +164,8 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     nghttp2_nv nva[12];
     size_t n = 0;
 #define S_NV(name, value)                                                                          \
-    nva[n++] = (nghttp2_nv){(uint8_t *)(name), (uint8_t *)(value), strlen (name), strlen (value),  \
-                            NGHTTP2_NV_FLAG_NONE}
+    nva[n++] = (nghttp2_nv){(uint8_t *) (name), (uint8_t *) (value), strlen (name),                \
+                            strlen (value), NGHTTP2_NV_FLAG_NONE}
     S_NV (":method", "CONNECT");
     S_NV (":authority", f->target);
     S_NV (RELAY_HDR_DEST, f->dest);
@@ -247,7 +246,7 @@ static void s_on_conn_closed (hms_h2_conn_t *conn, const char *why, void *arg)
     w->conns--;
     hms_debug ("relay.conns", "connection closed peer=%s why=\"%s\"",
                hms_h2_conn_peer (conn) ? hms_h2_conn_peer (conn) : "-", why);
-    if (strstr (why, "TLS"))
+    if (strncmp (why, "TLS handshake", 13) == 0)
         hms_warning ("refused a peer connection: %s", why);
 }
 
@@ -346,9 +345,9 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
 {
     relay_t *self = hms_alloc (sizeof *self);
     snprintf (self->node, sizeof self->node, "%s", hms_config_str (cfg, "node"));
-    self->workers_n = (int)hms_config_int (cfg, "workers");
-    self->connect_timeout_ms = (int)hms_config_int (cfg, "connect_timeout_ms");
-    self->idle_timeout_ms = (int)hms_config_int (cfg, "idle_timeout_ms");
+    self->workers_n = (int) hms_config_int (cfg, "workers");
+    self->connect_timeout_ms = (int) hms_config_int (cfg, "connect_timeout_ms");
+    self->idle_timeout_ms = (int) hms_config_int (cfg, "idle_timeout_ms");
     if (self->workers_n < 1 || self->workers_n > RELAY_MAX_WORKERS) {
         snprintf (err, errlen, "workers must be 1 to %d", RELAY_MAX_WORKERS);
         free (self);
@@ -375,9 +374,9 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
     }
     self->port = hms_net_local_port (probe);
     if (self->listen.ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)&self->listen.ss)->sin_port = htons (self->port);
+        ((struct sockaddr_in *) &self->listen.ss)->sin_port = htons (self->port);
     else
-        ((struct sockaddr_in6 *)&self->listen.ss)->sin6_port = htons (self->port);
+        ((struct sockaddr_in6 *) &self->listen.ss)->sin6_port = htons (self->port);
     self->config = hms_current_new ();
     for (int i = 0; i < self->workers_n; i++)
         self->workers[i] = hms_worker_new (i, s_worker_init, s_worker_fini, self);

@@ -1,0 +1,264 @@
+"""The data path with real processes and curl as the client: CONNECT through the ingress
+direct, through one relay and through two (ingress -> relay -> relay -> target), over the
+HTTP/1.1 and the HTTP/2 proxy ports; policy decisions; bad input answered clearly while
+other clients keep being served."""
+import hashlib
+import json
+import os
+import resource
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hermes_harness import free_port, wait_for
+
+BIG = 100 * 1024 * 1024
+HERE = os.path.dirname(__file__)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    """A plain HTTP server with a 100 MiB file, and a TLS server with its own self-signed
+    certificate (the client checks it through the tunnel: end-to-end TLS)."""
+    root = tmp_path_factory.mktemp("www")
+    with open(root / "big.bin", "wb") as f:
+        for _ in range(BIG // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+    (root / "hello.txt").write_text("hello through hermes\n")
+    digest = sha256_file(root / "big.bin")
+    http_port, tls_port = free_port(), free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "http.server", str(http_port), "--bind",
+                               "127.0.0.1", "--directory", str(root)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    cert, key = root / "target.crt", root / "target.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out",
+                    str(cert)], check=True, capture_output=True, timeout=30)
+    procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "tls_target.py"),
+                                   str(tls_port), str(cert), str(key)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for port in (http_port, tls_port):
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10,
+                 what=f"target on {port}")
+    yield {"http": http_port, "tls": tls_port, "root": root, "digest": digest, "cert": cert}
+    for p in procs:
+        p.terminate()
+        p.wait(5)
+
+
+@pytest.fixture
+def overlay(suite):
+    """controller, policy engine, ingress (node edge), relays on nodes core and far;
+    links edge -> core -> far."""
+    s = suite
+    s.start_controller()
+    s.start_service("policy")
+    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"))
+    s.start_service("relay", "relay-core", extra=("--node", "core"))
+    s.start_service("relay", "relay-far", extra=("--node", "far"))
+    s.ctl("node", "add", "edge")
+    s.ctl("node", "add", "core", "--address", f"127.0.0.1:{s.port('relay-core', 'tunnel')}")
+    s.ctl("node", "add", "far", "--address", f"127.0.0.1:{s.port('relay-far', 'tunnel')}")
+    s.ctl("link", "add", "edge", "core")
+    s.ctl("link", "add", "core", "far")
+    s.http = f"http://127.0.0.1:{s.port('ingress-1', 'http')}"
+    s.h2 = f"https://127.0.0.1:{s.port('ingress-1', 'h2')}"
+    s.ca = os.path.join(s.keys, "tls", "ca.crt")
+    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", s.port("ingress-1", "http"))) == 0,
+             10, what="ingress listening")
+    return s
+
+
+def set_policy(s, *docs):
+    for d in docs:
+        s.ctl("policy", "add", "-", input=json.dumps(d))
+    s.wait_converged(expect=4, timeout=5)
+
+
+MODES = {
+    "direct": {"id": "all", "priority": 1000, "action": "allow"},
+    "one-relay": {"id": "all", "priority": 1000, "action": "route", "route": "core"},
+    "two-relays": {"id": "all", "priority": 1000, "action": "route", "route": "far"},
+}
+
+
+def curl(*args, timeout=120):
+    return subprocess.run(["curl", "-sS", "--max-time", str(timeout - 5), *args],
+                          capture_output=True, timeout=timeout)
+
+
+def proxy_args(s, front):
+    if front == "h1":
+        return ["-x", s.http]
+    return ["--proxy-http2", "-x", s.h2, "--proxy-cacert", s.ca]
+
+
+@pytest.mark.parametrize("front", ["h1", "h2"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_100_mib_and_https_arrive_exactly(overlay, targets, tmp_path, mode, front):
+    s = overlay
+    set_policy(s, MODES[mode])
+    out = tmp_path / "big.bin"
+    r = curl(*proxy_args(s, front), "-p", f"http://127.0.0.1:{targets['http']}/big.bin", "-o",
+             str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size == BIG
+    assert sha256_file(out) == targets["digest"]
+    # HTTPS through CONNECT: the client's TLS session reaches the target untouched
+    r = curl(*proxy_args(s, front), "--cacert", str(targets["cert"]),
+             f"https://localhost:{targets['tls']}/hello")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"hello over end-to-end TLS\n"
+    # the path really crossed the relays this mode names
+    relays = {"direct": [], "one-relay": ["relay-core"], "two-relays": ["relay-core", "relay-far"]}
+    for name in ("relay-core", "relay-far"):
+        carried = f"tunnel done target=127.0.0.1:{targets['http']}" in s.daemons[name].log_text()
+        assert carried == (name in relays[mode]), (name, mode)
+
+
+def raw_request(port, data, read=True):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(data)
+        if not read:
+            return b""
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+        return out
+
+
+def test_policy_allows_denies_and_logs_the_rule(overlay, targets):
+    s = overlay
+    s.allow_error(r"denied client=")  # info lines, but keep the check honest
+    set_policy(s, {"id": "no-low-ports", "priority": 10, "action": "deny",
+                   "match": {"ports": ["1-1023"]}},
+               {"id": "web", "priority": 20, "action": "allow",
+                "match": {"dst": ["127.0.0.0/8"]}})
+    ok = curl("-x", s.http, "-p", f"http://127.0.0.1:{targets['http']}/hello.txt")
+    assert ok.returncode == 0 and ok.stdout == b"hello through hermes\n"
+    port = s.port("ingress-1", "http")
+    resp = raw_request(port, b"CONNECT 127.0.0.1:25 HTTP/1.1\r\nHost: 127.0.0.1:25\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 403 "), resp
+    assert b"no-low-ports" in resp
+    log = s.daemons["ingress-1"].log_text()
+    assert "denied client=127.0.0.1 target=127.0.0.1:25 rule=no-low-ports" in log
+    # nothing matches an outside address: default deny, no open proxy
+    resp = raw_request(port, b"CONNECT example.com:8443 HTTP/1.1\r\nHost: example.com:8443\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 403 ") and b"no rule matched" in resp
+
+
+def test_policy_change_applies_to_new_flows_while_an_old_tunnel_keeps_flowing(overlay, targets):
+    s = overlay
+    set_policy(s, MODES["one-relay"])
+    port = s.port("ingress-1", "http")
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode())
+    assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    set_policy(s, {"id": "all", "priority": 1000, "action": "deny"})
+    # new flows are refused now...
+    resp = raw_request(port, f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode())
+    assert resp.startswith(b"HTTP/1.1 403 ")
+    # ...while the tunnel opened before still carries requests
+    c.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := c.recv(65536):
+        data += chunk
+    c.close()
+    assert data.startswith(b"HTTP/1.0 200") or data.startswith(b"HTTP/1.1 200"), data[:100]
+    assert data.endswith(b"hello through hermes\n")
+
+
+def test_bad_input_is_answered_clearly(overlay, targets):
+    s = overlay
+    set_policy(s, MODES["direct"])
+    port = s.port("ingress-1", "http")
+    assert raw_request(port, b"HELLO THERE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    big_head = b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 8000 + b"\r\n"
+    assert raw_request(port, big_head * 1 + (b"X-More: " + b"b" * 8000 + b"\r\n") * 9
+                       + b"\r\n").startswith(b"HTTP/1.1 431 ")
+    closed = free_port()
+    t0 = time.monotonic()
+    resp = raw_request(port, f"CONNECT 127.0.0.1:{closed} HTTP/1.1\r\n\r\n".encode())
+    assert resp.startswith(b"HTTP/1.1 502 ") and b"Connection refused" in resp
+    assert time.monotonic() - t0 < 2.5
+    # a relay that does not answer: 502, and the ingress says which
+    s.allow_error(r"cannot reach next hop")
+    s.ctl("node", "add", "ghost", "--address", f"127.0.0.1:{free_port()}")
+    s.ctl("link", "add", "edge", "ghost")
+    set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "ghost"})
+    resp = raw_request(port, f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode())
+    assert resp.startswith(b"HTTP/1.1 502 ") and b"relay 127.0.0.1:" in resp
+    assert "cannot reach next hop relay 127.0.0.1:" in s.daemons["ingress-1"].log_text()
+    # the ingress still serves everybody else
+    set_policy(s, MODES["one-relay"])
+    ok = curl("-x", s.http, "-p", f"http://127.0.0.1:{targets['http']}/hello.txt")
+    assert ok.returncode == 0 and ok.stdout == b"hello through hermes\n"
+
+
+def test_relay_refuses_garbage_and_peers_without_a_certificate(overlay, targets):
+    s = overlay
+    s.allow_error(r"refused a peer connection: TLS")
+    set_policy(s, MODES["one-relay"])
+    relay_port = s.port("relay-core", "tunnel")
+    # garbage instead of a TLS handshake: the relay closes that connection
+    with socket.create_connection(("127.0.0.1", relay_port), timeout=5) as c:
+        c.sendall(b"\x16\x03\x01garbage-that-is-not-tls" * 10)
+        closed = False
+        deadline = time.monotonic() + 5
+        try:
+            while time.monotonic() < deadline:  # an alert may come first, then the close
+                if not c.recv(4096):
+                    closed = True
+                    break
+        except ConnectionResetError:
+            closed = True
+        assert closed, "the relay kept a connection that sent garbage"
+    # a TLS client without a certificate of the Hermes CA is refused
+    ctx = ssl.create_default_context(cafile=s.ca)
+    ctx.set_alpn_protocols(["h2"])
+    ctx.check_hostname = False
+    with socket.create_connection(("127.0.0.1", relay_port), timeout=5) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            with ctx.wrap_socket(raw, server_hostname="relay") as t:
+                t.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                if not t.recv(100):
+                    raise ssl.SSLError("closed")
+    # and the relay keeps carrying tunnels for the ingress
+    ok = curl("-x", s.http, "-p", f"http://127.0.0.1:{targets['http']}/hello.txt")
+    assert ok.returncode == 0 and ok.stdout == b"hello through hermes\n"
+
+
+def test_a_thousand_half_open_clients_do_not_stop_the_proxy(overlay, targets):
+    s = overlay
+    set_policy(s, MODES["direct"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    port = s.port("ingress-1", "http")
+    idle = []
+    try:
+        for i in range(1000):
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if i % 2:
+                c.sendall(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: ")  # and never the rest
+            idle.append(c)
+        t0 = time.monotonic()
+        ok = curl("-x", s.http, "-p", f"http://127.0.0.1:{targets['http']}/hello.txt")
+        assert ok.returncode == 0 and ok.stdout == b"hello through hermes\n", ok.stderr
+        assert time.monotonic() - t0 < 5
+    finally:
+        for c in idle:
+            c.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
