@@ -39,8 +39,8 @@ def targets(tmp_path_factory):
     (root / "hello.txt").write_text("hello through hermes\n")
     digest = sha256_file(root / "big.bin")
     http_port, tls_port = free_port(), free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "http.server", str(http_port), "--bind",
-                               "127.0.0.1", "--directory", str(root)],
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "http_origin.py"),
+                               str(http_port), str(root)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     cert, key = root / "target.crt", root / "target.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -262,3 +262,37 @@ def test_a_thousand_half_open_clients_do_not_stop_the_proxy(overlay, targets):
         for c in idle:
             c.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_plain_http_absolute_form(overlay, targets, tmp_path, mode):
+    """GET http://... through the HTTP/1.1 port (no CONNECT): 100 MiB byte-exact, request
+    bodies with Content-Length and chunked, several requests on one kept-alive connection."""
+    s = overlay
+    set_policy(s, MODES[mode])
+    base = f"http://127.0.0.1:{targets['http']}"
+    out = tmp_path / "big.bin"
+    r = curl("-x", s.http, f"{base}/big.bin", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sha256_file(out) == targets["digest"]
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "payload"
+    src.write_bytes(payload)
+    want = f"{hashlib.sha256(payload).hexdigest()} {len(payload)}\n".encode()
+    r = curl("-x", s.http, "--data-binary", f"@{src}", f"{base}/upload")
+    assert r.returncode == 0 and r.stdout == want, (r.stdout, r.stderr)
+    r = curl("-x", s.http, "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{src}",
+             f"{base}/upload")
+    assert r.returncode == 0 and r.stdout == want, (r.stdout, r.stderr)
+    # three requests, one connection, answers in order
+    with socket.create_connection(("127.0.0.1", s.port("ingress-1", "http")), timeout=10) as c:
+        for i in range(3):
+            c.sendall(f"GET {base}/hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            data = b""
+            while not data.endswith(b"hello through hermes\n"):
+                chunk = c.recv(65536)
+                assert chunk, f"connection closed after {i} answers"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 "), data[:80]
+    r = curl("-x", s.http, "-o", "/dev/null", "-w", "%{http_code}", f"{base}/missing")
+    assert r.stdout == b"404"

@@ -95,8 +95,12 @@ class Daemon:
 class Suite:
     """A controller and any number of service daemons in a private temp dir."""
 
-    def __init__(self, keep=False):
+    def __init__(self, keep=False, netns=None):
         self.dir = tempfile.mkdtemp(prefix="hermes-it-")
+        # netns: run every daemon and hermesctl inside that network namespace (ip netns exec,
+        # which execs the command: the PID stays the daemon's own); loopback there must be up
+        self.netns = netns
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.keys = os.path.join(self.dir, "keys")
         self.db = os.path.join(self.dir, "hermes.db")
         self.api_port, self.push_port = free_port(), free_port()
@@ -111,7 +115,7 @@ class Suite:
 
     # -- processes ---------------------------------------------------------------------
     def start_controller(self, wait=True):
-        argv = [os.path.join(BIN_DIR, "hermes-controller"), "--api-bind", self.api,
+        argv = [*self.prefix, os.path.join(BIN_DIR, "hermes-controller"), "--api-bind", self.api,
                 "--push-bind", self.push, "--db", self.db, "--keys-dir", self.keys]
         d = Daemon("controller", argv, os.path.join(self.dir, "controller.log")).start()
         self.daemons["controller"] = d
@@ -150,7 +154,7 @@ class Suite:
                     extra = (flag, f"127.0.0.1:{self.port(instance, name)}", *extra)
             if "--policy" not in extra:
                 extra = ("--policy", self.listen_endpoint(policy), *extra)
-        argv = [os.path.join(BIN_DIR, BINARY[kind]), "--controller", self.api,
+        argv = [*self.prefix, os.path.join(BIN_DIR, BINARY[kind]), "--controller", self.api,
                 "--controller-push", self.push, "--keys-dir", self.keys, "--instance", instance,
                 *extra]
         d = Daemon(instance, argv, os.path.join(self.dir, f"{instance}.log")).start()
@@ -176,8 +180,8 @@ class Suite:
 
     # -- the admin client --------------------------------------------------------------
     def ctl(self, *args, check=True, timeout=15, input=None, controller=None):
-        argv = [os.path.join(BIN_DIR, "hermesctl"), "-c", controller or self.api, "--keys-dir",
-                self.keys, *args]
+        argv = [*self.prefix, os.path.join(BIN_DIR, "hermesctl"), "-c", controller or self.api,
+                "--keys-dir", self.keys, *args]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
         if check:
             assert r.returncode == 0, f"hermesctl {' '.join(args)} -> {r.returncode}: {r.stderr}"

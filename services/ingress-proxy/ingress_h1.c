@@ -104,9 +104,10 @@ static void s_request (s_conn_t *c, const hms_h1_head_t *head)
         return;
     }
     if (head->form == HMS_H1_FORM_ABSOLUTE) {
-        s_error (c, 501,
-                 "absolute-form requests (plain HTTP through the proxy) are not built "
-                 "yet in this ingress: use CONNECT");
+        int fd = c->fd;
+        c->fd = -1; /* ingress_http owns it now */
+        ingress_http_start (c->w, fd, c->peer, NULL, c->buf, c->len);
+        s_close (c);
         return;
     }
     s_error (c, 400, "this is a forward proxy: send CONNECT host:port or an absolute-form URL");

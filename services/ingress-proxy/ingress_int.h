@@ -65,6 +65,11 @@ typedef struct {
  * close) the way its front end speaks. Frees itself at the end. */
 void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req);
 
+/* Plain HTTP (absolute-form) on a client connection whose first request head (and any
+ * bytes after it) is in buf; takes the socket over. */
+void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const char *user,
+                         const char *buf, size_t len);
+
 /* Front ends: accept callbacks for each listener kind. */
 void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
 void ingress_h2_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);

@@ -1,0 +1,56 @@
+"""The plain HTTP origin of the data-path tests: serves files from a folder (GET, HEAD),
+and answers a POST or PUT with the sha256 and length of the body it received, with
+Content-Length or chunked framing (decoded here, so the test sees what arrived)."""
+import hashlib
+import http.server
+import os
+import sys
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _body(self):
+        h, n = hashlib.sha256(), 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b""):
+                        pass
+                    break
+                left = size
+                while left:
+                    chunk = self.rfile.read(min(left, 1 << 16))
+                    h.update(chunk)
+                    n += len(chunk)
+                    left -= len(chunk)
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length", "0"))
+            while left:
+                chunk = self.rfile.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                h.update(chunk)
+                n += len(chunk)
+                left -= len(chunk)
+        return h.hexdigest(), n
+
+    def do_POST(self):
+        digest, n = self._body()
+        body = f"{digest} {n}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_PUT = do_POST
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
+
+
+port, root = int(sys.argv[1]), sys.argv[2]
+os.chdir(root)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
