@@ -85,7 +85,7 @@ def overlay(suite):
 def set_policy(s, *docs):
     for d in docs:
         s.ctl("policy", "add", "-", input=json.dumps(d))
-    s.wait_converged(expect=4, timeout=5)
+    s.wait_converged(expect=len([d for d in s.daemons.values() if d.alive()]) - 1, timeout=5)
 
 
 MODES = {
@@ -296,3 +296,57 @@ def test_plain_http_absolute_form(overlay, targets, tmp_path, mode):
             assert data.startswith(b"HTTP/1.1 200 "), data[:80]
     r = curl("-x", s.http, "-o", "/dev/null", "-w", "%{http_code}", f"{base}/missing")
     assert r.stdout == b"404"
+
+
+def test_proxy_users_and_per_user_address_space(overlay, tmp_path):
+    """With a users file the ingress asks for Proxy-Authorization; the same virtual
+    destination leads each user to a different target (the Hermes paper's per-user address
+    space), through the HTTP/1.1 port (CONNECT and plain HTTP) and the HTTP/2 port."""
+    s = overlay
+    s.allow_error(r"bad request client=127.0.0.1 status=407")
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps({n: hashlib.sha256(p.encode()).hexdigest()
+                                 for n, p in (("alice", "wonderland"), ("bob", "builder"))}))
+    s.start_service("ingress", "ingress-auth", extra=("--node", "edge", "--users-file", str(users)))
+    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", s.port("ingress-auth", "http")))
+             == 0, 10, what="ingress-auth listening")
+    ports = {}
+    procs = []
+    for name in ("alice", "bob"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "hello.txt").write_text(f"{name}'s server\n")
+        ports[name] = free_port()
+        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "http_origin.py"),
+                                       str(ports[name]), str(root)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        for name in ports:
+            wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", ports[name])) == 0, 10,
+                     what=f"{name}'s server")
+        set_policy(s, *[{"id": f"svc-{n}", "priority": 10, "action": "allow",
+                         "match": {"host": ["svc.virtual"], "user": [n]},
+                         "target": f"127.0.0.1:{ports[n]}"} for n in ports])
+        http = f"http://127.0.0.1:{s.port('ingress-auth', 'http')}"
+        h2 = f"https://127.0.0.1:{s.port('ingress-auth', 'h2')}"
+        for name, password in (("alice", "wonderland"), ("bob", "builder")):
+            want = f"{name}'s server\n".encode()
+            r = curl("-x", http, "-U", f"{name}:{password}", "http://svc.virtual/hello.txt")
+            assert r.returncode == 0 and r.stdout == want, (name, r.stdout, r.stderr)
+            r = curl("-x", http, "-U", f"{name}:{password}", "-p", "http://svc.virtual/hello.txt")
+            assert r.returncode == 0 and r.stdout == want, (name, r.stdout, r.stderr)
+            r = curl("--proxy-http2", "-x", h2, "--proxy-cacert", s.ca, "-U",
+                     f"{name}:{password}", "-p", "http://svc.virtual/hello.txt")
+            assert r.returncode == 0 and r.stdout == want, (name, r.stdout, r.stderr)
+        # no credentials, or wrong ones: 407 with a challenge
+        for creds in ([], ["-U", "alice:wrong"], ["-U", "mallory:x"]):
+            r = curl("-x", http, *creds, "-o", "/dev/null", "-D", "-",
+                     "http://svc.virtual/hello.txt")
+            assert r.stdout.startswith(b"HTTP/1.1 407 "), r.stdout
+            assert b"Proxy-Authenticate: Basic" in r.stdout
+        # someone with no rule of their own is refused by policy
+        users.write_text(users.read_text())  # unchanged: carol does not exist either way
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(5)

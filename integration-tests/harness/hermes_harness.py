@@ -219,16 +219,23 @@ class Suite:
         for name, d in self.daemons.items():
             if not d.expected_exit and not d.alive():
                 problems.append(f"{name} died with {d.proc.returncode}")
+        # what the daemons logged while the test ran (not what one logs when another
+        # stops first during the shutdown below)
+        before = {name: len(d.log_text()) for name, d in self.daemons.items()}
         for name, d in self.daemons.items():
             if d.alive():
                 rc = d.stop()
                 if rc != 0:
                     problems.append(f"{name} exited with {rc} on SIGTERM")
         for name, d in self.daemons.items():
-            for line in d.log_text().splitlines():
+            text = d.log_text()
+            offset = 0
+            for line in text.splitlines(keepends=True):
+                during_test = offset < before[name]
+                offset += len(line)
                 if "Sanitizer" in line or "runtime error:" in line:
-                    problems.append(f"{name}: sanitizer report: {line}")
-                elif " error " in line or " warning " in line:
+                    problems.append(f"{name}: sanitizer report: {line.rstrip()}")
+                elif during_test and (" error " in line or " warning " in line):
                     if not any(p.search(line) for p in self.allowed_errors):
-                        problems.append(f"{name}: unexpected log line: {line}")
+                        problems.append(f"{name}: unexpected log line: {line.rstrip()}")
         assert not problems, "\n".join(problems)

@@ -274,3 +274,35 @@ def test_concurrent_transfers_both_ways_are_byte_exact(suite, net, tmp_path):
     log = net["server_log"].read_text()
     assert CLIENT not in log
     assert log.count(f"conn {ROUTER_S}") >= 8
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="ingress_transparent_accept trusts SO_ORIGINAL_DST: a connection that "
+                          "was not REDIRECTed (conntrack active) yields the listener's own "
+                          "address, and the ingress proxies it to itself until EMFILE")
+def test_a_connection_that_was_not_redirected_is_not_proxied_to_the_ingress_itself(suite, net):
+    s = suite
+    set_policy(s, {"id": "all", "priority": 1000, "action": "allow"})
+    # from the server's side: no REDIRECT rule matches, yet conntrack knows the connection,
+    # so SO_ORIGINAL_DST answers with the transparent listener's own address
+    probe = subprocess.run(in_ns("server", sys.executable, "-c", f"""
+import socket
+try:
+    c = socket.create_connection(({ROUTER_C!r}, {net['tport']}), timeout=5)
+    c.sendall(b"hello")
+    print("data" if c.recv(100) else "closed")
+except (ConnectionResetError, BrokenPipeError):
+    print("reset")
+except OSError as e:
+    print("error", e)
+"""), capture_output=True, text=True, timeout=20)
+    assert probe.stdout.strip() in ("reset", "closed"), (probe.stdout, probe.stderr)
+    time.sleep(1)
+    # the ingress keeps serving redirected clients
+    echo = subprocess.run(in_ns("client", sys.executable, os.path.join(HERE, "echo_client.py"),
+                                SERVER, str(ECHO_PORT), "100000", "3"),
+                          capture_output=True, text=True, timeout=30)
+    assert echo.returncode == 0, (echo.stdout, echo.stderr)
+    log = s.daemons["ingress-1"].log_text()
+    to_itself = log.count(f"target={ROUTER_C}:{net['tport']} ")
+    assert to_itself == 0, f"{to_itself} flows from the ingress to its own transparent port"

@@ -25,6 +25,9 @@ const hms_cfg_key_t ingress_keys[] = {
      "a flow the policy engine does not decide in "
      "this time is refused (503)"},
     {"head_timeout_ms", HMS_CFG_INT, "10000", "limit for a client to send its request head"},
+    {"users_file", HMS_CFG_STRING, NULL,
+     "proxy users {\"name\": \"sha256 hex of password\"}; when set, Proxy-Authorization "
+     "(Basic) is required"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -148,6 +151,11 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         free (self);
         return NULL;
     }
+    const char *users = hms_config_str (cfg, "users_file");
+    if (users && *users && ingress_auth_load (self, users, err, errlen)) {
+        free (self);
+        return NULL;
+    }
     char tls_dir[1024];
     const char *dir = hms_config_str (cfg, "tls_dir");
     if (dir && *dir)
@@ -215,6 +223,7 @@ void ingress_destroy (ingress_t **self_p)
     hms_current_destroy (&self->config);
     hms_tls_ctx_destroy (&self->proxy_tls);
     hms_tls_ctx_destroy (&self->relay_tls);
+    json_decref (self->users);
     free (self);
     *self_p = NULL;
 }

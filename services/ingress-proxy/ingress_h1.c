@@ -83,7 +83,14 @@ static void s_error (s_conn_t *c, int status, const char *why)
 
 static void s_request (s_conn_t *c, const hms_h1_head_t *head)
 {
+    char user[128] = "";
     if (head->method_len == 7 && memcmp (head->method, "CONNECT", 7) == 0) {
+        const hms_h1_header_t *auth = hms_h1_find (head, "Proxy-Authorization");
+        if (ingress_auth_check (c->w->ingress, auth ? auth->value : NULL,
+                                auth ? auth->value_len : 0, user, sizeof user)) {
+            s_error (c, 407, "proxy authentication required");
+            return;
+        }
         char host[HMS_H1_MAX_HOST + 1], why[256];
         uint16_t port;
         if (hms_h1_parse_authority (head->target, head->target_len, host, sizeof host, &port, why,
@@ -96,6 +103,7 @@ static void s_request (s_conn_t *c, const hms_h1_head_t *head)
                                   .peer_ip = c->peer,
                                   .host = host,
                                   .port = port,
+                                  .user = user[0] ? user : NULL,
                                   .early = c->buf + head->head_len,
                                   .early_len = c->len - head->head_len};
         c->fd = -1; /* the flow owns it now */

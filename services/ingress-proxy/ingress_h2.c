@@ -31,8 +31,13 @@ static void s_on_request (hms_h2_stream_t *s, void *arg)
         s_refuse (s, c, 501, "this proxy port carries CONNECT tunnels only");
         return;
     }
-    char host[HMS_H1_MAX_HOST + 1], why[256];
+    char host[HMS_H1_MAX_HOST + 1], why[256], user[128];
     uint16_t port;
+    const char *auth = hms_h2_stream_header (s, "proxy-authorization");
+    if (ingress_auth_check (c->w->ingress, auth, auth ? strlen (auth) : 0, user, sizeof user)) {
+        s_refuse (s, c, 407, "proxy authentication required");
+        return;
+    }
     if (!authority || hms_h1_parse_authority (authority, strlen (authority), host, sizeof host,
                                               &port, why, sizeof why)) {
         s_refuse (s, c, 400, authority ? why : "CONNECT without :authority");
@@ -43,7 +48,8 @@ static void s_on_request (hms_h2_stream_t *s, void *arg)
                               .client_stream = s,
                               .peer_ip = c->peer,
                               .host = host,
-                              .port = port};
+                              .port = port,
+                              .user = user[0] ? user : NULL};
     ingress_flow_start (c->w, &req);
 }
 

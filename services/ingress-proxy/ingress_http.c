@@ -131,8 +131,11 @@ static void s_reply_error (s_http_t *h, int status, const char *why)
         atomic_fetch_add (&h->w->ingress->counters.denied, 1);
     else
         atomic_fetch_add (&h->w->ingress->counters.failed, 1);
-    hms_info ("http request failed client=%s target=%s:%u status=%d why=\"%s\"", h->peer, h->host,
-              h->port, status, why);
+    char target[300] = "-";
+    if (h->host[0])
+        snprintf (target, sizeof target, "%s:%u", h->host, h->port);
+    hms_info ("http request failed client=%s target=%s status=%d why=\"%s\"", h->peer, target,
+              status, why);
     char resp[1024];
     ssize_t n = hms_h1_error_response (resp, sizeof resp, status, why);
     if (n > 0)
@@ -237,6 +240,12 @@ static void s_next_request (s_http_t *h)
             return;
         }
         s_reply_error (h, 400, "this is a forward proxy: send an absolute-form URL or CONNECT");
+        return;
+    }
+    const hms_h1_header_t *auth = hms_h1_find (&head, "Proxy-Authorization");
+    if (ingress_auth_check (h->w->ingress, auth ? auth->value : NULL, auth ? auth->value_len : 0,
+                            h->user, sizeof h->user)) {
+        s_reply_error (h, 407, "proxy authentication required");
         return;
     }
     hms_h1_url_t url;

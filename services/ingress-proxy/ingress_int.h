@@ -34,6 +34,7 @@ struct ingress {
     hms_tls_ctx_t *proxy_tls; /* the HTTP/2 proxy port (server, clients need no cert) */
     hms_tls_ctx_t *relay_tls; /* to relays (client, mutual) */
     hms_current_t *config;
+    json_t *users; /* proxy users, or NULL when no authentication is asked */
     hms_worker_t *workers[INGRESS_MAX_WORKERS];
     ingress_counters_t counters;
 };
@@ -69,6 +70,13 @@ void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req);
  * bytes after it) is in buf; takes the socket over. */
 void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const char *user,
                          const char *buf, size_t len);
+
+/* Proxy authentication (ingress_auth.c): loads the users file; checks a
+ * Proxy-Authorization value and fills user. Without a users file every request passes
+ * with no user. 0 or -1. */
+int ingress_auth_load (ingress_t *self, const char *path, char *err, size_t errlen);
+int ingress_auth_check (const ingress_t *self, const char *value, size_t len, char *user,
+                        size_t ulen);
 
 /* Front ends: accept callbacks for each listener kind. */
 void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
