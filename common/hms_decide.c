@@ -228,9 +228,14 @@ void hms_decider_destroy (hms_decider_t **self_p)
     hms_decider_t *self = *self_p;
     ev_io_stop (self->loop, &self->io);
     ev_idle_stop (self->loop, &self->prep);
-    for (hms_decide_req_t *req = zhashx_first (self->pending); req;
-         req = zhashx_next (self->pending))
-        s_req_free (req);
+    /* the askers learn that no answer comes (they may free themselves in the callback) */
+    self->queue = self->queue_last = NULL;
+    hms_decide_req_t *req;
+    while ((req = zhashx_first (self->pending))) {
+        hms_decision_t d = {.action = HMS_DECISION_DENY, .unavailable = true};
+        snprintf (d.reason, sizeof d.reason, "shutting down");
+        s_deliver (req, &d);
+    }
     zhashx_destroy (&self->pending);
     zhashx_destroy (&self->cache);
     zsock_destroy (&self->sock);

@@ -3,6 +3,7 @@
 #include "hms_alloc.h"
 #include "hms_buf.h"
 #include "hms_log.h"
+#include "hms_worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -55,6 +56,8 @@ struct hms_h2_conn {
     char why[256];
     hms_h2_stream_t *streams;
     size_t nstreams;
+    hms_worker_t *worker; /* when made on a worker thread: closed when it stops */
+    hms_worker_item_t *item;
 };
 
 static void s_flush (hms_h2_conn_t *self);
@@ -405,6 +408,8 @@ static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
 
 static void s_teardown (hms_h2_conn_t *self)
 {
+    if (self->worker)
+        hms_worker_untrack (self->worker, self->item);
     ev_io_stop (self->loop, &self->io);
     ev_idle_stop (self->loop, &self->prep);
     ev_timer_stop (self->loop, &self->timer);
@@ -419,6 +424,11 @@ static void s_teardown (hms_h2_conn_t *self)
     close (self->fd);
     hms_buf_destroy (&self->out);
     free (self);
+}
+
+static void s_close_on_stop (void *obj)
+{
+    hms_h2_conn_close (obj, "shutting down");
 }
 
 hms_h2_conn_t *hms_h2_conn_new (struct ev_loop *loop, hms_tls_t *tls, bool server,
@@ -460,6 +470,9 @@ hms_h2_conn_t *hms_h2_conn_new (struct ev_loop *loop, hms_tls_t *tls, bool serve
     self->timer.data = self;
     ev_io_start (loop, &self->io);
     ev_timer_start (loop, &self->timer);
+    self->worker = hms_worker_current ();
+    if (self->worker)
+        self->item = hms_worker_track (self->worker, s_close_on_stop, self);
     return self;
 }
 

@@ -187,6 +187,8 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
 
 static void s_connect (s_hop_t *hop)
 {
+    if (hop->pool->closing)
+        return;
     s_conn_t *conn = hms_alloc (sizeof *conn);
     conn->hop = hop;
     conn->next = hop->conns;
@@ -204,28 +206,35 @@ hms_pool_t *hms_pool_new (struct ev_loop *loop, hms_tls_ctx_t *tls, int connect_
     return self;
 }
 
+void hms_pool_shutdown (hms_pool_t *self)
+{
+    self->closing = true;
+    for (s_hop_t *hop = self->hops; hop; hop = hop->next) {
+        ev_timer_stop (self->loop, &hop->retry);
+        s_fail_waiters (hop, "pool closed");
+        for (s_conn_t *c = hop->conns, *cn; c; c = cn) {
+            cn = c->next;
+            if (c->dial)
+                hms_dial_cancel (c->dial);
+            else {
+                /* torn down by the loop's next turn, which must still run */
+                hms_h2_conn_set_arg (c->h2, NULL);
+                hms_h2_conn_close (c->h2, "pool closed");
+            }
+            free (c);
+        }
+        hop->conns = NULL;
+    }
+}
+
 void hms_pool_destroy (hms_pool_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
     hms_pool_t *self = *self_p;
-    self->closing = true;
+    hms_pool_shutdown (self);
     for (s_hop_t *hop = self->hops, *next; hop; hop = next) {
         next = hop->next;
-        ev_timer_stop (self->loop, &hop->retry);
-        s_fail_waiters (hop, "pool closed");
-        for (s_conn_t *c = hop->conns, *cn; c; c = cn) {
-            cn = c->next;
-            if (c->dial) {
-                hms_dial_cancel (c->dial);
-                free (c);
-            } else {
-                /* torn down by the loop's next turn, which must still run */
-                hms_h2_conn_set_arg (c->h2, NULL);
-                hms_h2_conn_close (c->h2, "pool closed");
-                free (c);
-            }
-        }
         free (hop);
     }
     free (self);

@@ -21,7 +21,10 @@ typedef void (hms_pool_fn) (hms_h2_conn_t *conn, const char *why, void *arg);
 /* tls is the client context (mutual TLS); the pool keeps a reference. Caller owns return
  * value. */
 hms_pool_t *hms_pool_new (struct ev_loop *loop, hms_tls_ctx_t *tls, int connect_timeout_ms);
-/* Closes every connection; pending requests get why "pool closed". Nulls *self_p. */
+/* Closes every connection (their teardown needs the loop to turn once more) and fails
+ * pending requests with why "pool closed"; the pool opens nothing after this. */
+void hms_pool_shutdown (hms_pool_t *self);
+/* Shuts down if not done yet, and frees the pool. Nulls *self_p. */
 void hms_pool_destroy (hms_pool_t **self_p);
 
 /* Asks for a usable connection to host:port, whose certificate must carry server_name.

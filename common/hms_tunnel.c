@@ -2,6 +2,7 @@
 #include "hms_tunnel.h"
 #include "hms_alloc.h"
 #include "hms_buf.h"
+#include "hms_worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -34,6 +35,8 @@ struct hms_tunnel {
     int idle_ms;
     hms_tunnel_done_fn *done;
     void *arg;
+    hms_worker_t *worker; /* when made on a worker thread: aborted when it stops */
+    hms_worker_item_t *item;
 };
 
 static const char *s_side_name (const s_end_t *e)
@@ -56,6 +59,8 @@ static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
 
 static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
 {
+    if (self->worker)
+        hms_worker_untrack (self->worker, self->item);
     ev_timer_stop (self->loop, &self->idle);
     for (int i = 0; i < 2; i++) {
         s_end_t *e = &self->end[i];
@@ -312,6 +317,11 @@ static void s_on_idle (struct ev_loop *loop, ev_timer *w, int revents)
     hms_tunnel_abort (self, why);
 }
 
+static void s_abort_on_stop (void *obj)
+{
+    hms_tunnel_abort (obj, "shutting down");
+}
+
 hms_tunnel_t *hms_tunnel_new (struct ev_loop *loop, int idle_ms, hms_tunnel_done_fn *done,
                               void *arg)
 {
@@ -330,6 +340,9 @@ hms_tunnel_t *hms_tunnel_new (struct ev_loop *loop, int idle_ms, hms_tunnel_done
     self->idle.data = self;
     if (idle_ms)
         ev_timer_again (loop, &self->idle);
+    self->worker = hms_worker_current ();
+    if (self->worker)
+        self->item = hms_worker_track (self->worker, s_abort_on_stop, self);
     return self;
 }
 

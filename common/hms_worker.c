@@ -12,7 +12,17 @@ typedef struct s_call {
     struct s_call *next;
 } s_call_t;
 
+struct hms_worker_item {
+    hms_worker_close_fn *close;
+    void *obj;
+    bool closing;
+    struct hms_worker_item *prev, *next;
+};
+
+static __thread hms_worker_t *s_current;
+
 struct hms_worker {
+    hms_worker_item_t *items;
     int index;
     hms_worker_fn *init, *fini;
     void *arg;
@@ -51,13 +61,23 @@ static void s_on_grace (struct ev_loop *loop, ev_timer *w, int revents)
 static void *s_thread (void *arg)
 {
     hms_worker_t *self = arg;
+    s_current = self;
     if (self->init)
         self->init (self, self->arg);
     ev_run (self->loop, 0);
     ev_async_stop (self->loop, &self->wake);
-    if (self->fini)
-        self->fini (self, self->arg);
-    /* Let connections that fini closed finish their teardown. */
+    /* Whatever is still open closes now, newest first. A close may free other items, or
+     * finish later (a connection's teardown runs in the loop below): rescan each time. */
+    for (;;) {
+        hms_worker_item_t *item = self->items;
+        while (item && item->closing)
+            item = item->next;
+        if (!item)
+            break;
+        item->closing = true;
+        item->close (item->obj);
+    }
+    /* Let what closed asynchronously finish its teardown. */
     ev_timer grace;
     ev_timer_init (&grace, s_on_grace, 2.0, 0);
     ev_timer_start (self->loop, &grace);
@@ -65,6 +85,13 @@ static void *s_thread (void *arg)
     ev_run (self->loop, 0);
     ev_ref (self->loop);
     ev_timer_stop (self->loop, &grace);
+    if (self->fini)
+        self->fini (self, self->arg);
+    /* items closed without untracking (listeners, pools), or whose teardown did not finish
+     * in time */
+    while (self->items)
+        hms_worker_untrack (self, self->items);
+    s_current = NULL;
     return NULL;
 }
 
@@ -119,6 +146,36 @@ void hms_worker_post (hms_worker_t *self, hms_worker_fn *fn, void *arg)
     self->last = call;
     pthread_mutex_unlock (&self->lock);
     ev_async_send (self->loop, &self->wake);
+}
+
+hms_worker_item_t *hms_worker_track (hms_worker_t *self, hms_worker_close_fn *close, void *obj)
+{
+    hms_worker_item_t *item = hms_alloc (sizeof *item);
+    item->close = close;
+    item->obj = obj;
+    item->next = self->items;
+    if (self->items)
+        self->items->prev = item;
+    self->items = item;
+    return item;
+}
+
+void hms_worker_untrack (hms_worker_t *self, hms_worker_item_t *item)
+{
+    if (!item)
+        return;
+    if (item->prev)
+        item->prev->next = item->next;
+    else
+        self->items = item->next;
+    if (item->next)
+        item->next->prev = item->prev;
+    free (item);
+}
+
+hms_worker_t *hms_worker_current (void)
+{
+    return s_current;
 }
 
 struct ev_loop *hms_worker_loop (hms_worker_t *self)

@@ -386,8 +386,11 @@ def test_a_slow_reader_slows_the_writer_with_bounded_memory(overlay, targets):
         n += len(chunk)
     time.sleep(3)  # the reader stalls; the writer keeps trying
     grown = {name: rss_kib(p) - base[name] for name, p in pids.items()}
+    print("RSS growth while the reader stalled (KiB):", grown)
+    # AddressSanitizer keeps freed memory in quarantine: RSS means nothing in that build
+    asan = "libasan" in open(f"/proc/{pids['ingress-1']}/maps").read()
     for name, kib in grown.items():
-        assert kib < 16 * 1024, f"{name} grew by {kib} KiB while the client did not read"
+        assert asan or kib < 16 * 1024, f"{name} grew by {kib} KiB while the client did not read"
     while chunk := c.recv(1 << 20):
         h.update(chunk)
         n += len(chunk)

@@ -51,6 +51,26 @@ static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* Closing steps of a stopping worker (hms_worker_track): no new clients, no new hops. */
+static void s_stop_listening (void *obj)
+{
+    ingress_worker_t *w = obj;
+    for (int i = 0; i < 3; i++)
+        if (w->lfd[i] >= 0) {
+            ev_io_stop (w->loop, &w->accept_w[i]);
+            close (w->lfd[i]);
+            w->lfd[i] = -1;
+        }
+}
+
+/* Closes last (tracked first): every flow that could still ask has gone by now. */
+static void s_stop_upstreams (void *obj)
+{
+    ingress_worker_t *w = obj;
+    hms_pool_shutdown (w->pool);
+    hms_decider_destroy (&w->decider);
+}
+
 static void s_worker_init (hms_worker_t *worker, void *arg)
 {
     ingress_t *ingress = arg;
@@ -73,6 +93,8 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
         ev_io_start (w->loop, &w->accept_w[i]);
     }
     w->pool = hms_pool_new (w->loop, ingress->relay_tls, ingress->connect_timeout_ms);
+    hms_worker_track (worker, s_stop_upstreams, w);
+    hms_worker_track (worker, s_stop_listening, w); /* newest: closed first */
     w->decider = hms_decider_new (w->loop, ingress->policy_endpoint, ingress->keys_dir, "ingress",
                                   ingress->policy_timeout_ms, err, sizeof err);
     if (!w->decider)
@@ -84,11 +106,6 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
 static void s_worker_fini (hms_worker_t *worker, void *arg)
 {
     ingress_worker_t *w = hms_worker_data (worker);
-    for (int i = 0; i < 3; i++)
-        if (w->lfd[i] >= 0) {
-            ev_io_stop (w->loop, &w->accept_w[i]);
-            close (w->lfd[i]);
-        }
     hms_pool_destroy (&w->pool);
     hms_decider_destroy (&w->decider);
     free (w);

@@ -35,6 +35,7 @@ typedef struct {
     char rule[65];
     void *early;
     size_t early_len;
+    hms_worker_item_t *item; /* closed if the worker stops first */
 } s_flow_t;
 
 static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
@@ -46,6 +47,7 @@ static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
 
 static void s_free (s_flow_t *f)
 {
+    hms_worker_untrack (f->w->worker, f->item);
     if (f->decide)
         hms_decide_cancel (f->decide);
     if (f->dial)
@@ -250,6 +252,15 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         hms_dial_start (f->w->loop, f->host, f->port, ingress->connect_timeout_ms, s_on_dialed, f);
 }
 
+static void s_close_on_stop (void *obj)
+{
+    s_flow_t *f = obj;
+    if (f->tunnel)
+        hms_tunnel_abort (f->tunnel, "shutting down"); /* frees the flow */
+    else
+        s_free (f);
+}
+
 void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req)
 {
     s_flow_t *f = hms_alloc (sizeof *f);
@@ -268,6 +279,7 @@ void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req)
         f->early_len = req->early_len;
     }
     atomic_fetch_add (&w->ingress->counters.flows, 1);
+    f->item = hms_worker_track (w->worker, s_close_on_stop, f);
     if (f->client_stream) {
         /* The stream's bytes wait in the tunnel while the flow is decided. */
         f->tunnel = hms_tunnel_new (w->loop, w->ingress->idle_timeout_ms, s_tunnel_done, f);

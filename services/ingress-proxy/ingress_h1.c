@@ -24,10 +24,12 @@ typedef struct {
     char *buf;
     size_t len, cap;
     size_t parsed_len; /* length at the last parse (see hms_h1_parse_due) */
+    hms_worker_item_t *item;
 } s_conn_t;
 
 static void s_close (s_conn_t *c)
 {
+    hms_worker_untrack (c->w->worker, c->item);
     ev_io_stop (c->w->loop, &c->io);
     ev_timer_stop (c->w->loop, &c->timer);
     if (c->fd >= 0)
@@ -170,6 +172,11 @@ static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
     s_error (c, 408, "no complete request head in time");
 }
 
+static void s_close_on_stop (void *obj)
+{
+    s_close (obj);
+}
+
 void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer)
 {
     s_conn_t *c = hms_alloc (sizeof *c);
@@ -184,4 +191,5 @@ void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer)
     ev_timer_init (&c->timer, s_on_timer, w->ingress->head_timeout_ms / 1000.0, 0);
     c->timer.data = c;
     ev_timer_start (w->loop, &c->timer);
+    c->item = hms_worker_track (w->worker, s_close_on_stop, c);
 }

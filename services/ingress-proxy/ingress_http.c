@@ -69,6 +69,7 @@ typedef struct {
     bool resp_head_done;
     bool resp_keep_alive;
     hms_h1_body_t resp_body;
+    hms_worker_item_t *item;
 } s_http_t;
 
 static void s_pump (s_http_t *h);
@@ -83,6 +84,7 @@ static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
 
 static void s_free (s_http_t *h)
 {
+    hms_worker_untrack (h->w->worker, h->item);
     if (h->decide)
         hms_decide_cancel (h->decide);
     if (h->dial)
@@ -773,6 +775,11 @@ static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
     s_free (h);
 }
 
+static void s_close_on_stop (void *obj)
+{
+    s_free (obj);
+}
+
 void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const char *user,
                          const char *buf, size_t len)
 {
@@ -793,5 +800,6 @@ void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const ch
     ev_timer_init (&h->timer, s_on_timer, w->ingress->idle_timeout_ms / 1000.0, 0);
     h->timer.data = h;
     h->state = S_REQ_HEAD;
+    h->item = hms_worker_track (w->worker, s_close_on_stop, h);
     s_next_request (h);
 }

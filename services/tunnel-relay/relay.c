@@ -272,6 +272,21 @@ static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
 
 /* ---- workers ----------------------------------------------------------------------------- */
 
+/* Closing steps of a stopping worker (hms_worker_track): no new peers, no new hops. */
+static void s_stop_listening (void *obj)
+{
+    s_worker_t *w = obj;
+    ev_io_stop (w->loop, &w->accept_w);
+    close (w->lfd);
+    w->lfd = -1;
+}
+
+static void s_stop_pool (void *obj)
+{
+    s_worker_t *w = obj;
+    hms_pool_shutdown (w->pool);
+}
+
 static void s_worker_init (hms_worker_t *worker, void *arg)
 {
     relay_t *relay = arg;
@@ -290,15 +305,14 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
     }
     w->pool = hms_pool_new (w->loop, relay->client_tls, relay->connect_timeout_ms);
     hms_worker_set_data (worker, w);
+    hms_worker_track (worker, s_stop_pool, w);
+    if (w->lfd >= 0)
+        hms_worker_track (worker, s_stop_listening, w); /* newest: closed first */
 }
 
 static void s_worker_fini (hms_worker_t *worker, void *arg)
 {
     s_worker_t *w = hms_worker_data (worker);
-    if (w->lfd >= 0) {
-        ev_io_stop (w->loop, &w->accept_w);
-        close (w->lfd);
-    }
     hms_pool_destroy (&w->pool);
     free (w);
 }
