@@ -496,26 +496,42 @@ LAT_ARMS = ["direct", "haproxy", "squid", "hermes", "hermes-h2", "nghttpx", "her
             "hermes-2relays"]
 
 
+def stats(samples_us):
+    v = sorted(samples_us)
+    return {"n": len(v), "p50_us": round(pct(v, 50), 1), "p90_us": round(pct(v, 90), 1),
+            "p99_us": round(pct(v, 99), 1), "p999_us": round(pct(v, 99.9), 1),
+            "min_us": round(v[0], 1) if v else 0.0, "max_us": round(v[-1], 1) if v else 0.0,
+            "mean_us": round(sum(v) / len(v), 1) if v else 0.0}
+
+
+def rounds(env, args, names, tag, run):
+    """Runs every arm args.rounds times, arms interleaved round by round, and merges the
+    samples: a burst of other load on the machine then touches every arm, not one."""
+    acc = {n: [] for n in names}
+    for rd in range(args.rounds):
+        for arm in ordered(env["arms"], names):
+            log(f"{tag}: {arm.name} (round {rd + 1}/{args.rounds})")
+            path = os.path.join(env["tmp"], f"{tag}-{arm.name}-{rd}.samples")
+            run_arm(env, arm, lambda a: run(a, path))
+            with open(path) as f:
+                acc[arm.name] += [float(x) for x in f.read().split()]
+    return {n: stats(acc[n]) for n in names}
+
+
 def part_latency(env, args):
     pin(all_proxy_pids(env) + [env["target"].pid], {0})
-    out = {}
-    for arm in ordered(env["arms"], LAT_ARMS):
-        log(f"latency: {arm.name}")
-        out[arm.name] = run_arm(env, arm, lambda a: pingpong(
-            "latency", a.connect, a.proxy, a.target, cpu=0, count=args.lat_count,
-            warmup=args.lat_warmup, size=1024))
-    return out
+    per = max(1, args.lat_count // args.rounds)
+    return rounds(env, args, LAT_ARMS, "latency", lambda a, path: pingpong(
+        "latency", a.connect, a.proxy, a.target, cpu=0, count=per,
+        warmup=args.lat_warmup, size=1024, samples=path))
 
 
 def part_setup(env, args):
     pin(all_proxy_pids(env) + [env["target"].pid], {0})
-    out = {}
-    for arm in ordered(env["arms"], LAT_ARMS):
-        log(f"setup: {arm.name}")
-        out[arm.name] = run_arm(env, arm, lambda a: pingpong(
-            "setup", a.connect, a.proxy, a.target, cpu=0, count=args.setup_count,
-            warmup=max(10, args.setup_count // 10), size=1024))
-    return out
+    per = max(1, args.setup_count // args.rounds)
+    return rounds(env, args, LAT_ARMS, "setup", lambda a, path: pingpong(
+        "setup", a.connect, a.proxy, a.target, cpu=0, count=per,
+        warmup=max(10, per // 10), size=1024, samples=path))
 
 
 CONC_ARMS = ["direct", "haproxy", "squid", "hermes", "hermes-relay"]
@@ -957,21 +973,30 @@ def part_wan(env, args):
         for name, connect, proxy, pipe in (("direct", target, "none", False),
                                            ("hermes", "127.0.0.1:3128", "h1", False),
                                            ("hermes-pipelined", "127.0.0.1:3128", "h1", True)):
-            def wave(path, connect=connect, proxy=proxy, pipe=pipe):
+            def wave(path, connect=connect, proxy=proxy, pipe=pipe, conc=args.concurrency):
                 c0 = cpu_seconds([ing, rel]) if proxy != "none" else 0.0
-                r = pingpong("rpc", connect, proxy, target, ns=cns, count=args.concurrency,
-                             concurrency=args.concurrency, rpc=args.rpc, pipeline=pipe,
+                r = pingpong("rpc", connect, proxy, target, ns=cns, count=conc,
+                             concurrency=conc, rpc=args.rpc, pipeline=pipe,
                              flow_timeout_s=60, timeout=180, samples=path)
                 if proxy != "none":
                     r["proxy_cpu_s"] = cpu_seconds([ing, rel]) - c0
                 hermes.check_alive()
                 return r
+
+            def light(path, wave=wave):
+                return wave(path, conc=args.wan_light)
             log(f"wan: warm-up {name}")
             pingpong("rpc", connect, proxy, target, ns=cns, count=200, concurrency=100,
                      rpc=args.rpc, pipeline=pipe)
-            runs.append((name, None, wave))
+            runs.append((name, None, wave, light))
         log(f"wan: {args.wan_waves} waves of {args.concurrency} over {len(runs)} arms")
-        out.update(waves(runs, args.wan_waves, tmp, "wan"))
+        out.update(waves([r[:3] for r in runs], args.wan_waves, tmp, "wan"))
+        if args.wan_light:
+            # the same exchanges with little load: the round trips each path needs, without
+            # the CPU of a 2-core machine as the bottleneck
+            log(f"wan: {args.wan_waves} light waves of {args.wan_light}")
+            out["light"] = waves([(r[0], None, r[3]) for r in runs], args.wan_waves, tmp,
+                                 "wanlight")
     finally:
         if hermes:
             hermes.stop()
@@ -1127,8 +1152,9 @@ def report(R, args):
             k = r["kib_per_tunnel"]
             rows.append([a, r["tunnels"], r["failed"], fmt(k.get("ingress")), fmt(k.get("relay")),
                          fmt(k["total"])])
-        table(f"{args.idle_tunnels} idle tunnels (one {args.idle_size}-byte echo each), RSS KiB "
-              "per tunnel", ["arm", "open", "failed", "ingress", "relay", "total"], rows)
+        what = f"one {args.idle_size}-byte echo each" if args.idle_size else "no data"
+        table(f"{args.idle_tunnels} idle tunnels ({what}; squid, haproxy: as many as 2 "
+              "descriptors each allow), RSS KiB per tunnel", ["arm", "open", "failed", "ingress", "relay", "total"], rows)
     if "wan" in R:
         w = R["wan"]
         d = w.get("direct")
@@ -1141,6 +1167,16 @@ def report(R, args):
                          fmt(r["wave_s_mean"], 2), r["failed"],
                          fmt(r["p50_us"] / d["p50_us"], 2) if d else "-",
                          fmt(r["p99_us"] / d["p99_us"], 2) if d else "-"])
+        lt = w.get("light", {})
+        ld = lt.get("direct")
+        for a in ("direct", "hermes", "hermes-pipelined"):
+            if a not in lt:
+                continue
+            r = lt[a]
+            rows.append([f"{a} ({args.wan_light} at once)", fmt(r["p50_us"] / 1000, 1),
+                         fmt(r["p99_us"] / 1000, 1), fmt(r["wave_s_mean"], 2), r["failed"],
+                         fmt(r["p50_us"] / ld["p50_us"], 2) if ld else "-",
+                         fmt(r["p99_us"] / ld["p99_us"], 2) if ld else "-"])
         table(f"WAN: {args.concurrency} HTTPS-like exchanges started at once, {args.wan_waves} "
               f"waves, RTT {w.get('measured_rtt_ms')} ms measured ({args.wan_rtt_ms} ms set)",
               ["arm", "p50 ms", "p99 ms", "wave s", "failed", "p50 vs direct", "p99 vs direct"],
@@ -1161,9 +1197,11 @@ def parse_args(argv):
                                              "haproxy and nghttpx")
     ap.add_argument("--only", default=",".join(PARTS),
                     help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
-    ap.add_argument("--lat-count", type=int, default=20000, help="round trips per arm")
-    ap.add_argument("--lat-warmup", type=int, default=2000)
-    ap.add_argument("--setup-count", type=int, default=2000, help="connections per arm")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="latency and setup: rounds over all arms, interleaved")
+    ap.add_argument("--lat-count", type=int, default=30000, help="round trips per arm")
+    ap.add_argument("--lat-warmup", type=int, default=1000, help="per arm and round")
+    ap.add_argument("--setup-count", type=int, default=3000, help="connections per arm")
     ap.add_argument("--concurrency", type=int, default=1000,
                     help="exchanges started at once in one wave (concurrent, wan)")
     ap.add_argument("--conc-waves", type=int, default=3, help="waves per arm on loopback")
@@ -1175,6 +1213,8 @@ def parse_args(argv):
                     help="bytes echoed once on each idle tunnel before it idles (0: none)")
     ap.add_argument("--wan-rtt-ms", type=float, default=20.0)
     ap.add_argument("--wan-waves", type=int, default=3, help="waves per arm across the WAN")
+    ap.add_argument("--wan-light", type=int, default=100,
+                    help="also waves of this many at once across the WAN (0: none)")
     ap.add_argument("--out", default=os.path.join(BUILD_DIR, "bench", "datapath.json"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = ap.parse_args(argv)
@@ -1182,6 +1222,12 @@ def parse_args(argv):
     bad = [p for p in args.parts if p not in PARTS]
     if bad:
         ap.error(f"unknown part(s) {bad}: choose from {PARTS}")
+    for name in ("rounds", "lat_count", "setup_count", "concurrency", "conc_waves", "bulk_mib",
+                 "idle_tunnels", "wan_waves"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.concurrency > 10000 or args.idle_size > 65536 or args.wan_rtt_ms < 0:
+        ap.error("--concurrency at most 10000, --idle-size at most 65536, --wan-rtt-ms >= 0")
     if not re.fullmatch(r"\d+,\d+,\d+,\d+", args.rpc):
         ap.error("--rpc takes A,B,C,D (bytes)")
     return args

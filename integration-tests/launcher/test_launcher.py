@@ -3,7 +3,9 @@ and on free ports, so a suite the user runs is not touched)."""
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -17,7 +19,8 @@ SCRIPT = os.path.join(SOURCE_DIR, "scripts", "hermes")
 def env(tmp_path):
     e = dict(os.environ, HERMES_VAR_DIR=str(tmp_path / "var"),
              HERMES_BUILD_DIR=os.path.dirname(BIN_DIR),
-             HERMES_API_PORT=str(free_port()), HERMES_PUSH_PORT=str(free_port()))
+             **{f"HERMES_{n}_PORT": str(free_port())
+                for n in ("API", "PUSH", "RELAY", "POLICY", "HTTP", "H2", "TRANSPARENT")})
     yield e
     subprocess.run([SCRIPT, "down"], env=e, capture_output=True, timeout=60)
 
@@ -51,6 +54,29 @@ def test_up_converges_restarts_what_died_and_down_stops_all(env):
     assert {s["applied_version"] for s in st["services"]} == {st["config_version"]}
     assert os.path.exists(os.path.join(env["HERMES_VAR_DIR"], "hermes.db"))
     assert json.loads(run(env, "ctl", "node", "list", "--json").stdout)[0]["name"] == "local"
+    # the launched suite carries traffic once a policy allows it
+    origin_port = free_port()
+    origin = subprocess.Popen([sys.executable, "-m", "http.server", str(origin_port), "--bind",
+                               "127.0.0.1", "--directory", SOURCE_DIR],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", origin_port)) == 0, 10,
+                 what="origin")
+        proxy = f"http://127.0.0.1:{env['HERMES_HTTP_PORT']}"
+        url = f"http://127.0.0.1:{origin_port}/README.md"
+        denied = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-x",
+                                 proxy, url], capture_output=True, text=True, timeout=30)
+        assert denied.stdout == "403"  # no open proxy
+        policy = json.dumps({"id": "local", "action": "allow", "match": {"dst": ["127.0.0.0/8"]}})
+        r = subprocess.run([SCRIPT, "ctl", "policy", "add", "-"], env=env, input=policy,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: subprocess.run(["curl", "-s", "-x", proxy, url], capture_output=True,
+                                        timeout=30).stdout.startswith(b"# Hermes"), 5,
+                 what="the proxy to let the request through")
+    finally:
+        origin.terminate()
+        origin.wait(5)
     # a second up leaves everything alone
     pids = {n: pid_of(env, n) for n in ["controller"] + KINDS}
     r = run(env, "up")

@@ -65,3 +65,32 @@ hermes_install() {
   # shellcheck disable=SC2086
   [ -z "$bp_missing" ] || $sudo apt-get install -y -qq --no-install-recommends -t bookworm-backports $bp_missing >/dev/null
 }
+
+# Packages only the data-path benchmark needs (scripts/hermes bench): the baseline proxies
+# (squid, haproxy, nghttpx), libnetfilter_queue for the NFQUEUE delay line, and load tools.
+HERMES_BENCH_PKGS=(
+  squid haproxy nghttp2-proxy nghttp2-client
+  libnetfilter-queue-dev libmnl-dev iptables iproute2
+  iperf3 socat openssl procps util-linux
+)
+
+hermes_install_bench() {
+  local missing sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  missing=$(hermes_missing "${HERMES_BENCH_PKGS[@]}")
+  [ -z "$missing" ] && return 0
+  echo "hermes: installing for the benchmarks $(echo $missing)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # shellcheck disable=SC2086
+  $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # the Debian packages start their own daemons: the benchmark runs private instances only
+  local svc
+  for svc in squid haproxy nghttpx; do
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$svc" ]; then
+      $sudo "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+    fi
+  done
+}

@@ -31,6 +31,15 @@ suite_start() {
     args=(--keys-dir "$VAR_DIR/keys" --instance "$name-1"
           --controller "tcp://127.0.0.1:$SUITE_API_PORT" --controller-push "tcp://127.0.0.1:$SUITE_PUSH_PORT")
   fi
+  # everything on loopback: the local suite serves this host only
+  case "$name" in
+    relay) args+=(--listen "127.0.0.1:${HERMES_RELAY_PORT:-4433}") ;;
+    policy) args+=(--listen "tcp://127.0.0.1:${HERMES_POLICY_PORT:-7200}") ;;
+    ingress) args+=(--policy "tcp://127.0.0.1:${HERMES_POLICY_PORT:-7200}"
+                    --http-listen "127.0.0.1:${HERMES_HTTP_PORT:-3128}"
+                    --h2-listen "127.0.0.1:${HERMES_H2_PORT:-3129}"
+                    --transparent-listen "127.0.0.1:${HERMES_TRANSPARENT_PORT:-3130}") ;;
+  esac
   setsid "$bin" "${args[@]}" >>"$VAR_DIR/log/$name.log" 2>&1 </dev/null &
   echo $! >"$VAR_DIR/run/$name.pid"
 }
@@ -91,6 +100,9 @@ suite_up() {
   suite_ctl status
   cat <<TXT
 
+proxy:    http://127.0.0.1:${HERMES_HTTP_PORT:-3128} (HTTP/1.1), https://127.0.0.1:${HERMES_H2_PORT:-3129} (HTTP/2, CA $VAR_DIR/keys/tls/ca.crt)
+          every flow is denied until a policy allows it (no open proxy), e.g.
+          echo '{"id":"local","action":"allow","match":{"dst":["127.0.0.0/8"]}}' | scripts/hermes ctl policy add -
 database: $VAR_DIR/hermes.db   keys: $VAR_DIR/keys   logs: scripts/hermes logs [DAEMON]
 admin:    HERMES_KEYS_DIR=$VAR_DIR/keys $BUILD_DIR/bin/hermesctl --help  (or scripts/hermes ctl ...)
 stop:     scripts/hermes down
