@@ -571,6 +571,16 @@ const char *hms_h2_stream_header (const hms_h2_stream_t *s, const char *name)
     return NULL;
 }
 
+int hms_h2_stream_header_at (const hms_h2_stream_t *s, size_t i, const char **name,
+                             const char **value)
+{
+    if (i >= s->nheaders)
+        return -1;
+    *name = s->headers[i].name;
+    *value = s->headers[i].value;
+    return 0;
+}
+
 int hms_h2_stream_status (const hms_h2_stream_t *s)
 {
     return s->status;

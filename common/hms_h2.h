@@ -85,6 +85,10 @@ void hms_h2_stream_set_cbs (hms_h2_stream_t *stream, const hms_h2_stream_cbs_t *
 /* Request headers (server side) or response headers (client side), by lower-case name;
  * pseudo headers by their names (":method", ":authority", ":protocol", ":path"). */
 const char *hms_h2_stream_header (const hms_h2_stream_t *stream, const char *name);
+/* The i-th header as received (pseudo headers included), for copying them all. 0, or -1
+ * past the last. */
+int hms_h2_stream_header_at (const hms_h2_stream_t *stream, size_t i, const char **name,
+                             const char **value);
 /* The response status (client side), 0 before the headers. */
 int hms_h2_stream_status (const hms_h2_stream_t *stream);
 int32_t hms_h2_stream_id (const hms_h2_stream_t *stream);

@@ -35,6 +35,7 @@ struct hms_tunnel {
     int idle_ms;
     hms_tunnel_done_fn *done;
     void *arg;
+    hms_tunnel_headers_fn *headers;
     hms_worker_t *worker; /* when made on a worker thread: aborted when it stops */
     hms_worker_item_t *item;
 };
@@ -304,8 +305,23 @@ static void s_on_close (hms_h2_stream_t *s, uint32_t code, void *arg)
     s_check_done (e->tunnel);
 }
 
-static const hms_h2_stream_cbs_t s_stream_cbs = {
-    .on_data = s_on_data, .on_end = s_on_end, .on_sent = s_on_sent, .on_close = s_on_close};
+static void s_on_headers (hms_h2_stream_t *s, void *arg)
+{
+    s_end_t *e = arg;
+    if (e->tunnel->headers)
+        e->tunnel->headers (e->tunnel, s, e->tunnel->arg);
+}
+
+static const hms_h2_stream_cbs_t s_stream_cbs = {.on_headers = s_on_headers,
+                                                 .on_data = s_on_data,
+                                                 .on_end = s_on_end,
+                                                 .on_sent = s_on_sent,
+                                                 .on_close = s_on_close};
+
+void hms_tunnel_on_headers (hms_tunnel_t *self, hms_tunnel_headers_fn *fn)
+{
+    self->headers = fn;
+}
 
 /* ---- setup --------------------------------------------------------------------------- */
 

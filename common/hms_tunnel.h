@@ -36,6 +36,12 @@ hms_tunnel_t *hms_tunnel_new (struct ev_loop *loop, int idle_ms, hms_tunnel_done
                               void *arg);
 /* Attaches a connected non-blocking socket (the tunnel closes it). */
 void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd);
+/* For tunnels that carry one HTTP exchange (a request forwarded between relays): the
+ * response headers that arrive on side B's stream are handed to fn (which answers side A);
+ * they come before any of B's data. */
+typedef void (hms_tunnel_headers_fn) (hms_tunnel_t *tunnel, hms_h2_stream_t *from, void *arg);
+void hms_tunnel_on_headers (hms_tunnel_t *self, hms_tunnel_headers_fn *fn);
+
 /* Attaches a stream (the tunnel takes its callbacks, and ends or resets it). */
 void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h2_stream_t *stream);
 /* Queues bytes to deliver to side before anything else from the other side (a proxy's

@@ -424,6 +424,12 @@ class Hermes:
 
     def stop(self):
         try:
+            for n, d in self.s.daemons.items():
+                if d.alive():
+                    rc = d.stop()
+                    if rc != 0:
+                        EXIT_PROBLEMS.append(f"{n} exited with {rc} on SIGTERM")
+                        log(f"{n} exited with {rc} on SIGTERM:\n{tail(d.log_path, 5)}")
             self.s.stop_all()
         finally:
             if not KEEP:
@@ -431,6 +437,7 @@ class Hermes:
 
 
 KEEP = False
+EXIT_PROBLEMS = []  # Hermes daemons that did not exit 0 on SIGTERM
 
 
 # ---- arms -------------------------------------------------------------------------------------
@@ -940,9 +947,11 @@ class NsHermes:
                                             for n in dead))
 
     def stop(self):
-        for d in reversed(list(self.daemons.values())):
+        for n, d in reversed(list(self.daemons.items())):
             if d.proc and d.proc.poll() is None:
-                d.stop()
+                rc = d.stop()
+                if rc != 0:
+                    EXIT_PROBLEMS.append(f"{n} (WAN) exited with {rc} on SIGTERM")
             elif d.proc and not d.log.closed:
                 d.log.close()
 
@@ -1187,6 +1196,8 @@ def report(R, args):
         print(f"  {'met   ' if t['met'] else 'MISSED'}  {t['target']}: {t['figure']}")
     for p in R.get("failed_parts", []):
         print(f"  NOT RUN {p['part']}: {p['error'].splitlines()[0]}")
+    for p in EXIT_PROBLEMS:
+        print(f"  NOTE    {p}")
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -1321,6 +1332,7 @@ def main(argv):
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             log(f"logs kept in {tmp}")
+    R["daemon_exit_problems"] = EXIT_PROBLEMS
     R["total_s"] = round(time.monotonic() - t_start, 1)
     if rc == 0:
         report(R, args)

@@ -296,6 +296,13 @@ def test_plain_http_absolute_form(overlay, targets, tmp_path, mode):
             assert data.startswith(b"HTTP/1.1 200 "), data[:80]
     r = curl("-x", s.http, "-o", "/dev/null", "-w", "%{http_code}", f"{base}/missing")
     assert r.stdout == b"404"
+    # through the overlay the requests travel as requests: the exit relay asked the origin
+    exit_relay = {"direct": None, "one-relay": "relay-core", "two-relays": "relay-far"}[mode]
+    for name in ("relay-core", "relay-far"):
+        log = s.daemons[name].log_text()
+        asked = f"http request done target=127.0.0.1:{targets['http']} status=200" in log
+        assert asked == (name == exit_relay), (name, mode)
+        assert f"tunnel done target=127.0.0.1:{targets['http']}" not in log or name != exit_relay
 
 
 def test_proxy_users_and_per_user_address_space(overlay, tmp_path):

@@ -4,9 +4,10 @@
  * headers, and sent to the origin with its body as it came (Content-Length or chunked);
  * the response goes back the same way, and the connection serves the next request.
  *
- * The origin is reached directly, or through the overlay: then the request travels in a
- * CONNECT tunnel to the origin that the last relay opens (relays do not yet forward HTTP
- * requests as requests; that comes with hop-by-hop retries). */
+ * The origin is reached directly, or through the overlay: then the request travels as an
+ * HTTP/2 request (its body decoded from HTTP/1.1 framing) on a pooled connection to the first
+ * relay; relays forward it as a request, and the last one asks the origin. The HTTP/2 answer
+ * becomes an HTTP/1.1 response again (chunked when it has no length). */
 #include "hms_alloc.h"
 #include "hms_buf.h"
 #include "hms_dial.h"
@@ -59,7 +60,10 @@ typedef struct {
     int up_fd;
     ev_io up_io;
     hms_h2_stream_t *up_stream;
-    bool up_ready; /* the CONNECT stream was answered 200 */
+    bool up_ready;     /* bytes may go to the upstream */
+    bool up_end_sent;  /* the request stream was ended */
+    bool up_h2;        /* this request goes as an HTTP/2 request (through the overlay) */
+    bool resp_chunked; /* the client's response is chunk-encoded by us (HTTP/2 answers) */
     size_t up_unconsumed;
     hms_buf_t *to_up;
     bool up_eof;
@@ -113,12 +117,14 @@ static void s_upstream_close (s_http_t *h)
         hms_h2_stream_set_cbs (h->up_stream, &s_orphan_cbs, NULL);
         if (h->up_unconsumed)
             hms_h2_stream_consume (h->up_stream, h->up_unconsumed);
-        hms_h2_stream_reset (h->up_stream, NGHTTP2_CANCEL);
+        if (!(h->up_eof && h->up_end_sent)) /* a finished exchange just closes */
+            hms_h2_stream_reset (h->up_stream, NGHTTP2_CANCEL);
     }
     h->up = S_UP_NONE;
     h->up_stream = NULL;
     h->up_fd = -1;
     h->up_ready = false;
+    h->up_end_sent = false;
     h->up_eof = false;
     h->up_unconsumed = 0;
     h->up_key[0] = 0;
@@ -356,18 +362,72 @@ static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
     s_pump (h);
 }
 
+/* ---- the upstream as an HTTP/2 request through the overlay ---------------------------- */
+
+static void s_up_headers (hms_h2_stream_t *s, void *arg)
+{
+    s_http_t *h = arg;
+    int status = hms_h2_stream_status (s);
+    const char *err = hms_h2_stream_header (s, "hermes-error");
+    if (err && status >= 400) {
+        char text[512];
+        snprintf (text, sizeof text, "overlay answered %d: %s", status, err);
+        s_reply_error (h, status < 600 ? status : 502, text);
+        return;
+    }
+    /* the answer as HTTP/1.1: its headers, and our own framing when it has no length */
+    char *out = NULL;
+    size_t olen = 0;
+    char *line = hms_sprintf ("HTTP/1.1 %d %s\r\n", status, hms_h1_reason (status));
+    s_append (&out, &olen, line);
+    free (line);
+    bool has_length = false;
+    const char *name, *value;
+    for (size_t i = 0; hms_h2_stream_header_at (s, i, &name, &value) == 0; i++) {
+        if (name[0] == ':' || strncmp (name, "hermes-", 7) == 0)
+            continue;
+        has_length |= strcmp (name, "content-length") == 0;
+        line = hms_sprintf ("%s: %s\r\n", name, value);
+        s_append (&out, &olen, line);
+        free (line);
+    }
+    bool bodiless = h->head_request || status == 204 || status == 304;
+    h->resp_chunked = !has_length && !bodiless;
+    if (h->resp_chunked)
+        s_append (&out, &olen, "Transfer-Encoding: chunked\r\n");
+    s_append (&out, &olen, h->client_keep_alive ? "\r\n" : "Connection: close\r\n\r\n");
+    if (!h->client_keep_alive)
+        h->close_after = true;
+    hms_buf_append (h->to_client, out, olen);
+    free (out);
+    h->resp_head_done = true;
+    h->state = S_RESP;
+    s_pump (h);
+}
+
 static void s_up_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
 {
     s_http_t *h = arg;
     h->up_unconsumed += len; /* given back as the client takes the bytes */
-    s_on_up_bytes (h, (const char *) data, len);
+    if (h->resp_chunked && len) {
+        char size[24];
+        int n = snprintf (size, sizeof size, "%zx\r\n", len);
+        hms_buf_append (h->to_client, size, (size_t) n);
+        hms_buf_append (h->to_client, data, len);
+        hms_buf_append (h->to_client, "\r\n", 2);
+    } else if (!h->head_request)
+        hms_buf_append (h->to_client, data, len);
+    s_pump (h);
 }
 
 static void s_up_end (hms_h2_stream_t *s, void *arg)
 {
     s_http_t *h = arg;
+    if (h->resp_chunked)
+        hms_buf_append (h->to_client, "0\r\n\r\n", 5);
     h->up_eof = true;
-    s_on_up_bytes (h, NULL, 0);
+    h->state = S_DONE; /* the stream closes by itself once both sides ended */
+    s_pump (h);
 }
 
 static void s_up_sent (hms_h2_stream_t *s, size_t n, void *arg)
@@ -378,31 +438,20 @@ static void s_up_sent (hms_h2_stream_t *s, size_t n, void *arg)
 static void s_up_close (hms_h2_stream_t *s, uint32_t code, void *arg)
 {
     s_http_t *h = arg;
+    bool complete = h->up_eof;
     h->up_stream = NULL;
     h->up_unconsumed = 0;
-    if (!h->up_eof) {
-        h->up_eof = true;
-        if (!h->up_ready) {
-            s_reply_error (h, 502, "first relay reset the tunnel before answering");
-            return;
-        }
-        s_on_up_bytes (h, NULL, 0);
-    }
-}
-
-static void s_up_headers (hms_h2_stream_t *s, void *arg)
-{
-    s_http_t *h = arg;
-    if (hms_h2_stream_status (s) != 200) {
-        const char *why = hms_h2_stream_header (s, "hermes-error");
-        char text[512];
-        int status = hms_h2_stream_status (s);
-        snprintf (text, sizeof text, "overlay answered %d: %s", status, why ? why : "-");
-        s_reply_error (h, status >= 400 && status < 600 ? status : 502, text);
+    h->up = S_UP_NONE;
+    h->up_key[0] = 0;
+    if (complete)
+        return;
+    if (!h->resp_head_done) {
+        s_reply_error (h, 502, "the overlay reset the request before answering");
         return;
     }
-    h->up_ready = true;
-    s_pump (h);
+    /* cut in the middle of the answer: the client must not take it as whole */
+    hms_info ("http response cut client=%s target=%s:%u", h->peer, h->host, h->port);
+    s_free (h);
 }
 
 static const hms_h2_stream_cbs_t s_up_cbs = {.on_headers = s_up_headers,
@@ -410,6 +459,13 @@ static const hms_h2_stream_cbs_t s_up_cbs = {.on_headers = s_up_headers,
                                              .on_end = s_up_end,
                                              .on_sent = s_up_sent,
                                              .on_close = s_up_close};
+
+/* Decoded request body bytes, for the HTTP/2 request. */
+static int s_body_to_up (void *arg, const char *data, size_t len)
+{
+    hms_buf_append (((s_http_t *) arg)->to_up, data, len);
+    return 0;
+}
 
 static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
 {
@@ -436,21 +492,49 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
         s_reply_error (h, 502, why);
         return;
     }
-    char authority[300];
+    /* the origin-form head made for the origin, as HTTP/2 headers */
+    hms_h1_head_t head;
+    int status;
+    char err[256];
+    if (hms_h1_parse_request (h->req_head, strlen (h->req_head), &head, &status, err, sizeof err) <=
+        0) {
+        s_reply_error (h, 500, err);
+        return;
+    }
+    char authority[300], method[33], path[HMS_H1_MAX_LINE + 1];
     snprintf (authority, sizeof authority, strchr (h->host, ':') ? "[%s]:%u" : "%s:%u", h->host,
               h->port);
+    snprintf (method, sizeof method, "%.*s", (int) head.method_len, head.method);
+    snprintf (path, sizeof path, "%.*s", (int) head.target_len, head.target);
     const char *dest = strchr (h->up_key, '@') + 1;
-    nghttp2_nv nva[5];
+    nghttp2_nv nva[HMS_H1_MAX_HEADERS + 8];
+    char names[HMS_H1_MAX_HEADERS][64];
     size_t n = 0;
-#define S_NV(name, value)                                                                          \
-    nva[n++] = (nghttp2_nv){(uint8_t *) (name), (uint8_t *) (value), strlen (name),                \
-                            strlen (value), NGHTTP2_NV_FLAG_NONE}
-    S_NV (":method", "CONNECT");
-    S_NV (":authority", authority);
-    S_NV ("hermes-dest", dest);
-    S_NV ("hermes-hops", "1");
+#define S_NV(name, value, nlen, vlen)                                                              \
+    nva[n++] = (nghttp2_nv){(uint8_t *) (name), (uint8_t *) (value), (nlen), (vlen),               \
+                            NGHTTP2_NV_FLAG_NONE}
+    S_NV (":method", method, 7, strlen (method));
+    S_NV (":scheme", "http", 7, 4);
+    S_NV (":authority", authority, 10, strlen (authority));
+    S_NV (":path", path, 5, strlen (path));
+    S_NV ("hermes-dest", dest, 11, strlen (dest));
+    S_NV ("hermes-hops", "1", 11, 1);
     if (h->user[0])
-        S_NV ("hermes-user", h->user);
+        S_NV ("hermes-user", h->user, 11, strlen (h->user));
+    for (size_t i = 0; i < head.nheaders; i++) {
+        const hms_h1_header_t *hd = &head.headers[i];
+        if (hd->name_len >= sizeof names[0])
+            continue;
+        for (size_t c = 0; c < hd->name_len; c++)
+            names[i][c] =
+                (char) (hd->name[c] >= 'A' && hd->name[c] <= 'Z' ? hd->name[c] + 32 : hd->name[c]);
+        names[i][hd->name_len] = 0;
+        /* connection-specific headers do not exist in HTTP/2; Host is :authority */
+        if (!strcmp (names[i], "host") || !strcmp (names[i], "connection") ||
+            !strcmp (names[i], "transfer-encoding") || !strcmp (names[i], "keep-alive"))
+            continue;
+        S_NV (names[i], hd->value, hd->name_len, hd->value_len);
+    }
 #undef S_NV
     h->up_stream = hms_h2_request (conn, nva, n, true, &s_up_cbs, h);
     if (!h->up_stream) {
@@ -459,6 +543,8 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     }
     atomic_fetch_add (&h->w->ingress->counters.overlay, 1);
     h->up = S_UP_STREAM;
+    h->up_ready = true;
+    s_pump (h);
 }
 
 static void s_on_decision (const hms_decision_t *d, void *arg)
@@ -490,8 +576,10 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     char key[320];
     snprintf (key, sizeof key, "%s:%u@%s", h->host, h->port, overlay ? d->route : "");
     h->state = S_REQ_BODY;
-    hms_buf_append (h->to_up, h->req_head, strlen (h->req_head));
-    if (h->up != S_UP_NONE && strcmp (key, h->up_key) == 0 && !h->up_eof) {
+    h->up_h2 = overlay;
+    if (!overlay)
+        hms_buf_append (h->to_up, h->req_head, strlen (h->req_head));
+    if (!overlay && h->up == S_UP_FD && strcmp (key, h->up_key) == 0 && !h->up_eof) {
         s_pump (h); /* the open upstream to this origin serves the next request too */
         return;
     }
@@ -677,13 +765,14 @@ static void s_pump (s_http_t *h)
     /* request body bytes from the client buffer */
     if (h->state == S_REQ_BODY && !h->req_done) {
         size_t consumed = 0;
-        int rc = hms_h1_body_feed (&h->req_body, h->in, h->in_len, &consumed, NULL, NULL, why,
-                                   sizeof why);
+        int rc = hms_h1_body_feed (&h->req_body, h->in, h->in_len, &consumed,
+                                   h->up_h2 ? s_body_to_up : NULL, h, why, sizeof why);
         if (rc < 0) {
             s_reply_error (h, 400, why);
             return;
         }
-        hms_buf_append (h->to_up, h->in, consumed);
+        if (!h->up_h2)
+            hms_buf_append (h->to_up, h->in, consumed); /* as framed: the origin reads it */
         memmove (h->in, h->in + consumed, h->in_len - consumed);
         h->in_len -= consumed;
         if (rc == 1)
@@ -702,6 +791,11 @@ static void s_pump (s_http_t *h)
             hms_h2_stream_write (h->up_stream, p, len);
             hms_buf_drain (h->to_up, len);
         }
+    }
+    if (h->up == S_UP_STREAM && h->up_stream && h->req_done && !h->up_end_sent &&
+        hms_buf_size (h->to_up) == 0) {
+        h->up_end_sent = true;
+        hms_h2_stream_end (h->up_stream);
     }
     if (h->state == S_REQ_BODY && h->req_done)
         h->state = S_RESP;

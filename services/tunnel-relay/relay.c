@@ -1,5 +1,6 @@
 /* relay: workers, listener, per-stream decision (terminate or forward), flows. */
 #include "relay.h"
+#include "relay_int.h"
 #include "hms_alloc.h"
 #include "hms_current.h"
 #include "hms_dial.h"
@@ -20,8 +21,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RELAY_MAX_WORKERS 64
-
 const hms_cfg_key_t relay_keys[] = {
     {"listen", HMS_CFG_STRING, "0.0.0.0:4433", "tunnel endpoint (HTTP/2 over TLS)"},
     {"node", HMS_CFG_STRING, "local", "the topology node this relay serves"},
@@ -32,33 +31,9 @@ const hms_cfg_key_t relay_keys[] = {
     {NULL, 0, NULL, NULL},
 };
 
-typedef struct {
-    relay_t *relay;
-    hms_worker_t *worker;
-    struct ev_loop *loop;
-    int lfd;
-    ev_io accept_w;
-    hms_pool_t *pool;
-    size_t conns;
-} s_worker_t;
-
-struct relay {
-    char node[64];
-    hms_addr_t listen;
-    uint16_t port;
-    int workers_n;
-    int connect_timeout_ms;
-    int idle_timeout_ms;
-    hms_tls_ctx_t *server_tls;
-    hms_tls_ctx_t *client_tls;
-    hms_current_t *config;
-    hms_worker_t *workers[RELAY_MAX_WORKERS];
-    atomic_uint_fast64_t terminated, forwarded, refused;
-};
-
 /* One CONNECT stream through this relay. */
 typedef struct {
-    s_worker_t *w;
+    relay_worker_t *w;
     hms_h2_stream_t *in;
     hms_tunnel_t *tunnel;
     hms_dial_t *dial;
@@ -69,6 +44,7 @@ typedef struct {
     uint16_t port;
     char dest[64];
     int hops;
+    bool http; /* a plain HTTP request forwarded as a request, not a CONNECT tunnel */
 } s_flow_t;
 
 /* ---- flows ----------------------------------------------------------------------------- */
@@ -161,50 +137,109 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     }
     char hops[16];
     snprintf (hops, sizeof hops, "%d", f->hops + 1);
-    nghttp2_nv nva[12];
+    nghttp2_nv nva[64];
     size_t n = 0;
 #define S_NV(name, value)                                                                          \
-    nva[n++] = (nghttp2_nv){(uint8_t *) (name), (uint8_t *) (value), strlen (name),                \
-                            strlen (value), NGHTTP2_NV_FLAG_NONE}
-    S_NV (":method", "CONNECT");
-    S_NV (":authority", f->target);
-    S_NV (RELAY_HDR_DEST, f->dest);
-    S_NV (RELAY_HDR_HOPS, hops);
-    /* identity and routing metadata travel on */
-    static const char *const pass[] = {"hermes-user", "hermes-service", "hermes-namespace",
-                                       "hermes-route-id", NULL};
-    for (int i = 0; pass[i]; i++) {
-        const char *v = hms_h2_stream_header (f->in, pass[i]);
-        if (v)
-            S_NV (pass[i], v);
+    nva[n++] = (nghttp2_nv)                                                                        \
+    {                                                                                              \
+        (uint8_t *) (name), (uint8_t *) (value), strlen (name), strlen (value),                    \
+            NGHTTP2_NV_FLAG_NONE                                                                   \
+    }
+    if (f->http) {
+        /* the request as it came, one hop further */
+        const char *name, *value;
+        for (size_t i = 0; n < 62 && hms_h2_stream_header_at (f->in, i, &name, &value) == 0; i++)
+            if (strcmp (name, RELAY_HDR_HOPS) != 0)
+                S_NV (name, value);
+        S_NV (RELAY_HDR_HOPS, hops);
+    } else {
+        S_NV (":method", "CONNECT");
+        S_NV (":authority", f->target);
+        S_NV (RELAY_HDR_DEST, f->dest);
+        S_NV (RELAY_HDR_HOPS, hops);
+        /* identity and routing metadata travel on */
+        static const char *const pass[] = {"hermes-user", "hermes-service", "hermes-namespace",
+                                           "hermes-route-id", NULL};
+        for (int i = 0; pass[i]; i++) {
+            const char *v = hms_h2_stream_header (f->in, pass[i]);
+            if (v)
+                S_NV (pass[i], v);
+        }
     }
 #undef S_NV
+    if (f->http) {
+        hms_h2_stream_t *out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
+        if (!out) {
+            s_refuse (f, 502, "next relay connection is not usable");
+            return;
+        }
+        /* bodies flow both ways at once; the answer's headers come through the tunnel */
+        hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_B, out);
+        return;
+    }
     f->out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
     if (!f->out)
         s_refuse (f, 502, "next relay connection is not usable");
 }
 
+/* A forwarded HTTP request: the next relay's answer goes back as our answer. */
+static void s_on_forwarded_headers (hms_tunnel_t *t, hms_h2_stream_t *from, void *arg)
+{
+    s_flow_t *f = arg;
+    nghttp2_nv nva[64];
+    size_t n = 0;
+    const char *name, *value;
+    for (size_t i = 0; n < 64 && hms_h2_stream_header_at (from, i, &name, &value) == 0; i++)
+        if (name[0] != ':')
+            nva[n++] = (nghttp2_nv){(uint8_t *) name, (uint8_t *) value, strlen (name),
+                                    strlen (value), NGHTTP2_NV_FLAG_NONE};
+    atomic_fetch_add (&f->w->relay->forwarded, 1);
+    hms_h2_respond (f->in, hms_h2_stream_status (from), nva, n, true);
+}
+
 static void s_on_request (hms_h2_stream_t *in, void *arg)
 {
-    s_worker_t *w = arg;
+    relay_worker_t *w = arg;
     relay_t *relay = w->relay;
     const char *method = hms_h2_stream_header (in, ":method");
     const char *authority = hms_h2_stream_header (in, ":authority");
     const char *proto = hms_h2_stream_header (in, ":protocol");
+    const char *scheme = hms_h2_stream_header (in, ":scheme");
+    bool is_connect = method && strcmp (method, "CONNECT") == 0;
     s_flow_t *f = hms_alloc (sizeof *f);
     f->w = w;
     f->in = in;
+    f->http = !is_connect;
     snprintf (f->target, sizeof f->target, "%s", authority ? authority : "-");
+    char why[256];
+    const char *dest = hms_h2_stream_header (in, RELAY_HDR_DEST);
+    snprintf (f->dest, sizeof f->dest, "%s", dest ? dest : "");
+    bool here = !dest || !*dest || strcmp (dest, relay->node) == 0;
+    /* a plain HTTP request that leaves the overlay here goes to the origin itself */
+    if (!is_connect && !proto && here && scheme && strcmp (scheme, "http") == 0 && authority) {
+        char with_port[300];
+        snprintf (with_port, sizeof with_port,
+                  strrchr (authority, ':') && !strchr (strrchr (authority, ':'), ']') ? "%s"
+                                                                                      : "%s:80",
+                  authority);
+        if (hms_h1_parse_authority (with_port, strlen (with_port), f->host, sizeof f->host,
+                                    &f->port, why, sizeof why) == 0) {
+            atomic_fetch_add (&relay->terminated, 1);
+            relay_http_terminate (w, in, f->host, f->port);
+            free (f);
+            return;
+        }
+    }
     f->tunnel = hms_tunnel_new (w->loop, relay->idle_timeout_ms, s_flow_done, f);
     hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_A, in);
-    if (!method || strcmp (method, "CONNECT") != 0 || proto) {
-        s_refuse (f, 501, "this relay carries CONNECT tunnels only");
+    if (proto || (!is_connect && (!scheme || strcmp (scheme, "http") != 0))) {
+        s_refuse (f, 501, "this relay carries CONNECT tunnels and http:// requests");
         return;
     }
-    char why[256];
-    if (!authority || hms_h1_parse_authority (authority, strlen (authority), f->host,
-                                              sizeof f->host, &f->port, why, sizeof why)) {
-        s_refuse (f, 400, authority ? why : "CONNECT without :authority");
+    if (!authority ||
+        (is_connect && hms_h1_parse_authority (authority, strlen (authority), f->host,
+                                               sizeof f->host, &f->port, why, sizeof why))) {
+        s_refuse (f, 400, authority ? why : "request without :authority");
         return;
     }
     const char *hops = hms_h2_stream_header (in, RELAY_HDR_HOPS);
@@ -213,10 +248,8 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
         s_refuse (f, 508, "too many relays on this path (a routing loop?)");
         return;
     }
-    const char *dest = hms_h2_stream_header (in, RELAY_HDR_DEST);
-    snprintf (f->dest, sizeof f->dest, "%s", dest ? dest : "");
-    if (!dest || !*dest || strcmp (dest, relay->node) == 0) {
-        /* the flow leaves the overlay here */
+    if (here) {
+        /* the tunnel leaves the overlay here */
         f->dial =
             hms_dial_start (w->loop, f->host, f->port, relay->connect_timeout_ms, s_on_dialed, f);
         return;
@@ -232,6 +265,8 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
         s_refuse (f, 502, why);
         return;
     }
+    if (f->http)
+        hms_tunnel_on_headers (f->tunnel, s_on_forwarded_headers);
     /* s_on_pool may run (and end the flow) before hms_pool_get returns NULL */
     hms_pool_req_t *req = hms_pool_get (w->pool, host, port, "relay", s_on_pool, f);
     if (req)
@@ -242,7 +277,7 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
 
 static void s_on_conn_closed (hms_h2_conn_t *conn, const char *why, void *arg)
 {
-    s_worker_t *w = arg;
+    relay_worker_t *w = arg;
     w->conns--;
     hms_debug ("relay.conns", "connection closed peer=%s why=\"%s\"",
                hms_h2_conn_peer (conn) ? hms_h2_conn_peer (conn) : "-", why);
@@ -252,7 +287,7 @@ static void s_on_conn_closed (hms_h2_conn_t *conn, const char *why, void *arg)
 
 static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
 {
-    s_worker_t *w = io->data;
+    relay_worker_t *w = io->data;
     for (int i = 0; i < 64; i++) {
         hms_addr_t peer;
         int fd = hms_net_accept (w->lfd, &peer);
@@ -275,7 +310,7 @@ static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
 /* Closing steps of a stopping worker (hms_worker_track): no new peers, no new hops. */
 static void s_stop_listening (void *obj)
 {
-    s_worker_t *w = obj;
+    relay_worker_t *w = obj;
     ev_io_stop (w->loop, &w->accept_w);
     close (w->lfd);
     w->lfd = -1;
@@ -283,14 +318,14 @@ static void s_stop_listening (void *obj)
 
 static void s_stop_pool (void *obj)
 {
-    s_worker_t *w = obj;
+    relay_worker_t *w = obj;
     hms_pool_shutdown (w->pool);
 }
 
 static void s_worker_init (hms_worker_t *worker, void *arg)
 {
     relay_t *relay = arg;
-    s_worker_t *w = hms_alloc (sizeof *w);
+    relay_worker_t *w = hms_alloc (sizeof *w);
     w->relay = relay;
     w->worker = worker;
     w->loop = hms_worker_loop (worker);
@@ -312,7 +347,7 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
 
 static void s_worker_fini (hms_worker_t *worker, void *arg)
 {
-    s_worker_t *w = hms_worker_data (worker);
+    relay_worker_t *w = hms_worker_data (worker);
     hms_pool_destroy (&w->pool);
     free (w);
 }
@@ -320,7 +355,7 @@ static void s_worker_fini (hms_worker_t *worker, void *arg)
 /* Runs on each worker after a new config: keep connections to the next hops warm. */
 static void s_worker_config (hms_worker_t *worker, void *arg)
 {
-    s_worker_t *w = hms_worker_data (worker);
+    relay_worker_t *w = hms_worker_data (worker);
     relay_t *relay = w->relay;
     json_t *config = hms_current_get (relay->config, NULL);
     size_t i;

@@ -1,0 +1,347 @@
+/* relay_http: plain HTTP requests (not CONNECT) at a relay. Forwarded as requests to the
+ * next relay of the route, or, at the exit node, sent to the origin over HTTP/1.1: the
+ * request's body as it arrives (chunked when it has no length), the origin's answer turned
+ * back into an HTTP/2 response. One origin connection per request for now. */
+#include "hms_alloc.h"
+#include "hms_buf.h"
+#include "hms_dial.h"
+#include "hms_h1.h"
+#include "hms_log.h"
+#include "hms_tunnel.h"
+#include "relay_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define S_QUEUE_MAX (256 * 1024)
+
+typedef struct {
+    relay_worker_t *w;
+    hms_h2_stream_t *in;
+    hms_worker_item_t *item;
+    hms_dial_t *dial;
+    int fd;
+    ev_io io;
+    hms_buf_t *to_origin;
+    bool chunked_req;
+    bool in_end;
+    bool in_closed;
+    size_t in_unconsumed;
+    char *resp;
+    size_t resp_len, resp_cap;
+    bool head_done;
+    int status;
+    bool head_request;
+    hms_h1_body_t body;
+    char target[300];
+} s_req_t;
+
+static void s_free (s_req_t *r)
+{
+    hms_worker_untrack (r->w->worker, r->item);
+    if (r->dial)
+        hms_dial_cancel (r->dial);
+    if (r->fd >= 0) {
+        ev_io_stop (r->w->loop, &r->io);
+        close (r->fd);
+    }
+    hms_buf_destroy (&r->to_origin);
+    free (r->resp);
+    free (r);
+}
+
+static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
+{
+    hms_h2_stream_consume (s, len);
+}
+
+static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
+
+/* Lets go of the client stream (answered or to be reset) and frees the request. */
+static void s_finish (s_req_t *r, int status, const char *why)
+{
+    if (!r->in_closed) {
+        hms_h2_stream_set_cbs (r->in, &s_orphan_cbs, NULL);
+        if (r->in_unconsumed)
+            hms_h2_stream_consume (r->in, r->in_unconsumed);
+        if (status) {
+            nghttp2_nv hdr = {(uint8_t *) "hermes-error", (uint8_t *) why, 12, strlen (why),
+                              NGHTTP2_NV_FLAG_NONE};
+            if (r->head_done || hms_h2_respond (r->in, status, &hdr, 1, false) != 0)
+                hms_h2_stream_reset (r->in, NGHTTP2_INTERNAL_ERROR);
+        } else if (why)
+            hms_h2_stream_reset (r->in, NGHTTP2_INTERNAL_ERROR);
+    }
+    if (why)
+        hms_info ("http request failed target=%s status=%d why=\"%s\"", r->target, status, why);
+    s_free (r);
+}
+
+static void s_update (s_req_t *r)
+{
+    if (r->fd < 0)
+        return;
+    int events = 0;
+    if (hms_buf_size (r->to_origin) > 0)
+        events |= EV_WRITE;
+    if (!r->in_closed && hms_h2_stream_queued (r->in) < S_QUEUE_MAX)
+        events |= EV_READ;
+    if (r->io.events != events || !ev_is_active (&r->io)) {
+        ev_io_stop (r->w->loop, &r->io);
+        ev_io_set (&r->io, r->fd, events);
+        if (events)
+            ev_io_start (r->w->loop, &r->io);
+    }
+}
+
+static int s_body_out (void *arg, const char *data, size_t len)
+{
+    s_req_t *r = arg;
+    hms_h2_stream_write (r->in, data, len);
+    return 0;
+}
+
+/* The origin's answer head: turned into the HTTP/2 response. */
+static int s_respond (s_req_t *r, const hms_h1_head_t *head)
+{
+    char why[256];
+    if (hms_h1_body_init (&r->body, head, true, r->head_request, why, sizeof why)) {
+        s_finish (r, 502, why);
+        return -1;
+    }
+    static const char *const skip[] = {"connection",        "keep-alive", "proxy-connection",
+                                       "transfer-encoding", "upgrade",    "te",
+                                       "trailer",           NULL};
+    nghttp2_nv nva[HMS_H1_MAX_HEADERS];
+    char names[HMS_H1_MAX_HEADERS][64];
+    size_t n = 0;
+    for (size_t i = 0; i < head->nheaders && n < HMS_H1_MAX_HEADERS; i++) {
+        const hms_h1_header_t *hd = &head->headers[i];
+        bool drop = hd->name_len >= sizeof names[0];
+        for (int k = 0; skip[k] && !drop; k++)
+            drop = hd->name_len == strlen (skip[k]) &&
+                   strncasecmp (hd->name, skip[k], hd->name_len) == 0;
+        if (drop)
+            continue;
+        for (size_t c = 0; c < hd->name_len; c++)
+            names[n][c] =
+                (char) (hd->name[c] >= 'A' && hd->name[c] <= 'Z' ? hd->name[c] + 32 : hd->name[c]);
+        nva[n] = (nghttp2_nv){(uint8_t *) names[n], (uint8_t *) hd->value, hd->name_len,
+                              hd->value_len, NGHTTP2_NV_FLAG_NONE};
+        n++;
+    }
+    if (hms_h2_respond (r->in, head->status, nva, n, true) != 0) {
+        s_finish (r, 502, "cannot answer the stream");
+        return -1;
+    }
+    r->head_done = true;
+    r->status = head->status;
+    return 0;
+}
+
+/* Bytes from the origin (NULL at its EOF). 0 to go on, -1 when r is gone. */
+static int s_from_origin (s_req_t *r, const char *data, size_t len)
+{
+    char why[256];
+    if (!r->head_done) {
+        if (!data) {
+            s_finish (r, 502, "the origin closed without an answer");
+            return -1;
+        }
+        if (r->resp_len + len > r->resp_cap) {
+            r->resp_cap = (r->resp_len + len) * 2;
+            r->resp = hms_realloc (r->resp, r->resp_cap);
+        }
+        memcpy (r->resp + r->resp_len, data, len);
+        r->resp_len += len;
+        for (;;) {
+            hms_h1_head_t head;
+            int status;
+            ssize_t rc =
+                hms_h1_parse_response (r->resp, r->resp_len, &head, &status, why, sizeof why);
+            if (rc == 0)
+                return 0;
+            if (rc < 0) {
+                s_finish (r, 502, why);
+                return -1;
+            }
+            if (head.status < 200) { /* interim: HTTP/2 has no use for it here */
+                memmove (r->resp, r->resp + rc, r->resp_len - (size_t) rc);
+                r->resp_len -= (size_t) rc;
+                continue;
+            }
+            if (s_respond (r, &head))
+                return -1;
+            size_t rest = r->resp_len - (size_t) rc;
+            r->resp_len = 0;
+            if (r->body.kind == HMS_H1_BODY_NONE) {
+                hms_h2_stream_end (r->in);
+                return 1;
+            }
+            return rest ? s_from_origin (r, r->resp + rc, rest) : 0;
+        }
+    }
+    if (!data) {
+        if (hms_h1_body_eof (&r->body, why, sizeof why)) {
+            s_finish (r, 0, why); /* truncated: the client must not take it as whole */
+            return -1;
+        }
+        hms_h2_stream_end (r->in);
+        return 1;
+    }
+    size_t consumed;
+    int rc = hms_h1_body_feed (&r->body, data, len, &consumed, s_body_out, r, why, sizeof why);
+    if (rc < 0) {
+        s_finish (r, 0, why);
+        return -1;
+    }
+    if (rc == 1) {
+        hms_h2_stream_end (r->in);
+        return 1;
+    }
+    return 0;
+}
+
+static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
+{
+    s_req_t *r = w->data;
+    if (revents & EV_WRITE) {
+        ssize_t n = hms_buf_write_fd (r->to_origin, r->fd);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            s_finish (r, 502, strerror (errno));
+            return;
+        }
+        if (n > 0 && r->in_unconsumed) {
+            size_t give = (size_t) n < r->in_unconsumed ? (size_t) n : r->in_unconsumed;
+            r->in_unconsumed -= give;
+            hms_h2_stream_consume (r->in, give);
+        }
+    }
+    if (revents & EV_READ) {
+        char buf[65536];
+        ssize_t n = read (r->fd, buf, sizeof buf);
+        int rc = 0;
+        if (n > 0)
+            rc = s_from_origin (r, buf, (size_t) n);
+        else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            rc = s_from_origin (r, NULL, 0);
+        if (rc < 0)
+            return;
+        if (rc > 0) { /* answered in full: the origin connection is done; the stream
+                       * closes when the client has it all */
+            ev_io_stop (loop, &r->io);
+            close (r->fd);
+            r->fd = -1;
+            return;
+        }
+    }
+    s_update (r);
+}
+
+/* ---- the client's stream -------------------------------------------------------------- */
+
+static void s_in_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
+{
+    s_req_t *r = arg;
+    r->in_unconsumed += len;
+    if (r->chunked_req) {
+        char size[24];
+        int n = snprintf (size, sizeof size, "%zx\r\n", len);
+        hms_buf_append (r->to_origin, size, (size_t) n);
+        hms_buf_append (r->to_origin, data, len);
+        hms_buf_append (r->to_origin, "\r\n", 2);
+    } else
+        hms_buf_append (r->to_origin, data, len);
+    s_update (r);
+}
+
+static void s_in_end (hms_h2_stream_t *s, void *arg)
+{
+    s_req_t *r = arg;
+    r->in_end = true;
+    if (r->chunked_req)
+        hms_buf_append (r->to_origin, "0\r\n\r\n", 5);
+    s_update (r);
+}
+
+static void s_in_sent (hms_h2_stream_t *s, size_t n, void *arg)
+{
+    s_update (arg); /* room on the stream: read the origin again */
+}
+
+static void s_in_close (hms_h2_stream_t *s, uint32_t code, void *arg)
+{
+    s_req_t *r = arg;
+    r->in_closed = true;
+    if (code)
+        hms_debug ("relay.http", "client reset its request target=%s", r->target);
+    else
+        hms_info ("http request done target=%s status=%d", r->target, r->status);
+    s_free (r); /* answered in full, or given up: either way nothing is left to do */
+}
+
+static const hms_h2_stream_cbs_t s_in_cbs = {
+    .on_data = s_in_data, .on_end = s_in_end, .on_sent = s_in_sent, .on_close = s_in_close};
+
+static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+{
+    s_req_t *r = arg;
+    r->dial = NULL;
+    if (fd < 0) {
+        s_finish (r, 502, why);
+        return;
+    }
+    r->fd = fd;
+    ev_io_init (&r->io, s_on_io, fd, 0);
+    r->io.data = r;
+    s_update (r);
+}
+
+static void s_close_on_stop (void *obj)
+{
+    s_finish (obj, 0, "shutting down");
+}
+
+void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, const char *host, uint16_t port)
+{
+    s_req_t *r = hms_alloc (sizeof *r);
+    r->w = w;
+    r->in = in;
+    r->fd = -1;
+    r->to_origin = hms_buf_new ();
+    const char *method = hms_h2_stream_header (in, ":method");
+    const char *path = hms_h2_stream_header (in, ":path");
+    const char *authority = hms_h2_stream_header (in, ":authority");
+    snprintf (r->target, sizeof r->target, "%s", authority);
+    r->head_request = strcmp (method, "HEAD") == 0;
+    /* the HTTP/1.1 request head; a body without a length goes chunked */
+    bool has_length = hms_h2_stream_header (in, "content-length") != NULL;
+    bool may_have_body = strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0;
+    r->chunked_req = may_have_body && !has_length;
+    char *line =
+        hms_sprintf ("%s %s HTTP/1.1\r\nHost: %s\r\n", method, path ? path : "/", authority);
+    hms_buf_append (r->to_origin, line, strlen (line));
+    free (line);
+    for (size_t i = 0;; i++) {
+        const char *name, *value;
+        if (hms_h2_stream_header_at (in, i, &name, &value) != 0)
+            break;
+        if (name[0] == ':' || strncmp (name, "hermes-", 7) == 0 || strcmp (name, "host") == 0 ||
+            strcmp (name, "connection") == 0 || strcmp (name, "te") == 0 ||
+            strcmp (name, "transfer-encoding") == 0)
+            continue;
+        line = hms_sprintf ("%s: %s\r\n", name, value);
+        hms_buf_append (r->to_origin, line, strlen (line));
+        free (line);
+    }
+    const char *tail = r->chunked_req ? "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                                      : "Connection: close\r\n\r\n";
+    hms_buf_append (r->to_origin, tail, strlen (tail));
+    hms_h2_stream_set_cbs (in, &s_in_cbs, r);
+    r->item = hms_worker_track (w->worker, s_close_on_stop, r);
+    r->dial = hms_dial_start (w->loop, host, port, w->relay->connect_timeout_ms, s_on_dialed, r);
+}

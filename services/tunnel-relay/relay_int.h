@@ -1,0 +1,46 @@
+/* relay_int: what the relay's modules share: the daemon and a worker's state, and the
+ * handler of plain HTTP requests (relay_http.c). */
+#ifndef RELAY_INT_H_INCLUDED
+#define RELAY_INT_H_INCLUDED
+
+#include "hms_current.h"
+#include "hms_h2.h"
+#include "hms_net.h"
+#include "hms_pool.h"
+#include "hms_tls.h"
+#include "hms_worker.h"
+#include "relay.h"
+
+#include <stdatomic.h>
+
+#define RELAY_MAX_WORKERS 64
+
+typedef struct {
+    relay_t *relay;
+    hms_worker_t *worker;
+    struct ev_loop *loop;
+    int lfd;
+    ev_io accept_w;
+    hms_pool_t *pool;
+    size_t conns;
+} relay_worker_t;
+
+struct relay {
+    char node[64];
+    hms_addr_t listen;
+    uint16_t port;
+    int workers_n;
+    int connect_timeout_ms;
+    int idle_timeout_ms;
+    hms_tls_ctx_t *server_tls;
+    hms_tls_ctx_t *client_tls;
+    hms_current_t *config;
+    hms_worker_t *workers[RELAY_MAX_WORKERS];
+    atomic_uint_fast64_t terminated, forwarded, refused;
+};
+
+/* A plain HTTP request whose route ends here: sent to the origin host:port over HTTP/1.1,
+ * the answer returned on the stream. Takes the stream's callbacks over. */
+void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, const char *host, uint16_t port);
+
+#endif
