@@ -1,6 +1,7 @@
 /* hms_daemon: common start-up and shutdown of every Hermes daemon. */
 #include "hms_daemon.h"
 #include "hms_log.h"
+#include "hms_metrics.h"
 
 #include <czmq.h>
 #include <pthread.h>
@@ -15,6 +16,8 @@ const hms_cfg_key_t hms_daemon_service_keys[] = {
     {"keys_dir", HMS_CFG_STRING, "var/keys", "folder of CURVE keys (hermesctl keygen)"},
     {"instance", HMS_CFG_STRING, NULL, "unique instance id (default: the host name)"},
     {"log_level", HMS_CFG_STRING, "info", "debug, info, warning or error"},
+    {"metrics_listen", HMS_CFG_STRING, NULL,
+     "IP:PORT serving counters in the Prometheus text format (off when unset)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -81,6 +84,7 @@ int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
             .keys_dir = hms_config_str (cfg, "keys_dir"),
             .validate = def->validate,
             .apply = def->apply,
+            .stats = def->stats,
             .arg = state,
             .build = HMS_VERSION,
         };
@@ -95,9 +99,22 @@ int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
         hms_info ("started kind=%s instance=%s controller=%s version=%s", def->kind, opts.instance,
                   opts.controller, HMS_VERSION);
     }
+    hms_metrics_t *metrics = NULL;
+    const char *metrics_listen = def->kind ? hms_config_str (cfg, "metrics_listen") : NULL;
+    if (service && metrics_listen && *metrics_listen) {
+        char host[256] = "";
+        gethostname (host, sizeof host - 1);
+        const char *instance = hms_config_str (cfg, "instance");
+        metrics =
+            hms_metrics_new (metrics_listen, def->kind, instance && *instance ? instance : host,
+                             def->stats, state, err, sizeof err);
+        if (!metrics)
+            hms_error ("%s (running without a metrics port)", err);
+    }
     int sig = 0;
     sigwait (&stop_set, &sig);
     hms_info ("stopping on signal %d", sig);
+    hms_metrics_destroy (&metrics);
     hms_service_destroy (&service);
     if (def->stop)
         def->stop (state);

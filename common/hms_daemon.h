@@ -19,10 +19,11 @@ typedef struct {
     void (*stop) (void *state);
     hms_validate_fn *validate; /* arg = the state returned by start */
     hms_apply_fn *apply;
+    hms_stats_fn *stats; /* counters for heartbeats and the metrics port; may be NULL */
 } hms_daemon_def_t;
 
 /* The bootstrap keys every service daemon has (controller, controller_push, keys_dir,
- * instance, log_level). */
+ * instance, log_level, metrics_listen). */
 extern const hms_cfg_key_t hms_daemon_service_keys[];
 
 /* Parses options, starts, waits for SIGINT/SIGTERM, stops. Returns the exit code:

@@ -232,6 +232,8 @@ static void s_tick (hms_service_t *self)
         json_t *body =
             json_pack ("{s:s, s:s, s:I}", "kind", self->kind, "instance", self->instance,
                        "applied_version", (json_int_t) atomic_load (&self->applied_version));
+        if (self->opts.stats)
+            json_object_set_new (body, "stats", self->opts.stats (self->opts.arg));
         s_send (self, hms_msg_new ("heartbeat", 1, self->src, body));
     }
 }

@@ -16,6 +16,9 @@ typedef int (hms_validate_fn) (void *arg, const json_t *config, char *err, size_
 /* Swaps a validated config in; takes a new reference to config. Runs in the service
  * thread, so it must hand over to the daemon's threads safely. */
 typedef void (hms_apply_fn) (void *arg, json_t *config, int64_t version);
+/* The daemon's counters now, as {"name": integer, ...}; caller owns the return value.
+ * Called from the service thread (every heartbeat) and the metrics thread. */
+typedef json_t *(hms_stats_fn) (void *arg);
 
 typedef struct {
     const char *kind;            /* controller-side kind: ingress, relay, policy, ... */
@@ -26,6 +29,7 @@ typedef struct {
     const char *key_name; /* keypair to authenticate with; NULL means kind */
     hms_validate_fn *validate;
     hms_apply_fn *apply;
+    hms_stats_fn *stats; /* may be NULL */
     void *arg;
     int heartbeat_ms;  /* 0 means 1000 */
     int away_ms;       /* silence after which the controller counts as away; 0 means 3000 */

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -158,6 +159,15 @@ def test_policy_allows_denies_and_logs_the_rule(overlay, targets):
     # nothing matches an outside address: default deny, no open proxy
     resp = raw_request(port, b"CONNECT example.com:8443 HTTP/1.1\r\nHost: example.com:8443\r\n\r\n")
     assert resp.startswith(b"HTTP/1.1 403 ") and b"no rule matched" in resp
+    # every deny is counted: in hermesctl stats (from heartbeats) and on the metrics port
+    def counters():
+        rows = s.ctl_json("stats", "--kind", "ingress")
+        return rows[0]["stats"] if rows and rows[0]["stats"].get("ingress_denied") == 2 else None
+    stats = wait_for(counters, 5, what="the ingress's counters in hermesctl stats")
+    assert stats["ingress_flows"] >= 3 and stats["ingress_flows_direct"] >= 1
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{s.port('ingress-1', 'metrics')}/metrics", timeout=5).read().decode()
+    assert 'hermes_ingress_denied{kind="ingress",instance="ingress-1"} 2' in text, text
 
 
 def test_policy_change_applies_to_new_flows_while_an_old_tunnel_keeps_flowing(overlay, targets):

@@ -146,6 +146,8 @@ class Suite:
             extra = ("--listen", self.listen_endpoint(instance), *extra)
         if kind == "relay" and "--listen" not in extra:
             extra = ("--listen", f"127.0.0.1:{self.port(instance, 'tunnel')}", *extra)
+        if "--metrics-listen" not in extra:
+            extra = ("--metrics-listen", f"127.0.0.1:{self.port(instance, 'metrics')}", *extra)
         if kind == "ingress":
             fronts = {"--http-listen": "http", "--h2-listen": "h2",
                       "--transparent-listen": "transparent"}

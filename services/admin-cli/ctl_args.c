@@ -177,6 +177,12 @@ static json_t *s_build_policy_test (const ctl_args_t *args, char *err, size_t er
     return body;
 }
 
+static json_t *s_build_stats (const ctl_args_t *args, char *err, size_t errlen)
+{
+    const char *kind = ctl_args_flag (args, "kind");
+    return kind ? json_pack ("{s:s}", "kind", kind) : json_object ();
+}
+
 static json_t *s_build_rollback (const ctl_args_t *args, char *err, size_t errlen)
 {
     long long v;
@@ -187,6 +193,8 @@ static json_t *s_build_rollback (const ctl_args_t *args, char *err, size_t errle
 
 static const ctl_command_t s_commands[] = {
     {"status", "status [--json]", "status", 0, 0, "", s_build_empty, ctl_print_status},
+    {"stats", "stats [--kind KIND] [--json]", "stats", 0, 0, "kind", s_build_stats,
+     ctl_print_stats},
     {"node add", "node add NAME [--address ADDR] [--site SITE]", "node.add", 1, 1, "address,site",
      s_build_node_add, ctl_print_write},
     {"node del", "node del NAME", "node.del", 1, 1, "", s_build_name, ctl_print_write},

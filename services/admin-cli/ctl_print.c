@@ -103,6 +103,26 @@ void ctl_print_status (const json_t *result)
     json_decref (rows);
 }
 
+void ctl_print_stats (const json_t *result)
+{
+    json_t *rows = json_array ();
+    size_t i;
+    json_t *inst;
+    json_array_foreach (result, i, inst)
+    {
+        const char *name;
+        json_t *value;
+        json_object_foreach (json_object_get (inst, "stats"), name, value) json_array_append_new (
+            rows,
+            json_pack ("{s:O, s:O, s:s, s:O}", "kind", json_object_get (inst, "kind"), "instance",
+                       json_object_get (inst, "instance"), "counter", name, "value", value));
+    }
+    static const char *keys[] = {"kind", "instance", "counter", "value"};
+    static const char *heads[] = {"KIND", "INSTANCE", "COUNTER", "VALUE"};
+    s_table (rows, keys, heads, 4);
+    json_decref (rows);
+}
+
 void ctl_print_nodes (const json_t *result)
 {
     static const char *keys[] = {"name", "address", "site"};

@@ -6,6 +6,7 @@
 
 void ctl_print_json (const json_t *result);
 void ctl_print_status (const json_t *result);
+void ctl_print_stats (const json_t *result);
 void ctl_print_nodes (const json_t *result);
 void ctl_print_links (const json_t *result);
 void ctl_print_policies (const json_t *result);

@@ -33,7 +33,8 @@ typedef struct {
     char host[256];
     char build[64];
     char *reason;
-    bool dirty; /* changed since the last save */
+    json_t *stats; /* latest counters from its heartbeats */
+    bool dirty;    /* changed since the last save */
 } s_inst_t;
 
 struct controller {
@@ -94,6 +95,7 @@ static void s_err (controller_err_t *err, const char *code, const char *fmt, ...
 static void s_inst_free (void *p)
 {
     s_inst_t *inst = p;
+    json_decref (inst->stats);
     free (inst->reason);
     free (inst);
 }
@@ -307,6 +309,11 @@ static int s_on_heartbeat (controller_t *self, s_req_t *req, json_t **result, co
     s_inst_t *inst = s_session (self, req, err);
     if (!inst)
         return -1;
+    json_t *stats = json_object_get (req->body, "stats");
+    if (stats) {
+        json_decref (inst->stats);
+        inst->stats = json_incref (stats);
+    }
     *result = json_pack ("{s:s, s:I}", "epoch", controller_store_epoch (self->store),
                          "config_version", (json_int_t) self->version);
     /* Behind and not refusing the current version: the PUB was missed, send it here. */
@@ -374,6 +381,26 @@ static int s_on_status (controller_t *self, s_req_t *req, json_t **result, contr
                          "services", services, "counters", "messages", (json_int_t) self->messages,
                          "refused_messages", (json_int_t) self->refused_messages, "auth_refused",
                          (json_int_t) hms_auth_refused (self->auth));
+    return 0;
+}
+
+static int s_on_stats (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
+{
+    const char *kind = json_string_value (json_object_get (req->body, "kind"));
+    json_t *rows = json_array ();
+    zlist_t *keys = zhash_keys (self->instances);
+    zlist_sort (keys, NULL);
+    for (char *key = zlist_first (keys); key; key = zlist_next (keys)) {
+        s_inst_t *inst = zhash_lookup (self->instances, key);
+        if (kind && strcmp (kind, inst->kind) != 0)
+            continue;
+        json_array_append_new (rows,
+                               json_pack ("{s:s, s:s, s:s, s:O}", "kind", inst->kind, "instance",
+                                          inst->instance, "state", inst->up ? "up" : "down",
+                                          "stats", inst->stats ? inst->stats : json_object ()));
+    }
+    zlist_destroy (&keys);
+    *result = rows;
     return 0;
 }
 
@@ -561,6 +588,7 @@ static const s_route_t s_routes[] = {
     {"heartbeat", "service", false, s_on_heartbeat},
     {"config.ack", "service", false, s_on_ack},
     {"status", "admin", false, s_on_status},
+    {"stats", "admin", false, s_on_stats},
     {"node.list", "admin", false, s_on_node_list},
     {"link.list", "admin", false, s_on_link_list},
     {"policy.list", "admin", false, s_on_policy_list},

@@ -250,6 +250,18 @@ int ingress_validate (void *arg, const json_t *config, char *err, size_t errlen)
     return hms_routes_check (config, err, errlen);
 }
 
+json_t *ingress_stats (void *arg)
+{
+    ingress_counters_t *c = &((ingress_t *) arg)->counters;
+    return json_pack ("{s:I, s:I, s:I, s:I, s:I, s:I}", "ingress_flows",
+                      (json_int_t) atomic_load (&c->flows), "ingress_flows_direct",
+                      (json_int_t) atomic_load (&c->direct), "ingress_flows_overlay",
+                      (json_int_t) atomic_load (&c->overlay), "ingress_denied",
+                      (json_int_t) atomic_load (&c->denied), "ingress_failed",
+                      (json_int_t) atomic_load (&c->failed), "ingress_bad_requests",
+                      (json_int_t) atomic_load (&c->bad_requests));
+}
+
 void ingress_apply (void *arg, json_t *config, int64_t version)
 {
     ingress_t *self = arg;

@@ -22,5 +22,7 @@ void ingress_destroy (ingress_t **self_p);
 
 int ingress_validate (void *self, const json_t *config, char *err, size_t errlen);
 void ingress_apply (void *self, json_t *config, int64_t version);
+/* hms_stats_fn: flows, direct, overlay, denied, failed, bad requests. Caller owns. */
+json_t *ingress_stats (void *self);
 
 #endif

@@ -21,4 +21,5 @@ const hms_daemon_def_t ingress_daemon = {
     .stop = s_stop,
     .validate = ingress_validate,
     .apply = ingress_apply,
+    .stats = ingress_stats,
 };

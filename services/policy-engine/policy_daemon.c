@@ -37,6 +37,15 @@ static void s_stop (void *state)
     policy_server_destroy (&self);
 }
 
+static json_t *s_stats (void *state)
+{
+    policy_server_stats_t st;
+    policy_server_stats (state, &st);
+    return json_pack ("{s:I, s:I, s:I, s:I}", "policy_requests", (json_int_t) st.messages,
+                      "policy_refused_requests", (json_int_t) st.refused, "policy_decisions",
+                      (json_int_t) st.decisions, "policy_rules", (json_int_t) st.rules);
+}
+
 const hms_daemon_def_t policy_daemon = {
     .name = "hermes-policy",
     .kind = "policy",
@@ -45,4 +54,5 @@ const hms_daemon_def_t policy_daemon = {
     .stop = s_stop,
     .validate = policy_server_validate,
     .apply = policy_server_apply,
+    .stats = s_stats,
 };

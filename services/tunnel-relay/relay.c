@@ -463,6 +463,15 @@ void relay_apply (void *arg, json_t *config, int64_t version)
         hms_worker_post (self->workers[i], s_worker_config, NULL);
 }
 
+json_t *relay_stats (void *arg)
+{
+    relay_t *self = arg;
+    return json_pack ("{s:I, s:I, s:I}", "relay_terminated",
+                      (json_int_t) atomic_load (&self->terminated), "relay_forwarded",
+                      (json_int_t) atomic_load (&self->forwarded), "relay_refused",
+                      (json_int_t) atomic_load (&self->refused));
+}
+
 uint16_t relay_port (const relay_t *self)
 {
     return self->port;

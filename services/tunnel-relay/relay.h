@@ -31,6 +31,8 @@ void relay_destroy (relay_t **self_p);
 /* hms_validate_fn / hms_apply_fn for the relay's snapshot (nodes, links, routes). */
 int relay_validate (void *self, const json_t *config, char *err, size_t errlen);
 void relay_apply (void *self, json_t *config, int64_t version);
+/* hms_stats_fn: tunnels terminated here, forwarded, refused. Caller owns. */
+json_t *relay_stats (void *self);
 
 /* The port the listener got (for a ":0" listen). */
 uint16_t relay_port (const relay_t *self);

@@ -21,4 +21,5 @@ const hms_daemon_def_t relay_daemon = {
     .stop = s_stop,
     .validate = relay_validate,
     .apply = relay_apply,
+    .stats = relay_stats,
 };
