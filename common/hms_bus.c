@@ -1,5 +1,6 @@
 /* hms_bus: CURVE-secured ZeroMQ sockets and envelope sending. */
 #include "hms_bus.h"
+#include "hms_auth.h"
 #include "hms_msg.h"
 
 #include <errno.h>
@@ -68,4 +69,34 @@ int hms_bus_send (zsock_t *sock, zframe_t **route_p, const char *topic, json_t *
     zmsg_addstr (msg, text);
     free (text);
     return zmsg_send (&msg, sock);
+}
+
+int hms_bus_recv_request (zsock_t *router, const char *src, zframe_t **route, json_t **env,
+                          json_t **reply, char *role, size_t rlen, char *who, size_t wlen)
+{
+    *env = *reply = NULL;
+    zmsg_t *msg = zmsg_recv (router);
+    if (!msg)
+        return -2;
+    *route = zmsg_pop (msg);
+    zframe_t *frame = zmsg_first (msg);
+    hms_auth_peer (frame, role, rlen, who, wlen);
+    if (zmsg_size (msg) != 1)
+        *reply = hms_msg_error (NULL, src, HMS_ERR_BAD_ENVELOPE,
+                                "expected one frame with a JSON envelope, got %zu frames",
+                                zmsg_size (msg));
+    else if (zframe_size (frame) > HMS_BUS_MAX_MSG)
+        *reply = hms_msg_error (NULL, src, HMS_ERR_TOO_LARGE,
+                                "message of %zu bytes is over the limit of %d bytes",
+                                zframe_size (frame), HMS_BUS_MAX_MSG);
+    else {
+        const char *code;
+        char err[1024];
+        *env = hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame), &code, err,
+                               sizeof err);
+        if (!*env)
+            *reply = hms_msg_error (NULL, src, code, "%s", err);
+    }
+    zmsg_destroy (&msg);
+    return *env ? 0 : -1;
 }

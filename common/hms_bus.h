@@ -23,4 +23,12 @@ zsock_t *hms_bus_client (int type, const char *endpoint, zcert_t *cert, const ch
  * Takes ownership of *env_p. 0 or -1. */
 int hms_bus_send (zsock_t *sock, zframe_t **route_p, const char *topic, json_t **env_p);
 
+/* One request read from a ROUTER socket of a server: its routing frame (caller owns *route),
+ * the peer's CURVE role and key name (hms_auth), and the envelope decoded and validated.
+ * Returns 0 with *env (caller owns), -1 with *reply (caller owns) when the request cannot be
+ * read (several frames, over HMS_BUS_MAX_MSG, bad JSON, bad envelope or body, unknown
+ * type): send that error back; -2 when nothing arrived. src names the server in replies. */
+int hms_bus_recv_request (zsock_t *router, const char *src, zframe_t **route, json_t **env,
+                          json_t **reply, char *role, size_t rlen, char *who, size_t wlen);
+
 #endif

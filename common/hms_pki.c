@@ -1,6 +1,7 @@
 /* hms_pki: creates and checks the Hermes CA and the per-identity certificates with the GnuTLS
  * x509 API. */
 #include "hms_pki.h"
+#include "hms_tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -515,4 +516,21 @@ int hms_pki_generate (const char *dir, const char *const *names, const char *con
     if (pki.ca_key)
         gnutls_x509_privkey_deinit (pki.ca_key);
     return rc;
+}
+
+hms_tls_ctx_t *hms_pki_tls_ctx (const char *dir, const char *name, bool server,
+                                bool require_peer_cert, bool tls13_only, char *err, size_t errlen)
+{
+    char ca[1024], cert[1024], key[1024];
+    snprintf (ca, sizeof ca, "%s/ca.crt", dir);
+    snprintf (cert, sizeof cert, "%s/%s.crt", dir, name);
+    snprintf (key, sizeof key, "%s/%s.key", dir, name);
+    hms_tls_opts_t opts = {.ca_file = ca,
+                           .cert_file = cert,
+                           .key_file = key,
+                           .server = server,
+                           .require_peer_cert = require_peer_cert,
+                           .alpn = "h2",
+                           .tls13_only = tls13_only};
+    return hms_tls_ctx_new (&opts, err, errlen);
 }

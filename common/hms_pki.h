@@ -16,6 +16,7 @@
 #ifndef HMS_PKI_H_INCLUDED
 #define HMS_PKI_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Creates dir (and parents) and every missing file of the layout above for the
@@ -26,5 +27,12 @@
  * expired). Returns 0, or -1 with a message in err that names the file and what to do. */
 int hms_pki_generate (const char *dir, const char *const *names, const char *const *extra_sans,
                       char *err, size_t errlen);
+
+/* A TLS context for identity `name` of the PKI in dir (dir/ca.crt, dir/NAME.crt,
+ * dir/NAME.key), speaking h2 (see hms_tls.h). Caller owns return value; NULL with err. */
+struct hms_tls_ctx;
+struct hms_tls_ctx *hms_pki_tls_ctx (const char *dir, const char *name, bool server,
+                                     bool require_peer_cert, bool tls13_only, char *err,
+                                     size_t errlen);
 
 #endif

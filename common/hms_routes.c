@@ -87,3 +87,20 @@ int hms_routes_next (const json_t *config, const char *from, const char *to, cha
     }
     return hms_routes_parse_address (address, host, hostlen, port, err, errlen);
 }
+
+void hms_routes_warm (const json_t *config, const char *from, hms_pool_t *pool)
+{
+    size_t i;
+    json_t *route;
+    json_array_foreach (json_object_get (config, "routes"), i, route)
+    {
+        if (strcmp (json_string_value (json_object_get (route, "from")), from) != 0)
+            continue;
+        char next[64], host[256], why[256];
+        uint16_t port;
+        const char *to = json_string_value (json_object_get (route, "to"));
+        if (hms_routes_next (config, from, to, next, sizeof next, host, sizeof host, &port, why,
+                             sizeof why) == 0)
+            hms_pool_warm (pool, host, port, "relay");
+    }
+}

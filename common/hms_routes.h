@@ -4,6 +4,8 @@
 #ifndef HMS_ROUTES_H_INCLUDED
 #define HMS_ROUTES_H_INCLUDED
 
+#include "hms_pool.h"
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,5 +22,8 @@ int hms_routes_check (const json_t *config, char *err, size_t errlen);
 int hms_routes_next (const json_t *config, const char *from, const char *to, char *next,
                      size_t nextlen, char *host, size_t hostlen, uint16_t *port, char *err,
                      size_t errlen);
+
+/* Keeps warm a pooled connection to the next hop of every route from node `from`. */
+void hms_routes_warm (const json_t *config, const char *from, hms_pool_t *pool);
 
 #endif

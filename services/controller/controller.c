@@ -673,35 +673,17 @@ static json_t *s_dispatch (controller_t *self, s_req_t *req)
 static int s_on_router (zloop_t *loop, zsock_t *sock, void *arg)
 {
     controller_t *self = arg;
-    zmsg_t *msg = zmsg_recv (sock);
-    if (!msg)
+    s_req_t req = {0};
+    zframe_t *route = NULL;
+    json_t *reply = NULL;
+    if (hms_bus_recv_request (sock, self->src, &route, &req.env, &reply, req.role, sizeof req.role,
+                              req.who, sizeof req.who) == -2)
         return 0;
     self->messages++;
-    zframe_t *route = zmsg_pop (msg);
-    zframe_t *frame = zmsg_first (msg);
-    s_req_t req = {0};
-    hms_auth_peer (frame, req.role, sizeof req.role, req.who, sizeof req.who);
-    json_t *reply = NULL;
-    if (zmsg_size (msg) != 1)
-        reply = hms_msg_error (NULL, self->src, HMS_ERR_BAD_ENVELOPE,
-                               "expected one frame with a JSON envelope, got %zu frames",
-                               zmsg_size (msg));
-    else if (zframe_size (frame) > HMS_BUS_MAX_MSG)
-        reply = hms_msg_error (NULL, self->src, HMS_ERR_TOO_LARGE,
-                               "message of %zu bytes is over the limit of %d bytes",
-                               zframe_size (frame), HMS_BUS_MAX_MSG);
-    else {
-        const char *code;
-        char err[1024];
-        req.env = hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame), &code,
-                                  err, sizeof err);
-        if (!req.env)
-            reply = hms_msg_error (NULL, self->src, code, "%s", err);
-        else {
-            req.body = hms_msg_body (req.env);
-            req.type = hms_msg_type (req.env);
-            reply = s_dispatch (self, &req);
-        }
+    if (req.env) {
+        req.body = hms_msg_body (req.env);
+        req.type = hms_msg_type (req.env);
+        reply = s_dispatch (self, &req);
     }
     if (strcmp (hms_msg_type (reply), "error") == 0) {
         self->refused_messages++;
@@ -712,7 +694,6 @@ static int s_on_router (zloop_t *loop, zsock_t *sock, void *arg)
     hms_bus_send (sock, &route, NULL, &reply);
     json_decref (req.env);
     zframe_destroy (&route);
-    zmsg_destroy (&msg);
     return 0;
 }
 

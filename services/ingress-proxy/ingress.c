@@ -2,6 +2,7 @@
  * clients, and config changes. */
 #include "hms_alloc.h"
 #include "hms_log.h"
+#include "hms_pki.h"
 #include "hms_routes.h"
 #include "ingress_int.h"
 
@@ -119,36 +120,8 @@ static void s_worker_config (hms_worker_t *worker, void *arg)
     if (w->decider)
         hms_decider_flush (w->decider);
     json_t *config = hms_current_get (ingress->config, NULL);
-    size_t i;
-    json_t *route;
-    json_array_foreach (json_object_get (config, "routes"), i, route)
-    {
-        if (strcmp (json_string_value (json_object_get (route, "from")), ingress->node) != 0)
-            continue;
-        char next[64], host[256], why[256];
-        uint16_t port;
-        const char *to = json_string_value (json_object_get (route, "to"));
-        if (hms_routes_next (config, ingress->node, to, next, sizeof next, host, sizeof host, &port,
-                             why, sizeof why) == 0)
-            hms_pool_warm (w->pool, host, port, "relay");
-    }
+    hms_routes_warm (config, ingress->node, w->pool);
     json_decref (config);
-}
-
-static hms_tls_ctx_t *s_tls (const char *dir, bool server, char *err, size_t errlen)
-{
-    char ca[1024], cert[1024], key[1024];
-    snprintf (ca, sizeof ca, "%s/ca.crt", dir);
-    snprintf (cert, sizeof cert, "%s/ingress.crt", dir);
-    snprintf (key, sizeof key, "%s/ingress.key", dir);
-    hms_tls_opts_t opts = {.ca_file = ca,
-                           .cert_file = cert,
-                           .key_file = key,
-                           .server = server,
-                           .require_peer_cert = false,
-                           .alpn = "h2",
-                           .tls13_only = !server};
-    return hms_tls_ctx_new (&opts, err, errlen);
 }
 
 ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
@@ -205,8 +178,10 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
             ((struct sockaddr_in6 *) &self->listen[i].ss)->sin6_port = htons (port);
         self->enabled[i] = true;
     }
-    if (!rc && (!(self->proxy_tls = s_tls (tls_dir, true, err, errlen)) ||
-                !(self->relay_tls = s_tls (tls_dir, false, err, errlen))))
+    if (!rc && (!(self->proxy_tls =
+                      hms_pki_tls_ctx (tls_dir, "ingress", true, false, false, err, errlen)) ||
+                !(self->relay_tls =
+                      hms_pki_tls_ctx (tls_dir, "ingress", false, false, true, err, errlen))))
         rc = -1;
     if (rc) {
         for (int i = 0; i < 3; i++)

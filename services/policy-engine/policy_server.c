@@ -140,31 +140,15 @@ static void s_log_refusal (policy_server_t *self, const char *who, const json_t 
 static int s_on_router (zloop_t *loop, zsock_t *sock, void *arg)
 {
     policy_server_t *self = arg;
-    zmsg_t *msg = zmsg_recv (sock);
-    if (!msg)
+    char role[32], who[96];
+    zframe_t *route = NULL;
+    json_t *env = NULL, *reply = NULL;
+    if (hms_bus_recv_request (sock, self->src, &route, &env, &reply, role, sizeof role, who,
+                              sizeof who) == -2)
         return 0;
     atomic_fetch_add (&self->messages, 1);
-    zframe_t *route = zmsg_pop (msg);
-    zframe_t *frame = zmsg_first (msg);
-    char role[32], who[96];
-    hms_auth_peer (frame, role, sizeof role, who, sizeof who);
-    json_t *env = NULL, *reply = NULL;
-    if (zmsg_size (msg) != 1)
-        reply = hms_msg_error (NULL, self->src, HMS_ERR_BAD_ENVELOPE,
-                               "expected one frame with a JSON envelope, got %zu frames",
-                               zmsg_size (msg));
-    else if (zframe_size (frame) > HMS_BUS_MAX_MSG)
-        reply = hms_msg_error (NULL, self->src, HMS_ERR_TOO_LARGE,
-                               "message of %zu bytes is over the limit of %d bytes",
-                               zframe_size (frame), HMS_BUS_MAX_MSG);
-    else {
-        const char *code;
-        char err[1024];
-        env = hms_msg_decode ((const char *) zframe_data (frame), zframe_size (frame), &code, err,
-                              sizeof err);
-        if (!env)
-            reply = hms_msg_error (NULL, self->src, code, "%s", err);
-        else if (strcmp (hms_msg_type (env), "policy.decide") != 0)
+    if (env) {
+        if (strcmp (hms_msg_type (env), "policy.decide") != 0)
             reply = hms_msg_error (env, self->src, HMS_ERR_UNKNOWN_TYPE,
                                    "the policy engine does not handle '%s' messages (send "
                                    "policy.decide)",
@@ -184,7 +168,6 @@ static int s_on_router (zloop_t *loop, zsock_t *sock, void *arg)
     hms_bus_send (sock, &route, NULL, &reply);
     json_decref (env);
     zframe_destroy (&route);
-    zmsg_destroy (&msg);
     return 0;
 }
 

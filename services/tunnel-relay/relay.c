@@ -7,6 +7,7 @@
 #include "hms_h1.h"
 #include "hms_h2.h"
 #include "hms_log.h"
+#include "hms_pki.h"
 #include "hms_net.h"
 #include "hms_pool.h"
 #include "hms_routes.h"
@@ -358,36 +359,8 @@ static void s_worker_config (hms_worker_t *worker, void *arg)
     relay_worker_t *w = hms_worker_data (worker);
     relay_t *relay = w->relay;
     json_t *config = hms_current_get (relay->config, NULL);
-    size_t i;
-    json_t *route;
-    json_array_foreach (json_object_get (config, "routes"), i, route)
-    {
-        if (strcmp (json_string_value (json_object_get (route, "from")), relay->node) != 0)
-            continue;
-        char next[64], host[256], why[256];
-        uint16_t port;
-        const char *to = json_string_value (json_object_get (route, "to"));
-        if (hms_routes_next (config, relay->node, to, next, sizeof next, host, sizeof host, &port,
-                             why, sizeof why) == 0)
-            hms_pool_warm (w->pool, host, port, "relay");
-    }
+    hms_routes_warm (config, relay->node, w->pool);
     json_decref (config);
-}
-
-static hms_tls_ctx_t *s_tls (const char *dir, bool server, char *err, size_t errlen)
-{
-    char ca[1024], cert[1024], key[1024];
-    snprintf (ca, sizeof ca, "%s/ca.crt", dir);
-    snprintf (cert, sizeof cert, "%s/relay.crt", dir);
-    snprintf (key, sizeof key, "%s/relay.key", dir);
-    hms_tls_opts_t opts = {.ca_file = ca,
-                           .cert_file = cert,
-                           .key_file = key,
-                           .server = server,
-                           .require_peer_cert = server,
-                           .alpn = "h2",
-                           .tls13_only = true};
-    return hms_tls_ctx_new (&opts, err, errlen);
 }
 
 relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
@@ -409,8 +382,8 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
     else
         snprintf (tls_dir, sizeof tls_dir, "%s/tls", hms_config_str (cfg, "keys_dir"));
     if (hms_addr_parse (hms_config_str (cfg, "listen"), &self->listen, err, errlen) ||
-        !(self->server_tls = s_tls (tls_dir, true, err, errlen)) ||
-        !(self->client_tls = s_tls (tls_dir, false, err, errlen))) {
+        !(self->server_tls = hms_pki_tls_ctx (tls_dir, "relay", true, true, true, err, errlen)) ||
+        !(self->client_tls = hms_pki_tls_ctx (tls_dir, "relay", false, false, true, err, errlen))) {
         relay_destroy (&self);
         return NULL;
     }

@@ -1,0 +1,341 @@
+/* bypass_dp.bpf.c: the TCP proxy bypass data plane, a tc clsact (direct-action) program for
+ * the ingress of the proxy's interfaces. Table and action layout: bypass_maps.h.
+ *
+ * Every field is rewritten with bpf_skb_store_bytes and its checksum effect applied with
+ * bpf_l3_csum_replace / bpf_l4_csum_replace (BPF_F_PSEUDO_HDR for the addresses). The
+ * helpers do the right thing for each skb->ip_summed: with CHECKSUM_PARTIAL (what veth hands
+ * us for locally sent segments, GSO super-packets included) only the pseudo-header sum in
+ * the TCP checksum field is updated. The packet is never resized or linearised, so GSO
+ * packets keep their gso_size and are segmented later with the rewritten header.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "bypass_maps.h"
+
+char LICENSE[] SEC ("license") = "Dual BSD/GPL";
+
+struct {
+    __uint (type, BPF_MAP_TYPE_HASH);
+    __uint (max_entries, BYPASS_MAX_FLOWS);
+    __type (key, struct bypass_flow_key);
+    __type (value, struct bypass_flow_val);
+} bypass_flows SEC (".maps");
+
+struct {
+    __uint (type, BPF_MAP_TYPE_RINGBUF);
+    __uint (max_entries, BYPASS_EVENTS_SIZE);
+} bypass_events SEC (".maps");
+
+struct {
+    __uint (type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint (max_entries, BYPASS_STAT_MAX);
+    __type (key, __u32);
+    __type (value, __u64);
+} bypass_stats SEC (".maps");
+
+#define IP_CSUM_OFF    (ETH_HLEN + 10)
+#define IP_SADDR_OFF   (ETH_HLEN + 12)
+#define IP_DADDR_OFF   (ETH_HLEN + 16)
+#define TCP_OPT_MAX    40
+#define TCPOPT_EOL     0
+#define TCPOPT_NOP     1
+#define TCPOPT_SACK    5
+#define TCPOPT_TS      8
+#define TCP_FLAG_FIN   0x01
+#define TCP_FLAG_SYN   0x02
+#define TCP_FLAG_RST   0x04
+#define IP_MF_OFFSET   0x3fff
+#define SACK_MAX_BLOCK 4
+
+/* Where the translated TCP options sit, as offsets from the start of the TCP header. */
+struct opt_layout {
+    __u32 ts_off; /* TSval; TSecr follows; 0: no timestamp option */
+    __u32 sack_off; /* first left edge; 0: no SACK option */
+    __u32 sack_blocks;
+    int malformed;
+};
+
+static __always_inline void s_stat (__u32 which)
+{
+    __u64 *v = bpf_map_lookup_elem (&bypass_stats, &which);
+    if (v)
+        *v += 1;
+}
+
+/* The bytes of a 32-bit field that starts at an odd offset in the checksummed area contribute
+ * to the ones' complement sum as if each 16-bit half were byte-swapped. */
+static __always_inline __u32 s_csum_view (__u32 v, __u32 odd)
+{
+    return odd ? ((v & 0x00ff00ff) << 8) | ((v >> 8) & 0x00ff00ff) : v;
+}
+
+/* Adds delta (host order) to the 32-bit big-endian field at l4off + off and fixes the TCP
+ * checksum. Returns 0, or -1 when a helper failed. */
+static __always_inline int s_add32 (struct __sk_buff *skb, __u32 l4off, __u32 off, __u32 delta)
+{
+    __u32 old, new;
+
+    if (bpf_skb_load_bytes (skb, l4off + off, &old, 4))
+        return -1;
+    new = bpf_htonl (bpf_ntohl (old) + delta);
+    if (bpf_skb_store_bytes (skb, l4off + off, &new, 4, 0))
+        return -1;
+    if (bpf_l4_csum_replace (skb, l4off + 16, s_csum_view (old, off & 1), s_csum_view (new, off & 1),
+                             4))
+        return -1;
+    return 0;
+}
+
+/* Replaces the 32-bit field at off (addresses: IP header, pseudo-header) or the port pair. */
+static __always_inline int s_set32 (struct __sk_buff *skb, __u32 off, __u32 old, __u32 new,
+                                    __u32 ip_csum, __u32 l4_csum, __u64 l4_flags)
+{
+    if (old == new)
+        return 0;
+    if (bpf_skb_store_bytes (skb, off, &new, 4, 0))
+        return -1;
+    if (ip_csum && bpf_l3_csum_replace (skb, ip_csum, old, new, 4))
+        return -1;
+    if (bpf_l4_csum_replace (skb, l4_csum, old, new, l4_flags | 4))
+        return -1;
+    return 0;
+}
+
+/* Finds the timestamp and SACK options in the TCP options (copied to the stack). */
+static __always_inline void s_parse_options (struct __sk_buff *skb, __u32 l4off, __u32 optlen,
+                                             struct opt_layout *lo)
+{
+    __u8 opts[64] = {};
+    __u32 off = 0;
+
+    if (optlen == 0 || optlen > TCP_OPT_MAX)
+        return;
+    if (bpf_skb_load_bytes (skb, l4off + 20, opts, optlen)) {
+        lo->malformed = 1;
+        return;
+    }
+    for (int i = 0; i < TCP_OPT_MAX; i++) {
+        __u8 kind, len;
+
+        if (off >= optlen)
+            break;
+        kind = opts[off & 63];
+        if (kind == TCPOPT_EOL)
+            break;
+        if (kind == TCPOPT_NOP) {
+            off++;
+            continue;
+        }
+        if (off + 1 >= optlen) {
+            lo->malformed = 1;
+            break;
+        }
+        len = opts[(off + 1) & 63];
+        if (len < 2 || off + len > optlen) {
+            lo->malformed = 1;
+            break;
+        }
+        if (kind == TCPOPT_TS && len == 10)
+            lo->ts_off = 20 + off + 2;
+        else if (kind == TCPOPT_SACK && len >= 10 && (len - 2) % 8 == 0) {
+            lo->sack_off = 20 + off + 2;
+            lo->sack_blocks = (len - 2) / 8;
+        }
+        off += len;
+    }
+}
+
+static __always_inline void s_event (struct bypass_flow_val *val, const struct bypass_flow_key *key,
+                                     __u32 type)
+{
+    struct bypass_event *ev;
+
+    if (__sync_fetch_and_or (&val->st.seen, type) & type)
+        return; /* once per flow and kind */
+    ev = bpf_ringbuf_reserve (&bypass_events, sizeof (*ev), 0);
+    if (!ev) {
+        s_stat (BYPASS_STAT_EV_LOST);
+        return;
+    }
+    ev->ts_ns = bpf_ktime_get_ns ();
+    ev->cookie = val->cookie;
+    ev->key = *key;
+    ev->type = type;
+    ev->packets = val->st.packets;
+    ev->bytes = val->st.bytes;
+    bpf_ringbuf_submit (ev, 0);
+}
+
+/* Rewrites the segment per p; the headers up to l4off + optlen + 20 are linear. */
+static __always_inline int s_splice (struct __sk_buff *skb, const struct bypass_flow_key *key,
+                                     const struct bypass_splice_params *p, __u32 l4off,
+                                     const struct opt_layout *lo)
+{
+    __u32 csum = l4off + 16;
+
+    if (s_add32 (skb, l4off, 4, p->seq_delta) || s_add32 (skb, l4off, 8, p->ack_delta))
+        return -1;
+
+    if (p->wscale_in != p->wscale_out) {
+        __u16 w_old, w_new;
+        __u32 bytes;
+
+        if (bpf_skb_load_bytes (skb, l4off + 14, &w_old, 2))
+            return -1;
+        bytes = (__u32) bpf_ntohs (w_old) << (p->wscale_in & 15);
+        bytes >>= (p->wscale_out & 15);
+        w_new = bpf_htons (bytes > 0xffff ? 0xffff : bytes);
+        if (w_new != w_old) {
+            if (bpf_skb_store_bytes (skb, l4off + 14, &w_new, 2, 0))
+                return -1;
+            if (bpf_l4_csum_replace (skb, csum, w_old, w_new, 2))
+                return -1;
+        }
+    }
+
+    if ((p->flags & BYPASS_SPLICE_TS) && lo->ts_off) {
+        if (s_add32 (skb, l4off, lo->ts_off & 63, p->tsval_delta) ||
+            s_add32 (skb, l4off, (lo->ts_off + 4) & 63, p->tsecr_delta))
+            return -1;
+    }
+
+    if ((p->flags & BYPASS_SPLICE_SACK) && lo->sack_off) {
+        for (__u32 i = 0; i < SACK_MAX_BLOCK; i++) {
+            __u32 edge = (lo->sack_off + i * 8) & 63;
+
+            if (i >= lo->sack_blocks)
+                break;
+            if (s_add32 (skb, l4off, edge, p->ack_delta) ||
+                s_add32 (skb, l4off, edge + 4, p->ack_delta))
+                return -1;
+        }
+    }
+
+    {
+        __u32 old_ports = ((__u32) key->dport << 16) | key->sport;
+        __u32 new_ports = ((__u32) p->new_dport << 16) | p->new_sport;
+
+        if (s_set32 (skb, l4off, old_ports, new_ports, 0, csum, 0))
+            return -1;
+    }
+    if (s_set32 (skb, IP_SADDR_OFF, key->saddr, p->new_saddr, IP_CSUM_OFF, csum,
+                 BPF_F_PSEUDO_HDR) ||
+        s_set32 (skb, IP_DADDR_OFF, key->daddr, p->new_daddr, IP_CSUM_OFF, csum, BPF_F_PSEUDO_HDR))
+        return -1;
+
+    if (p->out_port == 0)
+        return TC_ACT_OK;
+    {
+        __u8 macs[12];
+
+        __builtin_memcpy (macs, p->out_dmac, 6);
+        __builtin_memcpy (macs + 6, p->out_smac, 6);
+        if (bpf_skb_store_bytes (skb, 0, macs, sizeof (macs), 0))
+            return -1;
+    }
+    return bpf_redirect (p->out_port, 0);
+}
+
+SEC ("tc")
+int bypass_ingress (struct __sk_buff *skb)
+{
+    void *data = (void *) (long) skb->data;
+    void *end = (void *) (long) skb->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip;
+    struct tcphdr *tcp;
+    struct bypass_flow_key key;
+    struct bypass_flow_val *val;
+    struct opt_layout lo = {};
+    __u32 l4off, hdr_end, optlen;
+    __u8 tcp_flags;
+    int ret;
+
+    if ((void *) (eth + 1) > end || eth->h_proto != bpf_htons (ETH_P_IP))
+        return TC_ACT_OK;
+    ip = (void *) (eth + 1);
+    if ((void *) (ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5 ||
+        (ip->frag_off & bpf_htons (IP_MF_OFFSET)))
+        return TC_ACT_OK;
+    l4off = ETH_HLEN + ip->ihl * 4;
+
+    /* the TCP header (with options) must be in the linear part: pull the headers only */
+    if (data + l4off + sizeof (struct tcphdr) > end) {
+        if (bpf_skb_pull_data (skb, l4off + sizeof (struct tcphdr)))
+            return TC_ACT_OK;
+        data = (void *) (long) skb->data;
+        end = (void *) (long) skb->data_end;
+    }
+    if (data + l4off + sizeof (struct tcphdr) > end)
+        return TC_ACT_OK;
+    tcp = data + l4off;
+    hdr_end = l4off + tcp->doff * 4;
+    if (tcp->doff < 5) {
+        s_stat (BYPASS_STAT_MALFORMED);
+        return TC_ACT_OK;
+    }
+    optlen = tcp->doff * 4 - sizeof (struct tcphdr);
+
+    ip = data + ETH_HLEN;
+    if ((void *) (ip + 1) > end)
+        return TC_ACT_OK;
+    key.saddr = ip->saddr;
+    key.daddr = ip->daddr;
+    key.sport = tcp->source;
+    key.dport = tcp->dest;
+    tcp_flags = ((__u8 *) tcp)[13];
+
+    val = bpf_map_lookup_elem (&bypass_flows, &key);
+    if (!val) {
+        s_stat (BYPASS_STAT_MISS);
+        return TC_ACT_OK;
+    }
+    if (data + hdr_end > end && bpf_skb_pull_data (skb, hdr_end)) {
+        s_stat (BYPASS_STAT_MALFORMED);
+        return TC_ACT_OK;
+    }
+
+    __sync_fetch_and_add (&val->st.packets, skb->gso_segs > 1 ? skb->gso_segs : 1);
+    __sync_fetch_and_add (&val->st.bytes, skb->len - ETH_HLEN);
+    val->st.last_ns = bpf_ktime_get_ns ();
+
+    s_parse_options (skb, l4off, optlen, &lo);
+    if (lo.malformed)
+        s_stat (BYPASS_STAT_MALFORMED);
+    if (lo.ts_off) {
+        __u32 ts[2];
+
+        if (bpf_skb_load_bytes (skb, l4off + (lo.ts_off & 63), ts, sizeof (ts)) == 0) {
+            val->st.last_tsval = bpf_ntohl (ts[0]);
+            val->st.last_tsecr = bpf_ntohl (ts[1]);
+        }
+    }
+
+    if (tcp_flags & TCP_FLAG_RST)
+        s_event (val, &key, BYPASS_EV_RST);
+    if (tcp_flags & TCP_FLAG_FIN)
+        s_event (val, &key, BYPASS_EV_FIN);
+    if (tcp_flags & TCP_FLAG_SYN) {
+        s_event (val, &key, BYPASS_EV_SYN);
+        return TC_ACT_OK; /* a new connection on a stale entry: the host decides */
+    }
+
+    if (val->action != BYPASS_ACT_SPLICE) {
+        s_stat (BYPASS_STAT_OBSERVED);
+        return TC_ACT_OK;
+    }
+    ret = s_splice (skb, &key, &val->splice, l4off, &lo);
+    if (ret < 0) {
+        s_stat (BYPASS_STAT_ERROR);
+        return TC_ACT_SHOT;
+    }
+    s_stat (BYPASS_STAT_SPLICED);
+    return ret;
+}
