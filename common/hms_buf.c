@@ -111,6 +111,19 @@ void hms_buf_drain (hms_buf_t *self, size_t n)
     }
 }
 
+size_t hms_buf_copy (const hms_buf_t *self, void *out, size_t len)
+{
+    size_t done = 0;
+    for (const s_chunk_t *c = self->head; c && done < len; c = c->next) {
+        size_t n = c->end - c->start;
+        if (n > len - done)
+            n = len - done;
+        memcpy ((char *) out + done, c->data + c->start, n);
+        done += n;
+    }
+    return done;
+}
+
 size_t hms_buf_read (hms_buf_t *self, void *out, size_t len)
 {
     size_t done = 0;

@@ -22,6 +22,8 @@ size_t hms_buf_size (const hms_buf_t *self);
 const void *hms_buf_peek (const hms_buf_t *self, size_t *len);
 /* Copies up to len bytes out (and drains them); returns the count. */
 size_t hms_buf_read (hms_buf_t *self, void *out, size_t len);
+/* Copies up to len bytes from the front without draining them; returns the count. */
+size_t hms_buf_copy (const hms_buf_t *self, void *out, size_t len);
 /* Drops the first n bytes (n <= size). */
 void hms_buf_drain (hms_buf_t *self, size_t n);
 /* Writes as much as the non-blocking fd takes; returns bytes written, or -1 with errno

@@ -300,12 +300,29 @@ static void s_flush (hms_h2_conn_t *self)
         return;
     }
     while (!self->failed) {
-        while (hms_buf_size (self->out) > 0 && !hms_tls_want_write (self->tls)) {
-            size_t len;
-            const void *p = hms_buf_peek (self->out, &len);
-            ssize_t n = hms_tls_write (self->tls, p, len);
-            if (n == HMS_TLS_AGAIN)
+        /* frame as much as there is room for, then hand TLS full records: a DATA frame
+         * split over two buffer chunks must not become a full record and a tiny one */
+        while (hms_buf_size (self->out) < HMS_H2_OUT_MAX) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send (self->session, &data);
+            if (n < 0) {
+                s_fail (self, nghttp2_strerror ((int) n));
+                return;
+            }
+            if (n == 0)
                 break;
+            hms_buf_append (self->out, data, (size_t) n);
+        }
+        bool more = hms_buf_size (self->out) >= HMS_H2_OUT_MAX; /* nghttp2 may have more */
+        bool blocked = false;
+        while (hms_buf_size (self->out) > 0 && !hms_tls_want_write (self->tls)) {
+            uint8_t record[16384];
+            size_t len = hms_buf_copy (self->out, record, sizeof record);
+            ssize_t n = hms_tls_write (self->tls, record, len);
+            if (n == HMS_TLS_AGAIN) {
+                blocked = true;
+                break;
+            }
             if (n < 0) {
                 char why[256];
                 snprintf (why, sizeof why, "TLS: %s", hms_tls_error (self->tls));
@@ -313,18 +330,13 @@ static void s_flush (hms_h2_conn_t *self)
                 return;
             }
             hms_buf_drain (self->out, (size_t) n);
+            if ((size_t) n < len) {
+                blocked = true; /* the socket is full */
+                break;
+            }
         }
-        if (hms_buf_size (self->out) >= HMS_H2_OUT_MAX || hms_tls_want_write (self->tls))
+        if (!more || blocked || hms_tls_want_write (self->tls) || hms_buf_size (self->out) > 0)
             break;
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send (self->session, &data);
-        if (n < 0) {
-            s_fail (self, nghttp2_strerror ((int) n));
-            return;
-        }
-        if (n == 0)
-            break;
-        hms_buf_append (self->out, data, (size_t) n);
     }
     /* Tell writers that their bytes left the queues (may queue more: flush again later). */
     bool more = false;

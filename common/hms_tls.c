@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <sys/socket.h>
+#include <poll.h>
 #include <unistd.h>
 
 #define HMS_TLS_ALPN_MAX 8
@@ -55,7 +58,55 @@ struct hms_tls {
     char *alpn;
     char *peer_name;
     char err[512];
+    /* Raw bytes read ahead from the socket: one recv fills it, so GnuTLS's reads of a
+     * record's header and body cost no system call each. */
+    unsigned char *rbuf;
+    size_t rbuf_off, rbuf_len;
 };
+
+#define S_RBUF 65536
+
+static ssize_t s_pull (gnutls_transport_ptr_t ptr, void *data, size_t len)
+{
+    hms_tls_t *self = ptr;
+    if (self->rbuf_len == 0) {
+        if (!self->rbuf)
+            self->rbuf = hms_alloc (S_RBUF);
+        ssize_t n = recv (self->fd, self->rbuf, S_RBUF, 0);
+        if (n < 0) {
+            gnutls_transport_set_errno (self->session, errno);
+            return -1;
+        }
+        if (n == 0)
+            return 0;
+        self->rbuf_off = 0;
+        self->rbuf_len = (size_t) n;
+    }
+    size_t take = len < self->rbuf_len ? len : self->rbuf_len;
+    memcpy (data, self->rbuf + self->rbuf_off, take);
+    self->rbuf_off += take;
+    self->rbuf_len -= take;
+    return (ssize_t) take;
+}
+
+static int s_pull_timeout (gnutls_transport_ptr_t ptr, unsigned int ms)
+{
+    hms_tls_t *self = ptr;
+    if (self->rbuf_len > 0)
+        return 1;
+    struct pollfd p = {self->fd, POLLIN, 0};
+    return poll (&p, 1, (int) ms);
+}
+
+static ssize_t s_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+    hms_tls_t *self = ptr;
+    struct msghdr msg = {.msg_iov = (struct iovec *) iov, .msg_iovlen = (size_t) iovcnt};
+    ssize_t n = sendmsg (self->fd, &msg, MSG_NOSIGNAL);
+    if (n < 0)
+        gnutls_transport_set_errno (self->session, errno);
+    return n;
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Context */
@@ -464,7 +515,10 @@ static int s_session_setup (hms_tls_t *self)
              GNUTLS_ALPN_MANDATORY | (ctx->server ? GNUTLS_ALPN_SERVER_PRECEDENCE : 0))) < 0)
         return rc;
     gnutls_handshake_set_timeout (self->session, 0);
-    gnutls_transport_set_int (self->session, self->fd);
+    gnutls_transport_set_ptr (self->session, self);
+    gnutls_transport_set_pull_function (self->session, s_pull);
+    gnutls_transport_set_pull_timeout_function (self->session, s_pull_timeout);
+    gnutls_transport_set_vec_push_function (self->session, s_push);
     return 0;
 }
 
@@ -497,6 +551,7 @@ void hms_tls_destroy (hms_tls_t **self_p)
     s_ctx_unref (self->ctx);
     free (self->server_name);
     free (self->pend);
+    free (self->rbuf);
     free (self->alpn);
     free (self->peer_name);
     free (self);
@@ -680,7 +735,7 @@ ssize_t hms_tls_write (hms_tls_t *self, const void *buf, size_t len)
 size_t hms_tls_pending (hms_tls_t *self)
 {
     return self->state == S_OPEN || self->state == S_CLOSED
-               ? gnutls_record_check_pending (self->session)
+               ? gnutls_record_check_pending (self->session) + self->rbuf_len
                : 0;
 }
 
