@@ -56,10 +56,9 @@ struct {
 
 /* Where the translated TCP options sit, as offsets from the start of the TCP header. */
 struct opt_layout {
-    __u32 ts_off; /* TSval; TSecr follows; 0: no timestamp option */
+    __u32 ts_off;   /* TSval; TSecr follows; 0: no timestamp option */
     __u32 sack_off; /* first left edge; 0: no SACK option */
     __u32 sack_blocks;
-    int malformed;
 };
 
 static __always_inline void s_stat (__u32 which)
@@ -87,8 +86,8 @@ static __always_inline int s_add32 (struct __sk_buff *skb, __u32 l4off, __u32 of
     new = bpf_htonl (bpf_ntohl (old) + delta);
     if (bpf_skb_store_bytes (skb, l4off + off, &new, 4, 0))
         return -1;
-    if (bpf_l4_csum_replace (skb, l4off + 16, s_csum_view (old, off & 1), s_csum_view (new, off & 1),
-                             4))
+    if (bpf_l4_csum_replace (skb, l4off + 16, s_csum_view (old, off & 1),
+                             s_csum_view (new, off & 1), 4))
         return -1;
     return 0;
 }
@@ -108,48 +107,47 @@ static __always_inline int s_set32 (struct __sk_buff *skb, __u32 off, __u32 old,
     return 0;
 }
 
-/* Finds the timestamp and SACK options in the TCP options (copied to the stack). */
-static __always_inline void s_parse_options (struct __sk_buff *skb, __u32 l4off, __u32 optlen,
-                                             struct opt_layout *lo)
+/* Finds the timestamp and SACK options in the TCP options. A global function: the verifier
+ * checks it once, on its own, instead of once per path through the option loop. Returns the
+ * layout packed as OPT_* fields below. */
+#define OPT_TS(r)        ((r) &0xff)
+#define OPT_SACK(r)      (((r) >> 8) & 0xff)
+#define OPT_SACK_N(r)    (((r) >> 16) & 0x7)
+#define OPT_MALFORMED(r) (((r) >> 24) & 1)
+
+__noinline int bypass_parse_options (struct __sk_buff *skb, __u32 l4off, __u32 optlen)
 {
     __u8 opts[64] = {};
-    __u32 off = 0;
+    __u32 off = 0, ts_off = 0, sack_off = 0, sack_n = 0;
 
-    if (optlen == 0 || optlen > TCP_OPT_MAX)
-        return;
-    if (bpf_skb_load_bytes (skb, l4off + 20, opts, optlen)) {
-        lo->malformed = 1;
-        return;
-    }
-    for (int i = 0; i < TCP_OPT_MAX; i++) {
+    if (optlen == 0 || optlen > TCP_OPT_MAX || l4off > 128)
+        return 0;
+    if (bpf_skb_load_bytes (skb, l4off + 20, opts, optlen))
+        return 1 << 24;
+    while (off < optlen) {
         __u8 kind, len;
 
-        if (off >= optlen)
-            break;
-        kind = opts[off & 63];
+        kind = opts[off];
         if (kind == TCPOPT_EOL)
             break;
         if (kind == TCPOPT_NOP) {
             off++;
             continue;
         }
-        if (off + 1 >= optlen) {
-            lo->malformed = 1;
-            break;
-        }
-        len = opts[(off + 1) & 63];
-        if (len < 2 || off + len > optlen) {
-            lo->malformed = 1;
-            break;
-        }
+        if (off + 1 >= optlen)
+            return 1 << 24 | sack_n << 16 | sack_off << 8 | ts_off;
+        len = opts[off + 1];
+        if (len < 2 || off + len > optlen)
+            return 1 << 24 | sack_n << 16 | sack_off << 8 | ts_off;
         if (kind == TCPOPT_TS && len == 10)
-            lo->ts_off = 20 + off + 2;
+            ts_off = 20 + off + 2;
         else if (kind == TCPOPT_SACK && len >= 10 && (len - 2) % 8 == 0) {
-            lo->sack_off = 20 + off + 2;
-            lo->sack_blocks = (len - 2) / 8;
+            sack_off = 20 + off + 2;
+            sack_n = (len - 2) / 8;
         }
         off += len;
     }
+    return sack_n << 16 | sack_off << 8 | ts_off;
 }
 
 static __always_inline void s_event (struct bypass_flow_val *val, const struct bypass_flow_key *key,
@@ -306,8 +304,11 @@ int bypass_ingress (struct __sk_buff *skb)
     __sync_fetch_and_add (&val->st.bytes, skb->len - ETH_HLEN);
     val->st.last_ns = bpf_ktime_get_ns ();
 
-    s_parse_options (skb, l4off, optlen, &lo);
-    if (lo.malformed)
+    ret = bypass_parse_options (skb, l4off, optlen);
+    lo.ts_off = OPT_TS (ret);
+    lo.sack_off = OPT_SACK (ret);
+    lo.sack_blocks = OPT_SACK_N (ret);
+    if (OPT_MALFORMED (ret))
         s_stat (BYPASS_STAT_MALFORMED);
     if (lo.ts_off) {
         __u32 ts[2];
@@ -337,5 +338,7 @@ int bypass_ingress (struct __sk_buff *skb)
         return TC_ACT_SHOT;
     }
     s_stat (BYPASS_STAT_SPLICED);
+    if (skb->gso_segs > 1)
+        s_stat (BYPASS_STAT_GSO);
     return ret;
 }

@@ -83,10 +83,10 @@ struct bypass_splice_params {
 
 /* Written by the data plane only (counters with atomic adds). */
 struct bypass_flow_state {
-    __u64 packets; /* segments: a GSO packet counts its gso_segs */
-    __u64 bytes;   /* IP bytes (GSO: of the whole super-packet) */
-    __u64 last_ns; /* CLOCK_MONOTONIC of the last segment */
-    __u32 seen;    /* BYPASS_EV_* seen on this direction */
+    __u64 packets;    /* segments: a GSO packet counts its gso_segs */
+    __u64 bytes;      /* IP bytes (GSO: of the whole super-packet) */
+    __u64 last_ns;    /* CLOCK_MONOTONIC of the last segment */
+    __u32 seen;       /* BYPASS_EV_* seen on this direction */
     __u32 last_tsval; /* last TSval / TSecr received (as received, before any rewrite) */
     __u32 last_tsecr;
     __u32 pad1;
@@ -104,19 +104,20 @@ struct bypass_event {
     __u64 ts_ns; /* CLOCK_MONOTONIC */
     __u64 cookie;
     struct bypass_flow_key key;
-    __u32 type; /* one BYPASS_EV_* */
+    __u32 type;    /* one BYPASS_EV_* */
     __u64 packets; /* the flow's counters when it happened */
     __u64 bytes;
 };
 
 /* Global counters, one slot each in the per-CPU array BYPASS_STATS_NAME. */
 enum bypass_stat {
-    BYPASS_STAT_MISS = 0,   /* IPv4 TCP segment with no entry */
-    BYPASS_STAT_SPLICED,    /* rewritten (and redirected) */
-    BYPASS_STAT_OBSERVED,   /* counted and passed */
-    BYPASS_STAT_MALFORMED,  /* header or options that could not be parsed */
-    BYPASS_STAT_ERROR,      /* a helper failed: segment dropped */
-    BYPASS_STAT_EV_LOST,    /* ring buffer full */
+    BYPASS_STAT_MISS = 0,  /* IPv4 TCP segment with no entry */
+    BYPASS_STAT_SPLICED,   /* rewritten (and redirected) */
+    BYPASS_STAT_OBSERVED,  /* counted and passed */
+    BYPASS_STAT_MALFORMED, /* header or options that could not be parsed */
+    BYPASS_STAT_ERROR,     /* a helper failed: segment dropped */
+    BYPASS_STAT_EV_LOST,   /* ring buffer full */
+    BYPASS_STAT_GSO,       /* spliced GSO super-packets (gso_segs > 1) */
     BYPASS_STAT_MAX
 };
 
