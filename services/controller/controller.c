@@ -394,10 +394,10 @@ static int s_on_stats (controller_t *self, s_req_t *req, json_t **result, contro
         s_inst_t *inst = zhash_lookup (self->instances, key);
         if (kind && strcmp (kind, inst->kind) != 0)
             continue;
-        json_array_append_new (rows,
-                               json_pack ("{s:s, s:s, s:s, s:O}", "kind", inst->kind, "instance",
-                                          inst->instance, "state", inst->up ? "up" : "down",
-                                          "stats", inst->stats ? inst->stats : json_object ()));
+        json_array_append_new (
+            rows, json_pack ("{s:s, s:s, s:s, s:o}", "kind", inst->kind, "instance", inst->instance,
+                             "state", inst->up ? "up" : "down", "stats",
+                             inst->stats ? json_incref (inst->stats) : json_object ()));
     }
     zlist_destroy (&keys);
     *result = rows;
