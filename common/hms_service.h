@@ -13,8 +13,9 @@
 
 /* The daemon's own check of a snapshot that passed its schema: 0, or -1 with err. */
 typedef int (hms_validate_fn) (void *arg, const json_t *config, char *err, size_t errlen);
-/* Swaps a validated config in; takes a new reference to config. Runs in the service
- * thread, so it must hand over to the daemon's threads safely. */
+/* Swaps a validated config in. config is a reference the callee now owns (keep it or
+ * decref it; do not incref it again). Runs in the service thread, so it must hand over to
+ * the daemon's threads safely. */
 typedef void (hms_apply_fn) (void *arg, json_t *config, int64_t version);
 /* The daemon's counters now, as {"name": integer, ...}; caller owns the return value.
  * Called from the service thread (every heartbeat) and the metrics thread. */

@@ -144,6 +144,8 @@ class Suite:
         instance = instance or f"{kind}-1"
         if kind == "policy" and "--listen" not in extra:
             extra = ("--listen", self.listen_endpoint(instance), *extra)
+        if kind == "bypass" and "--socket" not in extra:
+            extra = ("--socket", os.path.join(self.dir, f"{instance}.sock"), *extra)
         if kind == "relay" and "--listen" not in extra:
             extra = ("--listen", f"127.0.0.1:{self.port(instance, 'tunnel')}", *extra)
         if "--metrics-listen" not in extra:

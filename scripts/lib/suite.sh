@@ -35,6 +35,7 @@ suite_start() {
   case "$name" in
     relay) args+=(--listen "127.0.0.1:${HERMES_RELAY_PORT:-4433}") ;;
     policy) args+=(--listen "tcp://127.0.0.1:${HERMES_POLICY_PORT:-7200}") ;;
+    bypass) args+=(--socket "$VAR_DIR/run/hermes-bypass.sock") ;;
     ingress) args+=(--policy "tcp://127.0.0.1:${HERMES_POLICY_PORT:-7200}"
                     --http-listen "127.0.0.1:${HERMES_HTTP_PORT:-3128}"
                     --h2-listen "127.0.0.1:${HERMES_H2_PORT:-3129}"

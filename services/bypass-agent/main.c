@@ -1,5 +1,5 @@
-/* hermes-bypass: Takes spliceable TCP connections out of a proxy. Data plane: not built yet
- * (control plane only). */
+/* hermes-bypass: takes spliceable TCP connections out of a proxy on the same host and splices
+ * them in the kernel (eBPF). */
 #include "bypass_daemon.h"
 
 int main (int argc, char **argv)
