@@ -24,6 +24,6 @@ typedef struct {
     uint64_t a, b, c, d;
 } bench_hdr_t;
 
-_Static_assert (sizeof (bench_hdr_t) == 40, "bench_hdr_t is 40 bytes on the wire");
+_Static_assert(sizeof (bench_hdr_t) == 40, "bench_hdr_t is 40 bytes on the wire");
 
 #endif

@@ -322,8 +322,9 @@ int main (int argc, char **argv)
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
     getsockname (lfd, (struct sockaddr *) &bound, &blen);
-    uint16_t port = ntohs (bound.ss_family == AF_INET ? ((struct sockaddr_in *) &bound)->sin_port
-                                                       : ((struct sockaddr_in6 *) &bound)->sin6_port);
+    uint16_t port =
+        ntohs (bound.ss_family == AF_INET ? ((struct sockaddr_in *) &bound)->sin_port
+                                          : ((struct sockaddr_in6 *) &bound)->sin6_port);
     printf ("port %u\n", port);
     fflush (stdout);
 

@@ -456,8 +456,8 @@ static void s_tr_open (s_tr_t *t)
     const char *target = o.target ? o.target : o.connect;
     if (o.proxy == P_H1) {
         char req[600];
-        int n = snprintf (req, sizeof req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target,
-                          target);
+        int n =
+            snprintf (req, sizeof req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target);
         s_send_all (t->fd, req, (size_t) n);
         char head[4096];
         size_t len = 0;
