@@ -85,6 +85,7 @@ int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
             .validate = def->validate,
             .apply = def->apply,
             .stats = def->stats,
+            .query = def->query,
             .arg = state,
             .build = HMS_VERSION,
         };

@@ -20,6 +20,7 @@ typedef struct {
     hms_validate_fn *validate; /* arg = the state returned by start */
     hms_apply_fn *apply;
     hms_stats_fn *stats; /* counters for heartbeats and the metrics port; may be NULL */
+    hms_query_fn *query; /* operator queries relayed by the controller; may be NULL */
 } hms_daemon_def_t;
 
 /* The bootstrap keys every service daemon has (controller, controller_push, keys_dir,

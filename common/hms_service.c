@@ -140,6 +140,15 @@ static void s_on_dealer (hms_service_t *self)
     } else if (strcmp (type, "heartbeat.ok") == 0) {
         s_seen (self, body);
         s_offer (self, json_object_get (body, "snapshot"), "heartbeat");
+    } else if (strcmp (type, "service.query") == 0) {
+        /* the controller relays an operator's question */
+        const char *op = json_string_value (json_object_get (body, "op"));
+        char err[512] = "no queries are answered by this daemon";
+        json_t *result =
+            self->opts.query ? self->opts.query (self->opts.arg, op, err, sizeof err) : NULL;
+        json_t *answer = result ? json_pack ("{s:s, s:o}", "op", op, "result", result)
+                                : json_pack ("{s:s, s:s}", "op", op, "error", err);
+        s_send (self, hms_msg_reply (env, "service.answer", self->src, answer));
     } else if (strcmp (type, "ok") == 0) {
         s_seen (self, body);
     } else if (strcmp (type, "error") == 0) {

@@ -17,6 +17,9 @@ typedef int (hms_validate_fn) (void *arg, const json_t *config, char *err, size_
  * decref it; do not incref it again). Runs in the service thread, so it must hand over to
  * the daemon's threads safely. */
 typedef void (hms_apply_fn) (void *arg, json_t *config, int64_t version);
+/* Answers an operator's query that the controller relays (service.query): op names it.
+ * Returns the result (caller owns), or NULL with err. Runs in the service thread. */
+typedef json_t *(hms_query_fn) (void *arg, const char *op, char *err, size_t errlen);
 /* The daemon's counters now, as {"name": integer, ...}; caller owns the return value.
  * Called from the service thread (every heartbeat) and the metrics thread. */
 typedef json_t *(hms_stats_fn) (void *arg);
@@ -31,6 +34,7 @@ typedef struct {
     hms_validate_fn *validate;
     hms_apply_fn *apply;
     hms_stats_fn *stats; /* may be NULL */
+    hms_query_fn *query; /* may be NULL: queries are refused */
     void *arg;
     int heartbeat_ms;  /* 0 means 1000 */
     int away_ms;       /* silence after which the controller counts as away; 0 means 3000 */

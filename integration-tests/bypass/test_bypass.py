@@ -685,3 +685,26 @@ def test_delay_ramp_towards_the_server_rtt(env):
         sh(f"ip netns exec {NS_S} iptables -w -D {rule}", check=False)
         nfq.terminate()
         nfq.wait(5)
+
+
+def test_hermesctl_lists_offloaded_flows_and_exports_p4_entries(env):
+    """hermesctl bypass list / export-p4: the controller relays the question to the agent
+    over its bus connection and returns its answer."""
+    suite = env["suite"]
+    c = Client(env, 64 << 10, 64 << 10, "cfin")
+    ev = c.offload()
+    assert ev["event"] == "accepted", ev
+    rows = suite.ctl_json("bypass", "list")["answers"]
+    assert len(rows) == 1 and "error" not in rows[0], rows
+    flows = [f for f in rows[0]["result"]["flows"] if f["client"] == c.addr]
+    assert flows and flows[0]["state"] == "spliced", rows
+    _, table, _ = suite.ctl("bypass", "list")
+    assert c.addr in table and "spliced" in table
+    _, p4, _ = suite.ctl("bypass", "export-p4")
+    lines = [l for l in p4.splitlines() if l.startswith("table_add bypass_flows splice ")]
+    assert len(lines) >= 2, p4  # one entry per direction of the spliced flow
+    assert suite.ctl_json("bypass", "stats")[0]["stats"]["bypass_accepted"] >= 1
+    sha = c.transfer()
+    c.finish()
+    c.check(sha)
+    wait_removed(env, c.addr, "fin", timeout=10)

@@ -179,8 +179,29 @@ static json_t *s_build_policy_test (const ctl_args_t *args, char *err, size_t er
 
 static json_t *s_build_stats (const ctl_args_t *args, char *err, size_t errlen)
 {
-    const char *kind = ctl_args_flag (args, "kind");
+    const char *kind = strcmp (args->command->words, "bypass stats") == 0
+                           ? "bypass"
+                           : ctl_args_flag (args, "kind");
     return kind ? json_pack ("{s:s}", "kind", kind) : json_object ();
+}
+
+static json_t *s_build_bypass (const ctl_args_t *args, const char *op)
+{
+    json_t *body = json_pack ("{s:s}", "op", op);
+    const char *instance = ctl_args_flag (args, "instance");
+    if (instance)
+        json_object_set_new (body, "instance", json_string (instance));
+    return body;
+}
+
+static json_t *s_build_bypass_list (const ctl_args_t *args, char *err, size_t errlen)
+{
+    return s_build_bypass (args, "flows");
+}
+
+static json_t *s_build_bypass_p4 (const ctl_args_t *args, char *err, size_t errlen)
+{
+    return s_build_bypass (args, "export_p4");
 }
 
 static json_t *s_build_rollback (const ctl_args_t *args, char *err, size_t errlen)
@@ -221,6 +242,12 @@ static const ctl_command_t s_commands[] = {
      "[--sni S] [--method M] [--path P] [--user U] [--service S] [--namespace N] [--json]",
      "policy.test", 0, 0, "src,dst,port,protocol,host,sni,method,path,user,service,namespace",
      s_build_policy_test, ctl_print_decision},
+    {"bypass list", "bypass list [--instance ID] [--json]", "bypass.query", 0, 0, "instance",
+     s_build_bypass_list, ctl_print_bypass_flows},
+    {"bypass stats", "bypass stats [--json]   (the agents' counters)", "stats", 0, 0, "kind",
+     s_build_stats, ctl_print_stats},
+    {"bypass export-p4", "bypass export-p4 [--instance ID]", "bypass.query", 0, 0, "instance",
+     s_build_bypass_p4, ctl_print_p4},
     {"audit", "audit [--limit N]", "audit.list", 0, 0, "limit", s_build_limit, ctl_print_audit},
     {"keygen", "keygen [--dir DIR]   (local: create missing CURVE keys)", NULL, 0, 0, "dir",
      s_build_empty, NULL},

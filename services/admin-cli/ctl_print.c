@@ -123,6 +123,59 @@ void ctl_print_stats (const json_t *result)
     json_decref (rows);
 }
 
+/* {"answers": [{"instance", "result": {"flows": [...]}} | {"instance", "error"}]} */
+void ctl_print_bypass_flows (const json_t *result)
+{
+    json_t *rows = json_array ();
+    size_t i, j;
+    json_t *a, *flow;
+    json_array_foreach (json_object_get (result, "answers"), i, a)
+    {
+        const char *instance = json_string_value (json_object_get (a, "instance"));
+        json_t *err = json_object_get (a, "error");
+        if (err) {
+            fprintf (stderr, "hermesctl: bypass agent %s: %s\n", instance, json_string_value (err));
+            continue;
+        }
+        json_array_foreach (json_object_get (json_object_get (a, "result"), "flows"), j, flow)
+        {
+            json_t *sp = json_object_get (flow, "spliced");
+            json_int_t bytes =
+                json_integer_value (json_object_get (json_object_get (sp, "up"), "bytes")) +
+                json_integer_value (json_object_get (json_object_get (sp, "down"), "bytes"));
+            json_array_append_new (
+                rows,
+                json_pack ("{s:s, s:O, s:O, s:O, s:O, s:I, s:I}", "instance", instance, "id",
+                           json_object_get (flow, "id"), "client", json_object_get (flow, "client"),
+                           "server", json_object_get (flow, "server"), "state",
+                           json_object_get (flow, "state"), "age_s",
+                           json_integer_value (json_object_get (flow, "age_ms")) / 1000, "bytes",
+                           bytes));
+        }
+    }
+    static const char *keys[] = {"instance", "id", "client", "server", "state", "age_s", "bytes"};
+    static const char *heads[] = {"AGENT", "ID",    "CLIENT",       "SERVER",
+                                  "STATE", "AGE S", "SPLICED BYTES"};
+    s_table (rows, keys, heads, 7);
+    json_decref (rows);
+}
+
+void ctl_print_p4 (const json_t *result)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach (json_object_get (result, "answers"), i, a)
+    {
+        json_t *err = json_object_get (a, "error");
+        if (err)
+            fprintf (stderr, "hermesctl: bypass agent %s: %s\n",
+                     json_string_value (json_object_get (a, "instance")), json_string_value (err));
+        else
+            fputs (json_string_value (json_object_get (json_object_get (a, "result"), "p4")) ?: "",
+                   stdout);
+    }
+}
+
 void ctl_print_nodes (const json_t *result)
 {
     static const char *keys[] = {"name", "address", "site"};

@@ -7,6 +7,8 @@
 void ctl_print_json (const json_t *result);
 void ctl_print_status (const json_t *result);
 void ctl_print_stats (const json_t *result);
+void ctl_print_bypass_flows (const json_t *result);
+void ctl_print_p4 (const json_t *result);
 void ctl_print_nodes (const json_t *result);
 void ctl_print_links (const json_t *result);
 void ctl_print_policies (const json_t *result);

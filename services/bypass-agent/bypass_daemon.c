@@ -91,4 +91,5 @@ const hms_daemon_def_t bypass_daemon = {
     .validate = bypass_agent_validate,
     .apply = bypass_agent_apply,
     .stats = bypass_agent_stats,
+    .query = bypass_agent_query,
 };

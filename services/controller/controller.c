@@ -33,8 +33,9 @@ typedef struct {
     char host[256];
     char build[64];
     char *reason;
-    json_t *stats; /* latest counters from its heartbeats */
-    bool dirty;    /* changed since the last save */
+    json_t *stats;   /* latest counters from its heartbeats */
+    zframe_t *route; /* its connection's routing frame, to relay queries to it */
+    bool dirty;      /* changed since the last save */
 } s_inst_t;
 
 struct controller {
@@ -55,6 +56,8 @@ struct controller {
     int64_t pushed_ms; /* when the current version was pushed */
     bool converged;    /* every up instance has the current version (or rejected it) */
     uint64_t messages, refused_messages;
+    zloop_t *loop;
+    zlist_t *queries;             /* s_query_t: operator queries relayed to services */
     hms_policy_set_t *policy_set; /* policies of policy_version, compiled for policy.test */
     int64_t policy_version;
     char start_err[1024];
@@ -68,6 +71,8 @@ typedef struct {
     char role[32];
     char who[96];
     const char *reply_type; /* set by service handlers: reply with this type and body */
+    zframe_t *route;        /* the sender's routing frame (borrowed) */
+    bool no_reply;          /* answered later (relayed query) or not at all (answers) */
     char reason[256];       /* set by write handlers: why the new version exists */
 } s_req_t;
 
@@ -96,6 +101,7 @@ static void s_inst_free (void *p)
 {
     s_inst_t *inst = p;
     json_decref (inst->stats);
+    zframe_destroy (&inst->route);
     free (inst->reason);
     free (inst);
 }
@@ -255,6 +261,8 @@ static int s_on_register (controller_t *self, s_req_t *req, json_t **result, con
     int64_t applied = json_integer_value (json_object_get (req->body, "applied_version"));
     s_inst_t *inst = s_inst (self, kind, name, true);
     bool was_up = inst->up;
+    zframe_destroy (&inst->route);
+    inst->route = zframe_dup (req->route);
     inst->session = true;
     inst->up = true;
     inst->last_seen_mono = hms_mono_ms ();
@@ -296,6 +304,10 @@ static s_inst_t *s_session (controller_t *self, s_req_t *req, controller_err_t *
     }
     inst->last_seen_mono = hms_mono_ms ();
     inst->last_seen_wall = hms_wall_ms ();
+    if (!inst->route || !zframe_eq (inst->route, req->route)) {
+        zframe_destroy (&inst->route);
+        inst->route = zframe_dup (req->route);
+    }
     if (!inst->up) {
         inst->up = true;
         hms_info ("instance up again kind=%s instance=%s", kind, name);
@@ -583,10 +595,125 @@ static int s_on_rollback (controller_t *self, s_req_t *req, json_t **result, con
     return rc;
 }
 
+/* ---- operator queries relayed to services ---------------------------------------------- */
+
+typedef struct {
+    char id[96];
+    zframe_t *admin_route;
+    json_t *admin_env;
+    json_t *answers; /* instance -> {result} | {error} */
+    json_t *asked;   /* instance names asked */
+    int timer;
+} s_query_t;
+
+static void s_query_finish (controller_t *self, s_query_t *q)
+{
+    json_t *rows = json_array ();
+    size_t i;
+    json_t *name;
+    json_array_foreach (q->asked, i, name)
+    {
+        json_t *a = json_object_get (q->answers, json_string_value (name));
+        json_t *row = a ? json_deep_copy (a) : json_pack ("{s:s}", "error", "no answer in time");
+        json_object_set (row, "instance", name);
+        json_array_append_new (rows, row);
+    }
+    json_t *reply = hms_msg_reply (q->admin_env, "ok", self->src,
+                                   json_pack ("{s:{s:o}}", "result", "answers", rows));
+    hms_bus_send (self->router, &q->admin_route, NULL, &reply);
+    if (q->timer)
+        zloop_timer_end (self->loop, q->timer);
+    zlist_remove (self->queries, q);
+    zframe_destroy (&q->admin_route);
+    json_decref (q->admin_env);
+    json_decref (q->answers);
+    json_decref (q->asked);
+    free (q);
+}
+
+static int s_on_query_timeout (zloop_t *loop, int timer_id, void *arg)
+{
+    controller_t *self = arg;
+    for (s_query_t *q = zlist_first (self->queries); q; q = zlist_next (self->queries))
+        if (q->timer == timer_id) {
+            q->timer = 0;
+            s_query_finish (self, q);
+            break;
+        }
+    return 0;
+}
+
+static int s_on_bypass_query (controller_t *self, s_req_t *req, json_t **result,
+                              controller_err_t *err)
+{
+    const char *op = s_str (req, "op");
+    const char *only = s_str (req, "instance");
+    s_query_t *q = hms_alloc (sizeof *q);
+    q->answers = json_object ();
+    q->asked = json_array ();
+    json_t *env = hms_msg_new ("service.query", 1, self->src, json_pack ("{s:s}", "op", op));
+    snprintf (q->id, sizeof q->id, "%s", hms_msg_id (env));
+    for (s_inst_t *inst = zhash_first (self->instances); inst;
+         inst = zhash_next (self->instances)) {
+        if (strcmp (inst->kind, "bypass") || !inst->up || !inst->session || !inst->route ||
+            (only && strcmp (only, inst->instance)))
+            continue;
+        zframe_t *route = zframe_dup (inst->route);
+        json_t *copy = json_incref (env);
+        hms_bus_send (self->router, &route, NULL, &copy);
+        json_array_append_new (q->asked, json_string (inst->instance));
+    }
+    json_decref (env);
+    if (json_array_size (q->asked) == 0) {
+        json_decref (q->answers);
+        json_decref (q->asked);
+        free (q);
+        s_err (err, HMS_ERR_NOT_FOUND,
+               only ? "no bypass agent '%s' is up" : "no bypass agent is up%s", only ? only : "");
+        return -1;
+    }
+    q->admin_route = zframe_dup (req->route);
+    q->admin_env = json_incref (req->env);
+    q->timer = zloop_timer (self->loop, 2000, 1, s_on_query_timeout, self);
+    zlist_append (self->queries, q);
+    req->no_reply = true;
+    return 0;
+}
+
+static int s_on_service_answer (controller_t *self, s_req_t *req, json_t **result,
+                                controller_err_t *err)
+{
+    req->no_reply = true;
+    const char *id = hms_msg_id (req->env);
+    for (s_query_t *q = zlist_first (self->queries); q; q = zlist_next (self->queries))
+        if (strcmp (q->id, id) == 0) {
+            /* who answered: the instance whose connection this is */
+            for (s_inst_t *inst = zhash_first (self->instances); inst;
+                 inst = zhash_next (self->instances))
+                if (inst->route && zframe_eq (inst->route, req->route)) {
+                    json_t *a = json_object ();
+                    json_t *r = json_object_get (req->body, "result");
+                    json_t *e = json_object_get (req->body, "error");
+                    if (r)
+                        json_object_set (a, "result", r);
+                    if (e)
+                        json_object_set (a, "error", e);
+                    json_object_set_new (q->answers, inst->instance, a);
+                    break;
+                }
+            if (json_object_size (q->answers) >= json_array_size (q->asked))
+                s_query_finish (self, q);
+            break;
+        }
+    return 0;
+}
+
 static const s_route_t s_routes[] = {
     {"register", "service", false, s_on_register},
     {"heartbeat", "service", false, s_on_heartbeat},
     {"config.ack", "service", false, s_on_ack},
+    {"service.answer", "service", false, s_on_service_answer},
+    {"bypass.query", "admin", false, s_on_bypass_query},
     {"status", "admin", false, s_on_status},
     {"stats", "admin", false, s_on_stats},
     {"node.list", "admin", false, s_on_node_list},
@@ -664,6 +791,10 @@ static json_t *s_dispatch (controller_t *self, s_req_t *req)
         return hms_msg_error (req->env, self->src, err.code ? err.code : HMS_ERR_INTERNAL, "%s",
                               err.text);
     }
+    if (req->no_reply) {
+        json_decref (result);
+        return NULL;
+    }
     if (req->reply_type)
         return hms_msg_reply (req->env, req->reply_type, self->src, result);
     return hms_msg_reply (req->env, "ok", self->src,
@@ -683,7 +814,14 @@ static int s_on_router (zloop_t *loop, zsock_t *sock, void *arg)
     if (req.env) {
         req.body = hms_msg_body (req.env);
         req.type = hms_msg_type (req.env);
+        req.route = route;
         reply = s_dispatch (self, &req);
+    }
+    if (req.no_reply) {
+        json_decref (reply);
+        json_decref (req.env);
+        zframe_destroy (&route);
+        return 0;
     }
     if (strcmp (hms_msg_type (reply), "error") == 0) {
         self->refused_messages++;
@@ -792,12 +930,18 @@ static void s_actor (zsock_t *pipe, void *arg)
     }
     zsock_signal (pipe, 0);
     zloop_t *loop = zloop_new ();
+    self->loop = loop;
+    self->queries = zlist_new ();
     zloop_reader (loop, pipe, s_on_pipe, self);
     zloop_reader (loop, self->router, s_on_router, self);
     zloop_timer (loop, 250, 0, s_on_sweep, self);
     zloop_set_nonstop (loop, true);
     zloop_start (loop);
+    while (zlist_size (self->queries))
+        s_query_finish (self, zlist_first (self->queries));
+    zlist_destroy (&self->queries);
     zloop_destroy (&loop);
+    self->loop = NULL;
 }
 
 controller_t *controller_new (const controller_opts_t *opts, char *err, size_t errlen)
