@@ -36,6 +36,7 @@ struct hms_tunnel {
     hms_tunnel_done_fn *done;
     void *arg;
     hms_tunnel_headers_fn *headers;
+    bool paused;          /* handed over for a bypass offer: no I/O */
     hms_worker_t *worker; /* when made on a worker thread: aborted when it stops */
     hms_worker_item_t *item;
 };
@@ -57,6 +58,42 @@ static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, 
 
 /* Callbacks for a stream the tunnel let go of: swallow what still arrives. */
 static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
+
+static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status);
+static void s_update_fd (s_end_t *e);
+
+bool hms_tunnel_pause (hms_tunnel_t *self, int *a_fd, int *b_fd, uint64_t *a_to_b, uint64_t *b_to_a)
+{
+    for (int i = 0; i < 2; i++) {
+        s_end_t *e = &self->end[i];
+        if (e->kind != S_FD || e->eof_in || e->shut_out || (e->out && hms_buf_size (e->out)))
+            return false;
+    }
+    self->paused = true;
+    for (int i = 0; i < 2; i++)
+        ev_io_stop (self->loop, &self->end[i].io);
+    ev_timer_stop (self->loop, &self->idle);
+    *a_fd = self->end[HMS_TUNNEL_A].fd;
+    *b_fd = self->end[HMS_TUNNEL_B].fd;
+    *a_to_b = self->end[HMS_TUNNEL_B].delivered;
+    *b_to_a = self->end[HMS_TUNNEL_A].delivered;
+    return true;
+}
+
+void hms_tunnel_resume (hms_tunnel_t *self)
+{
+    self->paused = false;
+    if (self->idle_ms)
+        ev_timer_again (self->loop, &self->idle);
+    s_update_fd (&self->end[HMS_TUNNEL_A]);
+    s_update_fd (&self->end[HMS_TUNNEL_B]);
+}
+
+void hms_tunnel_release (hms_tunnel_t *self)
+{
+    /* closing our descriptors of sockets the agent closed silently sends nothing */
+    s_free (self, "offloaded", false, 0);
+}
 
 static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
 {
@@ -136,7 +173,7 @@ static size_t s_queued (const s_end_t *e)
 
 static void s_update_fd (s_end_t *e)
 {
-    if (e->kind != S_FD)
+    if (e->kind != S_FD || e->tunnel->paused)
         return;
     int events = 0;
     if (!e->eof_in && s_queued (s_other (e)) < HMS_TUNNEL_QUEUE_MAX)

@@ -47,6 +47,17 @@ void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h
 /* Queues bytes to deliver to side before anything else from the other side (a proxy's
  * "200 Connection established", or bytes read with a request head). */
 void hms_tunnel_send (hms_tunnel_t *self, hms_tunnel_side_t side, const void *data, size_t len);
+/* For handing a connection to the bypass agent: stops moving bytes when both ends are
+ * sockets, nothing is queued either way and neither end has finished; true then, with the
+ * descriptors and the bytes delivered each way. The sockets stay open and attached. */
+bool hms_tunnel_pause (hms_tunnel_t *self, int *a_fd, int *b_fd, uint64_t *a_to_b,
+                       uint64_t *b_to_a);
+/* Moves bytes again after a pause (the agent refused). */
+void hms_tunnel_resume (hms_tunnel_t *self);
+/* Ends a paused tunnel whose connections now belong to someone else (the agent spliced
+ * them): closes only this process's descriptors; done gets why "offloaded". */
+void hms_tunnel_release (hms_tunnel_t *self);
+
 /* Ends the tunnel now: sockets closed with RST, streams reset; done is called before this
  * returns. */
 void hms_tunnel_abort (hms_tunnel_t *self, const char *why);

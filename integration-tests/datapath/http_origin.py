@@ -52,5 +52,6 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
 
 port, root = int(sys.argv[1]), sys.argv[2]
+bind = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
 os.chdir(root)
-http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+http.server.ThreadingHTTPServer((bind, port), Handler).serve_forever()

@@ -26,6 +26,10 @@ const hms_cfg_key_t ingress_keys[] = {
      "a flow the policy engine does not decide in "
      "this time is refused (503)"},
     {"head_timeout_ms", HMS_CFG_INT, "10000", "limit for a client to send its request head"},
+    {"bypass_socket", HMS_CFG_STRING, NULL,
+     "the bypass agent's Unix socket: flows the policy marks bypass are offered to it"},
+    {"bypass_after_ms", HMS_CFG_INT, "100",
+     "how long a bypass-eligible flow is relayed before its sockets are offered"},
     {"users_file", HMS_CFG_STRING, NULL,
      "proxy users {\"name\": \"sha256 hex of password\"}; when set, Proxy-Authorization "
      "(Basic) is required"},
@@ -101,12 +105,15 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
     if (!w->decider)
         hms_error ("worker %d: policy client: %s (every flow will be refused)",
                    hms_worker_index (worker), err);
+    ingress_bypass_connect (w);
     hms_worker_set_data (worker, w);
 }
 
 static void s_worker_fini (hms_worker_t *worker, void *arg)
 {
     ingress_worker_t *w = hms_worker_data (worker);
+    ingress_bypass_close (w);
+    zlistx_destroy (&w->offers);
     hms_pool_destroy (&w->pool);
     hms_decider_destroy (&w->decider);
     free (w);
@@ -141,6 +148,9 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         free (self);
         return NULL;
     }
+    const char *bypass = hms_config_str (cfg, "bypass_socket");
+    snprintf (self->bypass_socket, sizeof self->bypass_socket, "%s", bypass ? bypass : "");
+    self->bypass_after_ms = (int) hms_config_int (cfg, "bypass_after_ms");
     const char *users = hms_config_str (cfg, "users_file");
     if (users && *users && ingress_auth_load (self, users, err, errlen)) {
         free (self);
@@ -228,7 +238,10 @@ int ingress_validate (void *arg, const json_t *config, char *err, size_t errlen)
 json_t *ingress_stats (void *arg)
 {
     ingress_counters_t *c = &((ingress_t *) arg)->counters;
-    return json_pack ("{s:I, s:I, s:I, s:I, s:I, s:I}", "ingress_flows",
+    return json_pack ("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ingress_offers",
+                      (json_int_t) atomic_load (&c->offers), "ingress_offloaded",
+                      (json_int_t) atomic_load (&c->offloaded), "ingress_offload_refused",
+                      (json_int_t) atomic_load (&c->offload_refused), "ingress_flows",
                       (json_int_t) atomic_load (&c->flows), "ingress_flows_direct",
                       (json_int_t) atomic_load (&c->direct), "ingress_flows_overlay",
                       (json_int_t) atomic_load (&c->overlay), "ingress_denied",

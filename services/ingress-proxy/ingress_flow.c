@@ -36,7 +36,14 @@ typedef struct {
     void *early;
     size_t early_len;
     hms_worker_item_t *item; /* closed if the worker stops first */
+    bool bypass;             /* the policy lets the bypass agent take this flow */
+    bool offered;            /* an offer awaits the agent's answer */
+    int bypass_tries;
+    ev_timer bypass_timer;
+    char id[32];
 } s_flow_t;
+
+static uint64_t s_next_id;
 
 static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
 {
@@ -48,6 +55,9 @@ static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
 static void s_free (s_flow_t *f)
 {
     hms_worker_untrack (f->w->worker, f->item);
+    ev_timer_stop (f->w->loop, &f->bypass_timer);
+    if (f->offered)
+        ingress_bypass_forget (f->w, f);
     if (f->decide)
         hms_decide_cancel (f->decide);
     if (f->dial)
@@ -141,6 +151,8 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
     atomic_fetch_add (&f->w->ingress->counters.direct, 1);
     s_established (f);
     hms_tunnel_attach_fd (f->tunnel, HMS_TUNNEL_B, fd);
+    if (f->bypass)
+        ev_timer_start (f->w->loop, &f->bypass_timer);
 }
 
 static void s_on_out_headers (hms_h2_stream_t *s, void *arg)
@@ -200,12 +212,55 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
         s_refuse (f, 502, "relay connection is not usable");
 }
 
+/* The flow has been relayed a while: when both directions are quiet, offer its sockets to
+ * the bypass agent (the L7 work is done: CONNECT answered, first bytes passed). */
+static void s_on_bypass_timer (struct ev_loop *loop, ev_timer *t, int revents)
+{
+    s_flow_t *f = t->data;
+    int a, b;
+    uint64_t up, down;
+    if (!f->tunnel || !hms_tunnel_pause (f->tunnel, &a, &b, &up, &down)) {
+        if (f->tunnel && ++f->bypass_tries < 20)
+            ev_timer_start (loop, t); /* bytes in flight: try again a little later */
+        return;
+    }
+    if (ingress_bypass_offer (f->w, f, f->id, a, b, f->rule, up, down) != 0) {
+        hms_debug ("ingress.bypass", "flow %s not offered (no agent): relaying on", f->id);
+        hms_tunnel_resume (f->tunnel);
+        return;
+    }
+    f->offered = true;
+}
+
+void ingress_flow_offered (void *arg, const bypass_answer_t *ans)
+{
+    s_flow_t *f = arg;
+    ingress_counters_t *c = &f->w->ingress->counters;
+    f->offered = false;
+    if (ans && bypass_answer_accepted (ans)) {
+        atomic_fetch_add (&c->offloaded, 1);
+        hms_info ("offloaded client=%s target=%s flow=%s: the bypass agent splices it now", f->peer,
+                  f->target, f->id);
+        hms_tunnel_release (f->tunnel); /* ends the flow */
+        return;
+    }
+    atomic_fetch_add (&c->offload_refused, 1);
+    hms_info ("offload refused client=%s target=%s reason=%s %s: relaying on", f->peer, f->target,
+              ans ? ans->reason : "agent gone", ans ? ans->detail : "");
+    if (ans && ans->unsent_up_len) /* bytes the agent read while draining, not yet passed */
+        hms_tunnel_send (f->tunnel, HMS_TUNNEL_B, ans->unsent_up, ans->unsent_up_len);
+    if (ans && ans->unsent_down_len)
+        hms_tunnel_send (f->tunnel, HMS_TUNNEL_A, ans->unsent_down, ans->unsent_down_len);
+    hms_tunnel_resume (f->tunnel);
+}
+
 static void s_on_decision (const hms_decision_t *d, void *arg)
 {
     s_flow_t *f = arg;
     ingress_t *ingress = f->w->ingress;
     f->decide = NULL;
     snprintf (f->rule, sizeof f->rule, "%s", d->rule);
+    f->bypass = d->bypass && ingress->bypass_socket[0] && f->front != INGRESS_FRONT_H2;
     if (d->unavailable) {
         s_refuse (f, 503, d->reason);
         return;
@@ -280,6 +335,9 @@ void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req)
     }
     atomic_fetch_add (&w->ingress->counters.flows, 1);
     f->item = hms_worker_track (w->worker, s_close_on_stop, f);
+    snprintf (f->id, sizeof f->id, "i%d-%" PRIu64, hms_worker_index (w->worker), ++s_next_id);
+    ev_timer_init (&f->bypass_timer, s_on_bypass_timer, w->ingress->bypass_after_ms / 1000.0, 0);
+    f->bypass_timer.data = f;
     if (f->client_stream) {
         /* The stream's bytes wait in the tunnel while the flow is decided. */
         f->tunnel = hms_tunnel_new (w->loop, w->ingress->idle_timeout_ms, s_tunnel_done, f);

@@ -3,6 +3,7 @@
 #ifndef INGRESS_INT_H_INCLUDED
 #define INGRESS_INT_H_INCLUDED
 
+#include "bypass_client.h"
 #include "hms_current.h"
 #include "hms_decide.h"
 #include "hms_h2.h"
@@ -12,6 +13,7 @@
 #include "hms_worker.h"
 #include "ingress.h"
 
+#include <czmq.h>
 #include <stdatomic.h>
 
 #define INGRESS_MAX_WORKERS 64
@@ -21,6 +23,7 @@ typedef enum { INGRESS_FRONT_H1, INGRESS_FRONT_H2, INGRESS_FRONT_TRANSPARENT } i
 /* Counters, shown in logs and (later) metrics. */
 typedef struct {
     atomic_uint_fast64_t flows, direct, overlay, denied, failed, bad_requests;
+    atomic_uint_fast64_t offers, offloaded, offload_refused;
 } ingress_counters_t;
 
 struct ingress {
@@ -34,7 +37,9 @@ struct ingress {
     hms_tls_ctx_t *proxy_tls; /* the HTTP/2 proxy port (server, clients need no cert) */
     hms_tls_ctx_t *relay_tls; /* to relays (client, mutual) */
     hms_current_t *config;
-    json_t *users; /* proxy users, or NULL when no authentication is asked */
+    json_t *users;            /* proxy users, or NULL when no authentication is asked */
+    char bypass_socket[1024]; /* the bypass agent's socket, "" when not used */
+    int bypass_after_ms;      /* how long a bypass-eligible flow is relayed before the offer */
     hms_worker_t *workers[INGRESS_MAX_WORKERS];
     ingress_counters_t counters;
 };
@@ -47,6 +52,9 @@ typedef struct {
     ev_io accept_w[3];
     hms_pool_t *pool;
     hms_decider_t *decider;
+    bypass_client_t *bypass; /* connection to the bypass agent, NULL when none */
+    ev_io bypass_w;
+    zlistx_t *offers; /* flows whose offer awaits an answer */
 } ingress_worker_t;
 
 /* What a front end knows about a new flow. */
@@ -77,6 +85,19 @@ void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const ch
 int ingress_auth_load (ingress_t *self, const char *path, char *err, size_t errlen);
 int ingress_auth_check (const ingress_t *self, const char *value, size_t len, char *user,
                         size_t ulen);
+
+/* The bypass agent (ingress_bypass.c): connects a worker to it (again), reads its
+ * answers, and offers a paused flow's sockets. */
+void ingress_bypass_connect (ingress_worker_t *w);
+void ingress_bypass_close (ingress_worker_t *w);
+/* Offers both sockets of a flow; 0 when sent (the answer comes to ingress_flow_offered),
+ * -1 when it could not be (keep relaying). */
+int ingress_bypass_offer (ingress_worker_t *w, void *flow, const char *id, int client_fd,
+                          int server_fd, const char *rule, uint64_t up, uint64_t down);
+/* Forgets a flow's pending offer (the flow is going away). */
+void ingress_bypass_forget (ingress_worker_t *w, void *flow);
+/* The agent's answer for a flow (ans NULL: the agent is gone, treat as refused). */
+void ingress_flow_offered (void *flow, const bypass_answer_t *ans);
 
 /* Front ends: accept callbacks for each listener kind. */
 void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
