@@ -575,6 +575,18 @@ void hms_h2_stream_set_cbs (hms_h2_stream_t *s, const hms_h2_stream_cbs_t *cbs, 
     s->arg = arg;
 }
 
+static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
+{
+    hms_h2_stream_consume (s, len);
+}
+
+void hms_h2_stream_orphan (hms_h2_stream_t *s)
+{
+    static const hms_h2_stream_cbs_t orphan = {.on_data = s_orphan_data};
+    s->cbs = orphan;
+    s->arg = NULL;
+}
+
 const char *hms_h2_stream_header (const hms_h2_stream_t *s, const char *name)
 {
     for (size_t i = 0; i < s->nheaders; i++)

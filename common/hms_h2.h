@@ -82,6 +82,10 @@ int hms_h2_respond (hms_h2_stream_t *stream, int status, const nghttp2_nv *extra
                     bool has_body);
 void hms_h2_stream_set_cbs (hms_h2_stream_t *stream, const hms_h2_stream_cbs_t *cbs, void *arg);
 
+/* Lets go of a stream: its callbacks are dropped and whatever still arrives on it is
+ * consumed and discarded, so it cannot hold the connection's window. */
+void hms_h2_stream_orphan (hms_h2_stream_t *stream);
+
 /* Request headers (server side) or response headers (client side), by lower-case name;
  * pseudo headers by their names (":method", ":authority", ":protocol", ":path"). */
 const char *hms_h2_stream_header (const hms_h2_stream_t *stream, const char *name);

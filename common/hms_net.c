@@ -138,6 +138,19 @@ int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errle
     return fd;
 }
 
+int hms_net_listen_probe (hms_addr_t *addr, char *err, size_t errlen)
+{
+    int fd = hms_net_listen (addr, 16, err, errlen);
+    if (fd < 0)
+        return -1;
+    uint16_t port = hms_net_local_port (fd);
+    if (addr->ss.ss_family == AF_INET)
+        ((struct sockaddr_in *) &addr->ss)->sin_port = htons (port);
+    else
+        ((struct sockaddr_in6 *) &addr->ss)->sin6_port = htons (port);
+    return fd;
+}
+
 void hms_net_nodelay (int fd)
 {
     int one = 1;

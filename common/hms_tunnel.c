@@ -51,14 +51,6 @@ static s_end_t *s_other (s_end_t *e)
     return &e->tunnel->end[1 - e->side];
 }
 
-static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
-{
-    hms_h2_stream_consume (s, len);
-}
-
-/* Callbacks for a stream the tunnel let go of: swallow what still arrives. */
-static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
-
 static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status);
 static void s_update_fd (s_end_t *e);
 
@@ -110,7 +102,7 @@ static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
             }
             close (e->fd);
         } else if (e->kind == S_STREAM && !e->closed) {
-            hms_h2_stream_set_cbs (e->stream, &s_orphan_cbs, NULL);
+            hms_h2_stream_orphan (e->stream);
             if (e->unconsumed)
                 hms_h2_stream_consume (e->stream, e->unconsumed);
             if (status && i == HMS_TUNNEL_A) {

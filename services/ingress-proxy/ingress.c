@@ -175,17 +175,12 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
             break;
         }
         /* bind once here: a busy port fails start-up, and ":0" learns its port */
-        probes[i] = hms_net_listen (&self->listen[i], 16, why, sizeof why);
+        probes[i] = hms_net_listen_probe (&self->listen[i], why, sizeof why);
         if (probes[i] < 0) {
             snprintf (err, errlen, "%s: %s", s_listen_keys[i], why);
             rc = -1;
             break;
         }
-        uint16_t port = hms_net_local_port (probes[i]);
-        if (self->listen[i].ss.ss_family == AF_INET)
-            ((struct sockaddr_in *) &self->listen[i].ss)->sin_port = htons (port);
-        else
-            ((struct sockaddr_in6 *) &self->listen[i].ss)->sin6_port = htons (port);
         self->enabled[i] = true;
     }
     if (!rc && (!(self->proxy_tls =

@@ -45,13 +45,6 @@ typedef struct {
 
 static uint64_t s_next_id;
 
-static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
-{
-    hms_h2_stream_consume (s, len);
-}
-
-static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
-
 static void s_free (s_flow_t *f)
 {
     hms_worker_untrack (f->w->worker, f->item);
@@ -65,7 +58,7 @@ static void s_free (s_flow_t *f)
     if (f->pool_req)
         hms_pool_cancel (f->pool_req);
     if (f->out) {
-        hms_h2_stream_set_cbs (f->out, &s_orphan_cbs, NULL);
+        hms_h2_stream_orphan (f->out);
         hms_h2_stream_reset (f->out, NGHTTP2_CANCEL);
     }
     if (f->client_fd >= 0)
@@ -164,7 +157,7 @@ static void s_on_out_headers (hms_h2_stream_t *s, void *arg)
         const char *why = hms_h2_stream_header (s, "hermes-error");
         char text[512];
         snprintf (text, sizeof text, "overlay answered %d: %s", status, why ? why : "-");
-        hms_h2_stream_set_cbs (s, &s_orphan_cbs, NULL);
+        hms_h2_stream_orphan (s);
         hms_h2_stream_reset (s, NGHTTP2_CANCEL);
         s_refuse (f, status >= 400 && status < 600 ? status : 502, text);
         return;

@@ -79,13 +79,6 @@ typedef struct {
 static void s_pump (s_http_t *h);
 static void s_upstream_close (s_http_t *h);
 
-static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
-{
-    hms_h2_stream_consume (s, len);
-}
-
-static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
-
 static void s_free (s_http_t *h)
 {
     hms_worker_untrack (h->w->worker, h->item);
@@ -114,7 +107,7 @@ static void s_upstream_close (s_http_t *h)
         ev_io_stop (h->w->loop, &h->up_io);
         close (h->up_fd);
     } else if (h->up == S_UP_STREAM && h->up_stream) {
-        hms_h2_stream_set_cbs (h->up_stream, &s_orphan_cbs, NULL);
+        hms_h2_stream_orphan (h->up_stream);
         if (h->up_unconsumed)
             hms_h2_stream_consume (h->up_stream, h->up_unconsumed);
         if (!(h->up_eof && h->up_end_sent)) /* a finished exchange just closes */

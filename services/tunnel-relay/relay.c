@@ -50,13 +50,6 @@ typedef struct {
 
 /* ---- flows ----------------------------------------------------------------------------- */
 
-static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
-{
-    hms_h2_stream_consume (s, len);
-}
-
-static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
-
 static void s_flow_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, uint64_t b_to_a,
                          void *arg)
 {
@@ -66,7 +59,7 @@ static void s_flow_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, uint
     if (f->pool_req)
         hms_pool_cancel (f->pool_req);
     if (f->out) {
-        hms_h2_stream_set_cbs (f->out, &s_orphan_cbs, NULL);
+        hms_h2_stream_orphan (f->out);
         hms_h2_stream_reset (f->out, NGHTTP2_CANCEL);
     }
     hms_info ("tunnel done target=%s dest=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->target,
@@ -105,7 +98,7 @@ static void s_on_out_headers (hms_h2_stream_t *s, void *arg)
         const char *why = hms_h2_stream_header (s, RELAY_HDR_ERROR);
         char text[512];
         snprintf (text, sizeof text, "next relay answered %d: %s", status, why ? why : "-");
-        hms_h2_stream_set_cbs (s, &s_orphan_cbs, NULL);
+        hms_h2_stream_orphan (s);
         hms_h2_stream_reset (s, NGHTTP2_CANCEL);
         s_refuse (f, status >= 400 ? status : 502, text);
         return;
@@ -389,16 +382,12 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
     }
     /* Bind once here to report a busy port at start-up and learn a ":0" port; the workers
      * bind their own SO_REUSEPORT sockets to the same address. */
-    int probe = hms_net_listen (&self->listen, 16, err, errlen);
+    int probe = hms_net_listen_probe (&self->listen, err, errlen);
     if (probe < 0) {
         relay_destroy (&self);
         return NULL;
     }
-    self->port = hms_net_local_port (probe);
-    if (self->listen.ss.ss_family == AF_INET)
-        ((struct sockaddr_in *) &self->listen.ss)->sin_port = htons (self->port);
-    else
-        ((struct sockaddr_in6 *) &self->listen.ss)->sin6_port = htons (self->port);
+    self->port = hms_addr_port (&self->listen);
     self->config = hms_current_new ();
     for (int i = 0; i < self->workers_n; i++)
         self->workers[i] = hms_worker_new (i, s_worker_init, s_worker_fini, self);

@@ -54,18 +54,11 @@ static void s_free (s_req_t *r)
     free (r);
 }
 
-static void s_orphan_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
-{
-    hms_h2_stream_consume (s, len);
-}
-
-static const hms_h2_stream_cbs_t s_orphan_cbs = {.on_data = s_orphan_data};
-
 /* Lets go of the client stream (answered or to be reset) and frees the request. */
 static void s_finish (s_req_t *r, int status, const char *why)
 {
     if (!r->in_closed) {
-        hms_h2_stream_set_cbs (r->in, &s_orphan_cbs, NULL);
+        hms_h2_stream_orphan (r->in);
         if (r->in_unconsumed)
             hms_h2_stream_consume (r->in, r->in_unconsumed);
         if (status) {
