@@ -112,6 +112,7 @@ for i in range(rounds):
         body += chunk
     print(hashlib.sha256(body[:size]).hexdigest(), flush=True)
     time.sleep(0.4)  # quiet: the ingress may offer the flow now
+print("CLOSE", time.time(), flush=True)
 c.close()
 """
 
@@ -122,7 +123,7 @@ def test_the_ingress_offers_a_bypass_flow_and_the_agent_splices_it(world):
                              f"{S_ADDR}:{ORIGIN_PORT}", str(FILE_SIZE), "4"),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    digests = r.stdout.split()
+    digests = [l for l in r.stdout.split("\n") if l and not l.startswith("CLOSE")]
     assert digests == [world["digest"]] * 4
     log = s.daemons["ingress-1"].log_text()
     assert re.search(rf"offloaded client={C_ADDR} target={S_ADDR}:{ORIGIN_PORT} flow=", log), log
@@ -157,6 +158,39 @@ def test_one_percent_loss_on_both_legs_stays_exact(world):
             sh(f"ip netns exec {ns} iptables -D {chain} -p tcp -m statistic --mode random "
                f"--probability 0.01 -j DROP", check=False)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [world["digest"]] * 4
+    assert [l for l in r.stdout.split("\n") if l and not l.startswith("CLOSE")] == \
+        [world["digest"]] * 4
     log = s.daemons["ingress-1"].log_text()
     assert log.count("offloaded client=") >= 2  # this flow too (the first test's was one)
+
+
+def test_the_proxy_sends_no_fin_or_rst_when_it_lets_go(world):
+    """tcpdump on both of the proxy's interfaces: from the start of the flow until the client
+    closes, no segment carries FIN or RST; the offload closed the proxy's sockets silently."""
+    caps = []
+    for dev in (f"{TAG}p1", f"{TAG}p2"):
+        p = subprocess.Popen(in_ns(NS_P, "tcpdump", "-i", dev, "-nn", "-tt", "-l", "-U",
+                                   "tcp[tcpflags] & (tcp-fin|tcp-rst) != 0"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        caps.append(p)
+    try:
+        for p in caps:  # capturing before the client starts
+            lines = [p.stderr.readline() for _ in range(2)]
+            assert any("listening on" in l for l in lines), lines
+        r = subprocess.run(in_ns(NS_C, sys.executable, "-c", CLIENT, f"{P1_ADDR}:{PROXY_PORT}",
+                                 f"{S_ADDR}:{ORIGIN_PORT}", str(FILE_SIZE), "3"),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        closed_at = float([l for l in r.stdout.split("\n") if l.startswith("CLOSE")][0].split()[1])
+        time.sleep(0.5)
+    finally:
+        out = []
+        for p in caps:
+            p.terminate()
+            out.append(p.communicate(timeout=5)[0])
+    log = world["suite"].daemons["ingress-1"].log_text()
+    assert log.count("offloaded client=") >= 1
+    early = [l for o in out for l in o.splitlines() if l and float(l.split()[0]) < closed_at]
+    assert early == [], "FIN or RST before the client closed:\n" + "\n".join(early)
+    # and the capture does see the client's FIN after it closed (the filter works)
+    assert any(l and float(l.split()[0]) >= closed_at for o in out for l in o.splitlines())

@@ -8,7 +8,7 @@ HERMES_PKGS=(
   libbpf-dev clang llvm
   libcmocka-dev python3-pytest python3-jsonschema python3-zmq
   sqlite3 iproute2 procps curl openssl iptables
-  libnetfilter-queue-dev libmnl-dev
+  libnetfilter-queue-dev libmnl-dev tcpdump
 )
 HERMES_BACKPORTS_PKGS=(libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev)
 
