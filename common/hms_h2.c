@@ -587,6 +587,17 @@ void hms_h2_stream_orphan (hms_h2_stream_t *s)
     s->arg = NULL;
 }
 
+int hms_h2_stream_refusal (hms_h2_stream_t *s, const char *who, char *text, size_t len)
+{
+    if (s->status == 200)
+        return 0;
+    const char *why = hms_h2_stream_header (s, "hermes-error");
+    snprintf (text, len, "%s answered %d: %s", who, s->status, why ? why : "-");
+    hms_h2_stream_orphan (s);
+    hms_h2_stream_reset (s, NGHTTP2_CANCEL);
+    return s->status;
+}
+
 const char *hms_h2_stream_header (const hms_h2_stream_t *s, const char *name)
 {
     for (size_t i = 0; i < s->nheaders; i++)

@@ -86,6 +86,11 @@ void hms_h2_stream_set_cbs (hms_h2_stream_t *stream, const hms_h2_stream_cbs_t *
  * consumed and discarded, so it cannot hold the connection's window. */
 void hms_h2_stream_orphan (hms_h2_stream_t *stream);
 
+/* For a CONNECT to a next hop: when its answer is not 200, writes "<who> answered STATUS:
+ * <its hermes-error>" into text, lets go of the stream (orphan + reset) and returns the
+ * status; returns 0 for a 200, leaving the stream alone. */
+int hms_h2_stream_refusal (hms_h2_stream_t *stream, const char *who, char *text, size_t len);
+
 /* Request headers (server side) or response headers (client side), by lower-case name;
  * pseudo headers by their names (":method", ":authority", ":protocol", ":path"). */
 const char *hms_h2_stream_header (const hms_h2_stream_t *stream, const char *name);

@@ -92,14 +92,10 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
 static void s_on_out_headers (hms_h2_stream_t *s, void *arg)
 {
     s_flow_t *f = arg;
-    int status = hms_h2_stream_status (s);
     f->out = NULL;
-    if (status != 200) {
-        const char *why = hms_h2_stream_header (s, RELAY_HDR_ERROR);
-        char text[512];
-        snprintf (text, sizeof text, "next relay answered %d: %s", status, why ? why : "-");
-        hms_h2_stream_orphan (s);
-        hms_h2_stream_reset (s, NGHTTP2_CANCEL);
+    char text[512];
+    int status = hms_h2_stream_refusal (s, "next relay", text, sizeof text);
+    if (status) {
         s_refuse (f, status >= 400 ? status : 502, text);
         return;
     }
