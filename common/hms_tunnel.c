@@ -5,6 +5,7 @@
 #include "hms_worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,9 @@ typedef struct {
     bool closed;        /* stream ends: the stream is gone */
     size_t unconsumed;  /* stream ends: bytes received and not yet consumed */
     uint64_t delivered; /* bytes handed to this end */
+    int pipe[2];        /* splice: bytes read from this end on their way to the other */
+    size_t piped;       /* how many of them are in the pipe */
+    bool pipe_full;     /* the last splice in found no room: read again once some went out */
 } s_end_t;
 
 struct hms_tunnel {
@@ -37,6 +41,7 @@ struct hms_tunnel {
     void *arg;
     hms_tunnel_headers_fn *headers;
     bool paused;          /* handed over for a bypass offer: no I/O */
+    bool splice;          /* socket to socket through a pipe (splice(2)), not user space */
     hms_worker_t *worker; /* when made on a worker thread: aborted when it stops */
     hms_worker_item_t *item;
 };
@@ -54,11 +59,55 @@ static s_end_t *s_other (s_end_t *e)
 static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status);
 static void s_update_fd (s_end_t *e);
 
+/* ---- pipes for splice(2) ------------------------------------------------------------------
+ * A tunnel holds a pipe per direction only while bytes are in it; empty pipes go back to a
+ * small per-thread cache, so idle tunnels hold none. */
+
+#define S_PIPE_CACHE 32
+#define S_PIPE_SIZE  (256 * 1024)
+
+static __thread int s_pipe_cache[S_PIPE_CACHE][2];
+static __thread int s_pipes_cached;
+
+static bool s_pipe_get (s_end_t *e)
+{
+    if (s_pipes_cached > 0) {
+        s_pipes_cached--;
+        e->pipe[0] = s_pipe_cache[s_pipes_cached][0];
+        e->pipe[1] = s_pipe_cache[s_pipes_cached][1];
+        return true;
+    }
+    if (pipe2 (e->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        e->pipe[0] = e->pipe[1] = -1;
+        return false; /* out of descriptors: this read goes through user space */
+    }
+    /* larger than the default 64 KiB when allowed; the tunnel's queue bound holds anyway */
+    (void) fcntl (e->pipe[1], F_SETPIPE_SZ, S_PIPE_SIZE);
+    return true;
+}
+
+static void s_pipe_put (s_end_t *e)
+{
+    if (e->pipe[0] < 0)
+        return;
+    if (e->piped == 0 && s_pipes_cached < S_PIPE_CACHE) {
+        s_pipe_cache[s_pipes_cached][0] = e->pipe[0];
+        s_pipe_cache[s_pipes_cached][1] = e->pipe[1];
+        s_pipes_cached++;
+    } else {
+        close (e->pipe[0]);
+        close (e->pipe[1]);
+    }
+    e->pipe[0] = e->pipe[1] = -1;
+    e->piped = 0;
+}
+
 bool hms_tunnel_pause (hms_tunnel_t *self, int *a_fd, int *b_fd, uint64_t *a_to_b, uint64_t *b_to_a)
 {
     for (int i = 0; i < 2; i++) {
         s_end_t *e = &self->end[i];
-        if (e->kind != S_FD || e->eof_in || e->shut_out || (e->out && hms_buf_size (e->out)))
+        if (e->kind != S_FD || e->eof_in || e->shut_out || (e->out && hms_buf_size (e->out)) ||
+            e->piped)
             return false;
     }
     self->paused = true;
@@ -101,6 +150,7 @@ static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
                 setsockopt (e->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             }
             close (e->fd);
+            s_pipe_put (e);
         } else if (e->kind == S_STREAM && !e->closed) {
             hms_h2_stream_orphan (e->stream);
             if (e->unconsumed)
@@ -148,19 +198,19 @@ static bool s_check_done (hms_tunnel_t *self)
             return false;
         if (e->kind == S_STREAM && !e->closed)
             return false;
-        if (e->out && hms_buf_size (e->out) > 0)
+        if ((e->out && hms_buf_size (e->out) > 0) || s_other (e)->piped)
             return false;
     }
     s_free (self, NULL, false, 0);
     return true;
 }
 
-/* Bytes waiting to reach end e (its own queue, or its stream's). */
+/* Bytes waiting to reach end e (its own queue and the pipe toward it, or its stream's). */
 static size_t s_queued (const s_end_t *e)
 {
     if (e->kind == S_STREAM && !e->closed)
         return hms_h2_stream_queued (e->stream);
-    return e->out ? hms_buf_size (e->out) : 0;
+    return (e->out ? hms_buf_size (e->out) : 0) + e->tunnel->end[1 - e->side].piped;
 }
 
 static void s_update_fd (s_end_t *e)
@@ -168,9 +218,9 @@ static void s_update_fd (s_end_t *e)
     if (e->kind != S_FD || e->tunnel->paused)
         return;
     int events = 0;
-    if (!e->eof_in && s_queued (s_other (e)) < HMS_TUNNEL_QUEUE_MAX)
+    if (!e->eof_in && !e->pipe_full && s_queued (s_other (e)) < HMS_TUNNEL_QUEUE_MAX)
         events |= EV_READ;
-    if (e->out && hms_buf_size (e->out) > 0)
+    if ((e->out && hms_buf_size (e->out) > 0) || s_other (e)->piped)
         events |= EV_WRITE;
     if (e->io.events != events || !ev_is_active (&e->io)) {
         ev_io_stop (e->tunnel->loop, &e->io);
@@ -185,7 +235,7 @@ static void s_maybe_shut (s_end_t *e)
 {
     if (e->shut_out || !s_other (e)->eof_in)
         return;
-    if (e->kind == S_FD && hms_buf_size (e->out) == 0) {
+    if (e->kind == S_FD && hms_buf_size (e->out) == 0 && s_other (e)->piped == 0) {
         shutdown (e->fd, SHUT_WR);
         e->shut_out = true;
     } else if (e->kind == S_STREAM && !e->closed) {
@@ -207,21 +257,71 @@ static void s_consume (s_end_t *src, size_t n)
     }
 }
 
-/* Writes what is queued toward fd end e; false when the tunnel is gone. */
+/* Writes what is queued toward fd end e (its buffer, then what the other end's pipe
+ * holds); false when the tunnel is gone. */
 static bool s_flush_fd (s_end_t *e)
 {
-    if (hms_buf_size (e->out) == 0)
-        return true;
-    ssize_t n = hms_buf_write_fd (e->out, e->fd);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        s_fail (e, strerror (errno));
-        return false;
+    s_end_t *src = s_other (e);
+    if (hms_buf_size (e->out) > 0) {
+        ssize_t n = hms_buf_write_fd (e->out, e->fd);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            s_fail (e, strerror (errno));
+            return false;
+        }
+        if (n > 0) {
+            e->delivered += (uint64_t) n;
+            s_consume (src, (size_t) n);
+        }
+        if (hms_buf_size (e->out) > 0)
+            return true;
     }
-    if (n > 0) {
-        e->delivered += (uint64_t) n;
-        s_consume (s_other (e), (size_t) n);
+    while (src->piped) {
+        ssize_t n =
+            splice (src->pipe[0], NULL, e->fd, NULL, src->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            src->piped -= (size_t) n;
+            src->pipe_full = false;
+            e->delivered += (uint64_t) n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            s_fail (e, strerror (errno));
+            return false;
+        } else
+            break;
     }
+    if (!src->piped)
+        s_pipe_put (src);
     return true;
+}
+
+/* Reads from socket end e into its pipe toward the other socket end: 1 while it may read
+ * again, 0 when done for now, 2 when there is no pipe to be had, -1 with errno on a socket
+ * error. Used only while the other end's buffer is empty or the pipe already holds bytes,
+ * so that bytes keep their order (the buffer is written first). */
+static int s_splice_in (s_end_t *e)
+{
+    if (e->pipe[0] < 0 && !s_pipe_get (e))
+        return 2; /* no pipe: read through user space */
+    size_t room = HMS_TUNNEL_QUEUE_MAX - e->piped;
+    ssize_t n = splice (e->fd, NULL, e->pipe[1], NULL, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+        e->piped += (size_t) n;
+        return 1;
+    }
+    if (n == 0) {
+        e->eof_in = true;
+        return 0;
+    }
+    if (errno == EINTR)
+        return 1;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        /* nothing to read, or no room in the pipe (its slots may fill before its bytes
+         * do): with bytes in it, wait until some went out rather than spin */
+        e->pipe_full = e->piped > 0;
+        return 0;
+    }
+    return -1;
 }
 
 /* Data from end src goes toward its other end. */
@@ -257,6 +357,18 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
     if (revents & EV_READ) {
         char buf[65536];
         while (!e->eof_in && s_queued (other) < HMS_TUNNEL_QUEUE_MAX) {
+            if (self->splice && other->kind == S_FD &&
+                (e->piped || hms_buf_size (other->out) == 0)) {
+                int rc = s_splice_in (e);
+                if (rc == 1)
+                    continue;
+                if (rc == 0)
+                    break;
+                if (rc < 0) {
+                    s_fail (e, strerror (errno));
+                    return;
+                }
+            }
             ssize_t n = read (e->fd, buf, sizeof buf);
             if (n > 0) {
                 s_forward (e, buf, (size_t) n);
@@ -347,6 +459,11 @@ static const hms_h2_stream_cbs_t s_stream_cbs = {.on_headers = s_on_headers,
                                                  .on_sent = s_on_sent,
                                                  .on_close = s_on_close};
 
+void hms_tunnel_splice (hms_tunnel_t *self, bool on)
+{
+    self->splice = on;
+}
+
 void hms_tunnel_on_headers (hms_tunnel_t *self, hms_tunnel_headers_fn *fn)
 {
     self->headers = fn;
@@ -379,6 +496,7 @@ hms_tunnel_t *hms_tunnel_new (struct ev_loop *loop, int idle_ms, hms_tunnel_done
         self->end[i].tunnel = self;
         self->end[i].side = (hms_tunnel_side_t) i;
         self->end[i].fd = -1;
+        self->end[i].pipe[0] = self->end[i].pipe[1] = -1;
     }
     ev_init (&self->idle, s_on_idle);
     self->idle.repeat = idle_ms / 1000.0;

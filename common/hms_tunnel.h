@@ -42,6 +42,10 @@ void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd);
 typedef void (hms_tunnel_headers_fn) (hms_tunnel_t *tunnel, hms_h2_stream_t *from, void *arg);
 void hms_tunnel_on_headers (hms_tunnel_t *self, hms_tunnel_headers_fn *fn);
 
+/* Socket to socket, bytes that need no inspection: move them with splice(2) through a pipe
+ * per direction instead of copying them through this process (a pipe is held only while
+ * bytes are in it). Off by default; bytes queued with hms_tunnel_send still go first. */
+void hms_tunnel_splice (hms_tunnel_t *self, bool on);
 /* Attaches a stream (the tunnel takes its callbacks, and ends or resets it). */
 void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h2_stream_t *stream);
 /* Queues bytes to deliver to side before anything else from the other side (a proxy's

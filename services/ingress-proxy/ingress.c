@@ -30,6 +30,8 @@ const hms_cfg_key_t ingress_keys[] = {
      "the bypass agent's Unix socket: flows the policy marks bypass are offered to it"},
     {"bypass_after_ms", HMS_CFG_INT, "100",
      "how long a bypass-eligible flow is relayed before its sockets are offered"},
+    {"splice", HMS_CFG_BOOL, "true",
+     "relay direct TCP flows with splice(2), without copying their bytes through the proxy"},
     {"users_file", HMS_CFG_STRING, NULL,
      "proxy users {\"name\": \"sha256 hex of password\"}; when set, Proxy-Authorization "
      "(Basic) is required"},
@@ -151,6 +153,7 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
     const char *bypass = hms_config_str (cfg, "bypass_socket");
     snprintf (self->bypass_socket, sizeof self->bypass_socket, "%s", bypass ? bypass : "");
     self->bypass_after_ms = (int) hms_config_int (cfg, "bypass_after_ms");
+    self->splice = hms_config_bool (cfg, "splice");
     const char *users = hms_config_str (cfg, "users_file");
     if (users && *users && ingress_auth_load (self, users, err, errlen)) {
         free (self);

@@ -143,6 +143,7 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
     }
     atomic_fetch_add (&f->w->ingress->counters.direct, 1);
     s_established (f);
+    hms_tunnel_splice (f->tunnel, f->w->ingress->splice);
     hms_tunnel_attach_fd (f->tunnel, HMS_TUNNEL_B, fd);
     if (f->bypass)
         ev_timer_start (f->w->loop, &f->bypass_timer);

@@ -40,6 +40,7 @@ struct ingress {
     json_t *users;            /* proxy users, or NULL when no authentication is asked */
     char bypass_socket[1024]; /* the bypass agent's socket, "" when not used */
     int bypass_after_ms;      /* how long a bypass-eligible flow is relayed before the offer */
+    bool splice;              /* direct socket-to-socket flows move bytes with splice(2) */
     hms_worker_t *workers[INGRESS_MAX_WORKERS];
     ingress_counters_t counters;
 };
