@@ -413,3 +413,32 @@ def test_a_slow_reader_slows_the_writer_with_bounded_memory(overlay, targets):
         n += len(chunk)
     c.close()
     assert n == BIG and h.hexdigest() == targets["digest"]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_pipelining_client_sends_before_the_connect_is_answered(overlay, targets, mode):
+    """A client that does not wait for "200 Connection established": its request goes in
+    the same segment as the CONNECT, or right after it. Through the overlay those bytes
+    travel with the CONNECT stream instead of a round trip later; the answer arrives whole
+    and in order either way, and the ingress counts them."""
+    s = overlay
+    set_policy(s, MODES[mode])
+    connect = f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode()
+    get = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    for writes in ([connect + get], [connect, get]):
+        c = socket.create_connection(("127.0.0.1", s.port("ingress-1", "http")), timeout=20)
+        for w in writes:
+            c.sendall(w)
+        got = b""
+        while chunk := c.recv(65536):
+            got += chunk
+        c.close()
+        established, rest = got.split(b"\r\n\r\n", 1)
+        assert established.startswith(b"HTTP/1.1 200"), got
+        assert rest.startswith(b"HTTP/1.") and b" 200 " in rest.split(b"\r\n")[0], got
+        assert rest.endswith(b"hello through hermes\n"), got
+    log = wait_for(lambda: (t := s.daemons["ingress-1"].log_text()).count(
+        f"target=127.0.0.1:{targets['http']} via=") >= 2 and t, 5, what="flow done lines")
+    ups = [int(l.split(" up=")[1].split()[0]) for l in log.splitlines()
+           if "flow done" in l and f"target=127.0.0.1:{targets['http']} " in l][-2:]
+    assert ups == [len(get), len(get)], ups

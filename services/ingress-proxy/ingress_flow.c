@@ -35,6 +35,7 @@ typedef struct {
     char rule[65];
     void *early;
     size_t early_len;
+    uint64_t early_sent;     /* sent to the first relay with the CONNECT, before its answer */
     hms_worker_item_t *item; /* closed if the worker stops first */
     bool bypass;             /* the policy lets the bypass agent take this flow */
     bool offered;            /* an offer awaits the agent's answer */
@@ -73,8 +74,8 @@ static void s_tunnel_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, ui
     s_flow_t *f = arg;
     f->tunnel = NULL;
     hms_info ("flow done client=%s target=%s via=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->peer,
-              f->target, f->dest[0] ? f->dest : "direct", a_to_b, b_to_a, why ? "why=" : "clean",
-              why ? why : "");
+              f->target, f->dest[0] ? f->dest : "direct", a_to_b + f->early_sent, b_to_a,
+              why ? "why=" : "clean", why ? why : "");
     s_free (f);
 }
 
@@ -177,6 +178,23 @@ static void s_on_out_close (hms_h2_stream_t *s, uint32_t code, void *arg)
 static const hms_h2_stream_cbs_t s_out_cbs = {.on_headers = s_on_out_headers,
                                               .on_close = s_on_out_close};
 
+/* Bytes a socket client sent after its request head without waiting for the answer (a
+ * pipelining client's TLS ClientHello) join the early bytes, up to a bound. An EOF stays
+ * for the tunnel to read; a socket error read here shows to the tunnel as an EOF. */
+static void s_take_early (s_flow_t *f)
+{
+    enum { S_EARLY_MAX = 16384 };
+    if (f->client_fd < 0 || f->early_len >= S_EARLY_MAX)
+        return;
+    char buf[S_EARLY_MAX];
+    ssize_t n = recv (f->client_fd, buf, S_EARLY_MAX - f->early_len, MSG_DONTWAIT);
+    if (n <= 0)
+        return;
+    f->early = hms_realloc (f->early, f->early_len + (size_t) n);
+    memcpy ((char *) f->early + f->early_len, buf, (size_t) n);
+    f->early_len += (size_t) n;
+}
+
 static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
 {
     s_flow_t *f = arg;
@@ -198,8 +216,18 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
         S_NV ("hermes-user", f->user);
 #undef S_NV
     f->out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
-    if (!f->out)
+    if (!f->out) {
         s_refuse (f, 502, "relay connection is not usable");
+        return;
+    }
+    /* What the client already sent travels with the CONNECT, not one round trip later: the
+     * relays keep it until their own next hop or the target is there. */
+    s_take_early (f);
+    if (f->early_len) {
+        hms_h2_stream_write (f->out, f->early, f->early_len);
+        f->early_sent = f->early_len;
+        f->early_len = 0;
+    }
 }
 
 /* The flow has been relayed a while: when both directions are quiet, offer its sockets to
