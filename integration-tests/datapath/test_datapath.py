@@ -442,3 +442,39 @@ def test_a_pipelining_client_sends_before_the_connect_is_answered(overlay, targe
     ups = [int(l.split(" up=")[1].split()[0]) for l in log.splitlines()
            if "flow done" in l and f"target=127.0.0.1:{targets['http']} " in l][-2:]
     assert ups == [len(get), len(get)], ups
+
+
+def test_optimistic_connect_answers_before_the_relays_and_resets_on_their_refusal(overlay,
+                                                                                  targets):
+    """An ingress with optimistic_connect answers an overlay CONNECT at once (the client's
+    TLS handshake starts one round trip earlier); HTTPS and a 100 MiB download stay exact.
+    When the exit relay cannot reach the target, the client, already answered, sees its
+    connection reset, and the ingress logs the refusal as a 502."""
+    s = overlay
+    s.start_service("ingress", "ingress-2", extra=(
+        "--node", "edge", "--connect-timeout-ms", "2000", "--optimistic-connect", "true",
+        "--h2-listen", "", "--transparent-listen", ""))
+    s.wait_converged(expect=len([d for d in s.daemons.values() if d.alive()]) - 1, timeout=5)
+    set_policy(s, MODES["two-relays"])
+    port = s.port("ingress-2", "http")
+    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10, what="ingress-2")
+    r = curl("-x", f"http://127.0.0.1:{port}", "--cacert", str(targets["cert"]),
+             f"https://localhost:{targets['tls']}/hello")
+    assert r.returncode == 0 and r.stdout == b"hello over end-to-end TLS\n", r.stderr
+    r = curl("-x", f"http://127.0.0.1:{port}", "-p", f"http://127.0.0.1:{targets['http']}/big.bin")
+    assert r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == targets["digest"]
+    closed = free_port()
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(f"CONNECT 127.0.0.1:{closed} HTTP/1.1\r\n\r\nhello".encode())
+    got, reset = b"", False
+    try:
+        while chunk := c.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        reset = True
+    c.close()
+    assert got.startswith(b"HTTP/1.1 200"), got
+    assert reset, "the refused tunnel ended without a reset"
+    log = wait_for(lambda: "status=502" in (t := s.daemons["ingress-2"].log_text()) and t, 5,
+                   what="the refusal in the log")
+    assert f"flow failed client=127.0.0.1 target=127.0.0.1:{closed} via=far status=502" in log

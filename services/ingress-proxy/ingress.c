@@ -32,6 +32,10 @@ const hms_cfg_key_t ingress_keys[] = {
      "how long a bypass-eligible flow is relayed before its sockets are offered"},
     {"splice", HMS_CFG_BOOL, "true",
      "relay direct TCP flows with splice(2), without copying their bytes through the proxy"},
+    {"optimistic_connect", HMS_CFG_BOOL, "false",
+     "answer a CONNECT through the overlay at once, before the relays reach the target: one "
+     "round trip less for the client; a target that cannot be reached then shows as a reset "
+     "connection instead of a 502"},
     {"users_file", HMS_CFG_STRING, NULL,
      "proxy users {\"name\": \"sha256 hex of password\"}; when set, Proxy-Authorization "
      "(Basic) is required"},
@@ -154,6 +158,7 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
     snprintf (self->bypass_socket, sizeof self->bypass_socket, "%s", bypass ? bypass : "");
     self->bypass_after_ms = (int) hms_config_int (cfg, "bypass_after_ms");
     self->splice = hms_config_bool (cfg, "splice");
+    self->optimistic_connect = hms_config_bool (cfg, "optimistic_connect");
     const char *users = hms_config_str (cfg, "users_file");
     if (users && *users && ingress_auth_load (self, users, err, errlen)) {
         free (self);

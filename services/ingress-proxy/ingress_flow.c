@@ -175,6 +175,19 @@ static void s_on_out_close (hms_h2_stream_t *s, uint32_t code, void *arg)
     s_refuse (f, 502, text);
 }
 
+/* An optimistic CONNECT (answered before the relays did): their answer arrives in the
+ * tunnel; a refusal ends the flow with a reset towards the client, logged like a 502. */
+static void s_on_optimistic_headers (hms_tunnel_t *t, hms_h2_stream_t *s, void *arg)
+{
+    s_flow_t *f = arg;
+    char text[512];
+    int status = hms_h2_stream_refusal (s, "overlay", text, sizeof text);
+    if (status)
+        s_refuse (f, status >= 400 && status < 600 ? status : 502, text);
+    else
+        atomic_fetch_add (&f->w->ingress->counters.overlay, 1);
+}
+
 static const hms_h2_stream_cbs_t s_out_cbs = {.on_headers = s_on_out_headers,
                                               .on_close = s_on_out_close};
 
@@ -218,6 +231,15 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     f->out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
     if (!f->out) {
         s_refuse (f, 502, "relay connection is not usable");
+        return;
+    }
+    if (f->w->ingress->optimistic_connect && f->front != INGRESS_FRONT_H2) {
+        /* answered now; the relays' answer only checks (a refusal resets the client) */
+        hms_h2_stream_t *out = f->out;
+        f->out = NULL;
+        s_established (f);
+        hms_tunnel_on_headers (f->tunnel, s_on_optimistic_headers);
+        hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_B, out);
         return;
     }
     /* What the client already sent travels with the CONNECT, not one round trip later: the

@@ -41,6 +41,7 @@ struct ingress {
     char bypass_socket[1024]; /* the bypass agent's socket, "" when not used */
     int bypass_after_ms;      /* how long a bypass-eligible flow is relayed before the offer */
     bool splice;              /* direct socket-to-socket flows move bytes with splice(2) */
+    bool optimistic_connect;  /* answer overlay CONNECTs before the relays confirm them */
     hms_worker_t *workers[INGRESS_MAX_WORKERS];
     ingress_counters_t counters;
 };
