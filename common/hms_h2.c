@@ -591,7 +591,7 @@ int hms_h2_stream_refusal (hms_h2_stream_t *s, const char *who, char *text, size
 {
     if (s->status == 200)
         return 0;
-    const char *why = hms_h2_stream_header (s, "hermes-error");
+    const char *why = hms_h2_stream_header (s, HMS_H2_HDR_ERROR);
     snprintf (text, len, "%s answered %d: %s", who, s->status, why ? why : "-");
     hms_h2_stream_orphan (s);
     hms_h2_stream_reset (s, NGHTTP2_CANCEL);

@@ -29,6 +29,9 @@
 #define HMS_H2_OUT_MAX       (64 * 1024)
 #define HMS_H2_HANDSHAKE_MS  10000
 
+/* Why a proxy refused a stream, next to its error status (DESIGN.md). */
+#define HMS_H2_HDR_ERROR "hermes-error"
+
 typedef struct hms_h2_conn hms_h2_conn_t;
 typedef struct hms_h2_stream hms_h2_stream_t;
 

@@ -104,3 +104,28 @@ void hms_routes_warm (const json_t *config, const char *from, hms_pool_t *pool)
             hms_pool_warm (pool, host, port, "relay");
     }
 }
+
+const char *const hms_routes_meta_headers[HMS_ROUTES_META_MAX + 1] = {
+    HMS_HDR_USER, "hermes-service", "hermes-namespace", "hermes-route-id", NULL};
+
+hms_h2_stream_t *hms_routes_connect (hms_h2_conn_t *conn, const char *target, const char *dest,
+                                     int hops, const char *const *meta,
+                                     const hms_h2_stream_cbs_t *cbs, void *arg)
+{
+    char hops_text[16];
+    snprintf (hops_text, sizeof hops_text, "%d", hops);
+    nghttp2_nv nva[4 + HMS_ROUTES_META_MAX];
+    const char *names[4 + HMS_ROUTES_META_MAX] = {":method", ":authority", HMS_HDR_DEST,
+                                                  HMS_HDR_HOPS};
+    const char *values[4 + HMS_ROUTES_META_MAX] = {"CONNECT", target, dest, hops_text};
+    size_t n = 4;
+    for (int i = 0; meta && i < HMS_ROUTES_META_MAX; i++)
+        if (meta[i] && meta[i][0]) {
+            names[n] = hms_routes_meta_headers[i];
+            values[n++] = meta[i];
+        }
+    for (size_t i = 0; i < n; i++)
+        nva[i] = (nghttp2_nv){(uint8_t *) names[i], (uint8_t *) values[i], strlen (names[i]),
+                              strlen (values[i]), NGHTTP2_NV_FLAG_NONE};
+    return hms_h2_request (conn, nva, n, true, cbs, arg);
+}

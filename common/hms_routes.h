@@ -12,6 +12,23 @@
 
 #define HMS_RELAY_DEFAULT_PORT 4433
 
+/* The overlay's routing headers on a CONNECT stream (DESIGN.md); refusals carry
+ * HMS_H2_HDR_ERROR (hms_h2.h). */
+#define HMS_HDR_DEST "hermes-dest" /* node where the flow leaves the overlay */
+#define HMS_HDR_HOPS "hermes-hops" /* relays crossed so far, this one included */
+#define HMS_HDR_USER "hermes-user" /* the client's identity, when the ingress knows it */
+/* Identity and routing metadata that travel with a flow from hop to hop (NULL-ended). */
+extern const char *const hms_routes_meta_headers[];
+#define HMS_ROUTES_META_MAX 4
+
+/* Opens the CONNECT stream of one overlay hop on conn: target "host:port", exit node dest,
+ * hops relays crossed with this one; meta[i] the value of hms_routes_meta_headers[i] or
+ * NULL (meta itself may be NULL). cbs / arg as hms_h2_request. NULL when conn cannot take a
+ * stream. */
+hms_h2_stream_t *hms_routes_connect (hms_h2_conn_t *conn, const char *target, const char *dest,
+                                     int hops, const char *const *meta,
+                                     const hms_h2_stream_cbs_t *cbs, void *arg);
+
 /* Parses a node address "host:port" or "host" (port 4433) into host / port. 0 or -1. */
 int hms_routes_parse_address (const char *address, char *host, size_t hostlen, uint16_t *port,
                               char *err, size_t errlen);

@@ -216,19 +216,8 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
         s_refuse (f, 502, why);
         return;
     }
-    nghttp2_nv nva[8];
-    size_t n = 0;
-#define S_NV(name, value)                                                                          \
-    nva[n++] = (nghttp2_nv){(uint8_t *) (name), (uint8_t *) (value), strlen (name),                \
-                            strlen (value), NGHTTP2_NV_FLAG_NONE}
-    S_NV (":method", "CONNECT");
-    S_NV (":authority", f->target);
-    S_NV ("hermes-dest", f->dest);
-    S_NV ("hermes-hops", "1");
-    if (f->user[0])
-        S_NV ("hermes-user", f->user);
-#undef S_NV
-    f->out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
+    const char *meta[HMS_ROUTES_META_MAX] = {f->user[0] ? f->user : NULL};
+    f->out = hms_routes_connect (conn, f->target, f->dest, 1, meta, &s_out_cbs, f);
     if (!f->out) {
         s_refuse (f, 502, "relay connection is not usable");
         return;

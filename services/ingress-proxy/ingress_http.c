@@ -361,7 +361,7 @@ static void s_up_headers (hms_h2_stream_t *s, void *arg)
 {
     s_http_t *h = arg;
     int status = hms_h2_stream_status (s);
-    const char *err = hms_h2_stream_header (s, "hermes-error");
+    const char *err = hms_h2_stream_header (s, HMS_H2_HDR_ERROR);
     if (err && status >= 400) {
         char text[512];
         snprintf (text, sizeof text, "overlay answered %d: %s", status, err);
@@ -510,10 +510,10 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     S_NV (":scheme", "http", 7, 4);
     S_NV (":authority", authority, 10, strlen (authority));
     S_NV (":path", path, 5, strlen (path));
-    S_NV ("hermes-dest", dest, 11, strlen (dest));
-    S_NV ("hermes-hops", "1", 11, 1);
+    S_NV (HMS_HDR_DEST, dest, sizeof HMS_HDR_DEST - 1, strlen (dest));
+    S_NV (HMS_HDR_HOPS, "1", sizeof HMS_HDR_HOPS - 1, 1);
     if (h->user[0])
-        S_NV ("hermes-user", h->user, 11, strlen (h->user));
+        S_NV (HMS_HDR_USER, h->user, sizeof HMS_HDR_USER - 1, strlen (h->user));
     for (size_t i = 0; i < head.nheaders; i++) {
         const hms_h1_header_t *hd = &head.headers[i];
         if (hd->name_len >= sizeof names[0])

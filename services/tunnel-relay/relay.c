@@ -125,39 +125,19 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
         s_refuse (f, 502, why);
         return;
     }
-    char hops[16];
-    snprintf (hops, sizeof hops, "%d", f->hops + 1);
-    nghttp2_nv nva[64];
-    size_t n = 0;
-#define S_NV(name, value)                                                                          \
-    nva[n++] = (nghttp2_nv)                                                                        \
-    {                                                                                              \
-        (uint8_t *) (name), (uint8_t *) (value), strlen (name), strlen (value),                    \
-            NGHTTP2_NV_FLAG_NONE                                                                   \
-    }
     if (f->http) {
         /* the request as it came, one hop further */
+        char hops[16];
+        snprintf (hops, sizeof hops, "%d", f->hops + 1);
+        nghttp2_nv nva[64];
+        size_t n = 0;
         const char *name, *value;
-        for (size_t i = 0; n < 62 && hms_h2_stream_header_at (f->in, i, &name, &value) == 0; i++)
-            if (strcmp (name, RELAY_HDR_HOPS) != 0)
-                S_NV (name, value);
-        S_NV (RELAY_HDR_HOPS, hops);
-    } else {
-        S_NV (":method", "CONNECT");
-        S_NV (":authority", f->target);
-        S_NV (RELAY_HDR_DEST, f->dest);
-        S_NV (RELAY_HDR_HOPS, hops);
-        /* identity and routing metadata travel on */
-        static const char *const pass[] = {"hermes-user", "hermes-service", "hermes-namespace",
-                                           "hermes-route-id", NULL};
-        for (int i = 0; pass[i]; i++) {
-            const char *v = hms_h2_stream_header (f->in, pass[i]);
-            if (v)
-                S_NV (pass[i], v);
-        }
-    }
-#undef S_NV
-    if (f->http) {
+        for (size_t i = 0; n < 63 && hms_h2_stream_header_at (f->in, i, &name, &value) == 0; i++)
+            if (strcmp (name, HMS_HDR_HOPS) != 0)
+                nva[n++] = (nghttp2_nv){(uint8_t *) name, (uint8_t *) value, strlen (name),
+                                        strlen (value), NGHTTP2_NV_FLAG_NONE};
+        nva[n++] = (nghttp2_nv){(uint8_t *) HMS_HDR_HOPS, (uint8_t *) hops, sizeof HMS_HDR_HOPS - 1,
+                                strlen (hops), NGHTTP2_NV_FLAG_NONE};
         hms_h2_stream_t *out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
         if (!out) {
             s_refuse (f, 502, "next relay connection is not usable");
@@ -167,7 +147,11 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
         hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_B, out);
         return;
     }
-    f->out = hms_h2_request (conn, nva, n, true, &s_out_cbs, f);
+    /* identity and routing metadata travel on */
+    const char *meta[HMS_ROUTES_META_MAX];
+    for (int i = 0; i < HMS_ROUTES_META_MAX; i++)
+        meta[i] = hms_h2_stream_header (f->in, hms_routes_meta_headers[i]);
+    f->out = hms_routes_connect (conn, f->target, f->dest, f->hops + 1, meta, &s_out_cbs, f);
     if (!f->out)
         s_refuse (f, 502, "next relay connection is not usable");
 }
@@ -202,7 +186,7 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
     f->http = !is_connect;
     snprintf (f->target, sizeof f->target, "%s", authority ? authority : "-");
     char why[256];
-    const char *dest = hms_h2_stream_header (in, RELAY_HDR_DEST);
+    const char *dest = hms_h2_stream_header (in, HMS_HDR_DEST);
     snprintf (f->dest, sizeof f->dest, "%s", dest ? dest : "");
     bool here = !dest || !*dest || strcmp (dest, relay->node) == 0;
     /* a plain HTTP request that leaves the overlay here goes to the origin itself */
@@ -232,7 +216,7 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
         s_refuse (f, 400, authority ? why : "request without :authority");
         return;
     }
-    const char *hops = hms_h2_stream_header (in, RELAY_HDR_HOPS);
+    const char *hops = hms_h2_stream_header (in, HMS_HDR_HOPS);
     f->hops = hops ? atoi (hops) : 0;
     if (f->hops >= RELAY_MAX_HOPS) {
         s_refuse (f, 508, "too many relays on this path (a routing loop?)");

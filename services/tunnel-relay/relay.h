@@ -12,11 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Headers between proxies. */
-#define RELAY_HDR_DEST  "hermes-dest"  /* node where the flow leaves the overlay */
-#define RELAY_HDR_HOPS  "hermes-hops"  /* relays crossed so far */
-#define RELAY_HDR_ERROR "hermes-error" /* why a tunnel was refused */
-#define RELAY_MAX_HOPS  16
+/* Relays a flow may cross (hms_routes.h names the headers between proxies). */
+#define RELAY_MAX_HOPS 16
 
 typedef struct relay relay_t;
 
