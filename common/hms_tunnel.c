@@ -30,6 +30,7 @@ typedef struct {
     int pipe[2];        /* splice: bytes read from this end on their way to the other */
     size_t piped;       /* how many of them are in the pipe */
     bool pipe_full;     /* the last splice in found no room: read again once some went out */
+    bool bulk;          /* a read from this end filled the buffer: splice from now on */
 } s_end_t;
 
 struct hms_tunnel {
@@ -357,7 +358,9 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
     if (revents & EV_READ) {
         char buf[65536];
         while (!e->eof_in && s_queued (other) < HMS_TUNNEL_QUEUE_MAX) {
-            if (self->splice && other->kind == S_FD &&
+            /* small exchanges cost fewer system calls through user space: splice once the
+             * direction carries bulk */
+            if (self->splice && e->bulk && other->kind == S_FD &&
                 (e->piped || hms_buf_size (other->out) == 0)) {
                 int rc = s_splice_in (e);
                 if (rc == 1)
@@ -374,6 +377,7 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
                 s_forward (e, buf, (size_t) n);
                 if ((size_t) n < sizeof buf)
                     break;
+                e->bulk = true;
             } else if (n == 0) {
                 e->eof_in = true;
             } else if (errno == EAGAIN || errno == EWOULDBLOCK) {

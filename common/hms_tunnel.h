@@ -42,9 +42,11 @@ void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd);
 typedef void (hms_tunnel_headers_fn) (hms_tunnel_t *tunnel, hms_h2_stream_t *from, void *arg);
 void hms_tunnel_on_headers (hms_tunnel_t *self, hms_tunnel_headers_fn *fn);
 
-/* Socket to socket, bytes that need no inspection: move them with splice(2) through a pipe
- * per direction instead of copying them through this process (a pipe is held only while
- * bytes are in it). Off by default; bytes queued with hms_tunnel_send still go first. */
+/* Socket to socket, bytes that need no inspection: once a direction carries bulk (a read
+ * filled the 64 KiB buffer), move its bytes with splice(2) through a pipe instead of copying
+ * them through this process; small exchanges stay with read/write, which costs fewer system
+ * calls. A pipe is held only while bytes are in it. Off by default; bytes queued with
+ * hms_tunnel_send still go first. */
 void hms_tunnel_splice (hms_tunnel_t *self, bool on);
 /* Attaches a stream (the tunnel takes its callbacks, and ends or resets it). */
 void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h2_stream_t *stream);
