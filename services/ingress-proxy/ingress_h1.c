@@ -133,9 +133,12 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
             c->cap *= 2;
             c->buf = hms_realloc (c->buf, c->cap);
         }
-        ssize_t n = read (c->fd, c->buf + c->len, c->cap - c->len);
+        size_t room = c->cap - c->len;
+        ssize_t n = read (c->fd, c->buf + c->len, room);
         if (n > 0) {
             c->len += (size_t) n;
+            if ((size_t) n < room)
+                break; /* all there is for now: parse (no read just to hear EAGAIN) */
             continue;
         }
         if (n == 0) {
@@ -192,4 +195,8 @@ void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer)
     c->timer.data = c;
     ev_timer_start (w->loop, &c->timer);
     c->item = hms_worker_track (w->worker, s_close_on_stop, c);
+    /* A client usually sent its request with the handshake: read it now, without waiting
+     * for a loop turn (the watcher started above is then stopped before it reached the
+     * kernel). c may be gone after this. */
+    s_on_io (w->loop, &c->io, EV_READ);
 }
