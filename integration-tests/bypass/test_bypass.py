@@ -8,7 +8,7 @@ Needs root (namespaces, BPF, TCP_REPAIR); skipped otherwise. The agent runs with
 idle timeout (3 s) and FIN linger (0.3 s) so that cleanup can be watched.
 """
 import contextlib
-import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -21,6 +21,8 @@ import time
 
 import pytest
 
+import bypass_world
+from bypass_world import agent_query, netns, payload, sh, sysctl
 from hermes_harness import BIN_DIR, Suite, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, BPF, TCP_REPAIR)")
@@ -32,136 +34,8 @@ P2_ADDR, S_ADDR = "10.231.2.1", "10.231.2.2"  # proxy <-> server
 PROXY_PORT, SERVER_PORT = 8080, 9000
 IDLE_S, LINGER_MS = 3, 300
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def sh(cmd, check=True):
-    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{cmd}: {r.returncode} {r.stderr}")
-    return r
-
-
-@contextlib.contextmanager
-def netns(name):
-    """Runs the block in namespace name (this thread only): sockets made there stay there."""
-    me = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        yield
-    finally:
-        _libc.setns(me, CLONE_NEWNET)
-        os.close(fd)
-        os.close(me)
-
-
-def sysctl(ns, **kv):
-    for k, v in kv.items():
-        sh(f"ip netns exec {ns} sysctl -q -w net.ipv4.{k}={v}")
-
-
-def payload(seed, direction, n):
-    return random.Random(f"{seed}/{direction}").randbytes(n)
-
-
-# ---- the server in S ------------------------------------------------------------------------
-
-class Server:
-    """Per connection: reads "HELLO seed up down mode\\n", answers "OK\\n", then receives `up`
-    bytes while sending `down` bytes once the first upload bytes arrived (so nothing moves
-    before the client starts), and closes as `mode` says: cfin (waits for the client's FIN),
-    sfin (closes first), rst/idle (waits for the client, tolerates a reset)."""
-
-    def __init__(self):
-        with netns(NS_S):
-            self.lsock = socket.socket()
-            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.lsock.bind((S_ADDR, SERVER_PORT))
-            self.lsock.listen(256)
-        self.results = {}
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        res = {"error": None}
-        seed = None
-        try:
-            conn.settimeout(30)
-            head = b""
-            while not head.endswith(b"\n"):
-                b = conn.recv(1)
-                if not b:
-                    raise EOFError("no header")
-                head += b
-            _, seed, up, down, mode = head.decode().split()
-            up, down = int(up), int(down)
-            with self.lock:
-                self.results[seed] = res
-            h = hashlib.sha256()
-            got = 0
-            sender = None
-            if mode.endswith("+early"):  # streams with the OK, whatever the client does
-                mode = mode[:-len("+early")]
-                data = b"OK\n" + payload(seed, "down", down)
-                sender = threading.Thread(target=conn.sendall, args=(data,), daemon=True)
-                sender.start()
-            else:
-                conn.sendall(b"OK\n")
-            while got < up:
-                b = conn.recv(1 << 16)
-                if not b:
-                    raise EOFError(f"EOF after {got} of {up} bytes")
-                # no delayed ACK: a trickle must leave the legs quiet between its bytes
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-                if sender is None:
-                    data = payload(seed, "down", down)
-                    sender = threading.Thread(target=conn.sendall, args=(data,), daemon=True)
-                    sender.start()
-                h.update(b)
-                got += len(b)
-            if sender:
-                sender.join(30)
-            res["up_sha"] = h.hexdigest()
-            if mode == "sfin":
-                conn.shutdown(socket.SHUT_WR)
-                res["eof"] = conn.recv(1) == b""
-            elif mode == "cfin":
-                res["eof"] = conn.recv(1) == b""
-                conn.shutdown(socket.SHUT_WR)
-            else:  # rst, idle: wait for whatever the client does
-                conn.settimeout(IDLE_S + 8)
-                try:
-                    res["tail"] = conn.recv(1)
-                except ConnectionResetError:
-                    res["reset"] = True
-                except socket.timeout:
-                    res["timeout"] = True
-        except Exception as e:  # reported to the test through results
-            res["error"] = repr(e)
-        finally:
-            res["final"] = True
-            conn.close()
-
-    def result(self, seed, final=True, timeout=20):
-        """The server's view of connection seed: once its upload is checked, or finished."""
-        def ready():
-            r = self.results.get(seed)
-            return r if r and (r.get("final") or (not final and "up_sha" in r)) else None
-        return wait_for(ready, timeout, what=f"server result {seed}")
-
-    def close(self):
-        self.lsock.close()
+# the server in S (bypass_world.Server), closing rst/idle connections IDLE_S + 8 s after the end
+Server = functools.partial(bypass_world.Server, NS_S, S_ADDR, SERVER_PORT, IDLE_S + 8)
 
 
 # ---- the test proxy in P ----------------------------------------------------------------------
@@ -232,18 +106,6 @@ class Proxy:
             err = f.read()
         assert alive, f"the test proxy died ({self.proc.returncode}): {err[-3000:]}"
         assert "Sanitizer" not in err and "runtime error" not in err, err[-3000:]
-
-
-# ---- the agent's socket, spoken directly ----------------------------------------------------
-
-def agent_query(path, op):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    s.settimeout(5)
-    s.connect(path)
-    s.send(json.dumps({"v": 1, "op": op, "id": f"t-{op}"}).encode())
-    data = s.recv(16 << 20)
-    s.close()
-    return json.loads(data.split(b"\0")[0])
 
 
 # ---- fixtures ---------------------------------------------------------------------------------
@@ -329,36 +191,10 @@ class Client:
 
     def transfer(self):
         """Sends `up` bytes while receiving `down`; returns the sha256 of what came."""
-        data = self.data
-        err = []
-
-        def send():
-            try:
-                self.sock.sendall(data)
-            except OSError as e:
-                err.append(e)
-        t = threading.Thread(target=send, daemon=True)
-        t.start()
-        h, got = hashlib.sha256(), 0
-        while got < self.down:
-            b = self.sock.recv(1 << 16)
-            assert b, f"EOF after {got} of {self.down} bytes"
-            h.update(b)
-            got += len(b)
-        t.join(30)
-        assert not err, err
-        return h.hexdigest()
+        return bypass_world.transfer(self.sock, self.data, self.down)
 
     def finish(self):
-        if self.mode == "cfin":
-            self.sock.shutdown(socket.SHUT_WR)
-            assert self.sock.recv(1) == b""
-        elif self.mode == "sfin":
-            assert self.sock.recv(1) == b""
-            self.sock.shutdown(socket.SHUT_WR)
-        elif self.mode == "rst":
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
+        bypass_world.finish(self.sock, self.mode)
 
     def check(self, down_sha, final=True):
         assert down_sha == hashlib.sha256(payload(self.seed, "down", self.down)).hexdigest(), \
@@ -573,11 +409,18 @@ def _trickle(env, seconds):
 def test_data_during_the_freeze_undoes_it_then_gives_up(env):
     """Data keeps arriving while the legs are frozen: each freeze is undone, the agent relays
     the data itself, and after offload_retries undone freezes the proxy gets the connection
-    back (busy) and carries on: the bytes are exact."""
-    before = flows(env)["stats"]
-    ev = _trickle(env, 1.5)
-    after = flows(env)["stats"]
-    assert ev["event"] == "refused" and ev["reason"] == "busy", ev
+    back (busy) and carries on: the bytes are exact. On a loaded machine the trickling thread
+    may stall longer than a freeze, which then succeeds (exact too): up to 3 attempts, of
+    which one must give up."""
+    outcomes = []
+    for _ in range(3):
+        before = flows(env)["stats"]
+        ev = _trickle(env, 1.5)  # checks the bytes, whatever the outcome
+        after = flows(env)["stats"]
+        outcomes.append((ev["event"], ev.get("reason")))
+        if ev["event"] == "refused" and ev["reason"] == "busy":
+            break
+    assert outcomes[-1] == ("refused", "busy"), outcomes
     assert ev["agent_up"] > 0, ev  # the agent relayed what came while draining
     assert after["bypass_freeze_retries"] - before["bypass_freeze_retries"] >= 1, after
 
