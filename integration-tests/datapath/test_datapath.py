@@ -70,6 +70,9 @@ def overlay(suite):
     s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"))
     s.start_service("relay", "relay-core", extra=("--node", "core"))
     s.start_service("relay", "relay-far", extra=("--node", "far"))
+    for relay in ("relay-core", "relay-far"):  # listening before the routes name them
+        wait_for(lambda: "relay listening on" in s.daemons[relay].log_text(), 10,
+                 what=f"{relay} listening")
     s.ctl("node", "add", "edge")
     s.ctl("node", "add", "core", "--address", f"127.0.0.1:{s.port('relay-core', 'tunnel')}")
     s.ctl("node", "add", "far", "--address", f"127.0.0.1:{s.port('relay-far', 'tunnel')}")
@@ -478,3 +481,35 @@ def test_optimistic_connect_answers_before_the_relays_and_resets_on_their_refusa
     log = wait_for(lambda: "status=502" in (t := s.daemons["ingress-2"].log_text()) and t, 5,
                    what="the refusal in the log")
     assert f"flow failed client=127.0.0.1 target=127.0.0.1:{closed} via=far status=502" in log
+
+
+def test_a_topology_change_reroutes_new_flows_while_an_old_tunnel_keeps_flowing(overlay, targets):
+    """Routes follow the topology: with links edge-core-far, flows to far cross both relays;
+    a cheaper direct link edge-far makes the controller push new routes, and new flows skip
+    relay-core, while a tunnel opened before the change keeps its path and keeps flowing."""
+    s = overlay
+    set_policy(s, MODES["two-relays"])
+    port = s.port("ingress-1", "http")
+    old = socket.create_connection(("127.0.0.1", port), timeout=10)
+    old.sendall(f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode())
+    assert old.recv(4096).startswith(b"HTTP/1.1 200")
+    version = s.status()["config_version"]
+    s.ctl("link", "add", "edge", "far", "--cost", "1")
+    s.wait_converged(expect=len([d for d in s.daemons.values() if d.alive()]) - 1, timeout=5,
+                     version=version + 1)
+    assert s.ctl_json("route", "show", "far", "--from", "edge")[0]["path"] == ["edge", "far"]
+    r = curl("-x", s.http, "--cacert", str(targets["cert"]),
+             f"https://localhost:{targets['tls']}/hello")
+    assert r.returncode == 0 and r.stdout == b"hello over end-to-end TLS\n", r.stderr
+    tls_done = f"tunnel done target=localhost:{targets['tls']}"
+    wait_for(lambda: tls_done in s.daemons["relay-far"].log_text(), 5, what="relay-far's log")
+    assert tls_done not in s.daemons["relay-core"].log_text()
+    # the old tunnel, still through relay-core, carries a request after the change
+    old.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := old.recv(65536):
+        data += chunk
+    old.close()
+    assert data.endswith(b"hello through hermes\n"), data[:200]
+    http_done = f"tunnel done target=127.0.0.1:{targets['http']}"
+    wait_for(lambda: http_done in s.daemons["relay-core"].log_text(), 5, what="relay-core's log")
