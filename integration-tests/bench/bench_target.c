@@ -7,6 +7,7 @@
  * what to do (echo, sink, source, an HTTPS-like RPC: see bench_proto.h). Prints
  * "port N" on stdout once it listens (PORT 0 picks a free port), runs until SIGTERM or
  * SIGINT, then prints its counters as one JSON line. */
+#include "bench_net.h"
 #include "bench_proto.h"
 
 #include <arpa/inet.h>
@@ -49,28 +50,6 @@ static uint64_t s_accepted, s_closed, s_bad, s_bytes_in, s_bytes_out, s_live, s_
 static void s_on_signal (int sig)
 {
     s_stop = 1;
-}
-
-static int s_parse_hostport (const char *text, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char host[256];
-    const char *colon = strrchr (text, ':');
-    if (!colon || (size_t) (colon - text) >= sizeof host)
-        return -1;
-    memcpy (host, text, (size_t) (colon - text));
-    host[colon - text] = 0;
-    char *h = host;
-    if (h[0] == '[') {
-        h++;
-        h[strlen (h) - 1] = 0;
-    }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *res;
-    if (getaddrinfo (h, colon + 1, &hints, &res) != 0)
-        return -1;
-    memcpy (ss, res->ai_addr, res->ai_addrlen);
-    *len = res->ai_addrlen;
-    freeaddrinfo (res);
-    return 0;
 }
 
 static void s_close (s_conn_t *c)
@@ -307,7 +286,7 @@ int main (int argc, char **argv)
 
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (s_parse_hostport (listen_at, &ss, &sslen)) {
+    if (bench_parse_hostport (listen_at, &ss, &sslen)) {
         fprintf (stderr, "hermes-bench-target: bad address %s\n", listen_at);
         return 2;
     }

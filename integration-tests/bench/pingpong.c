@@ -21,6 +21,7 @@
  *              they are all open, holds them until stdin closes (or --hold-s), then
  *              prints a second line (how many the other side closed meanwhile)
  * Every wait is bounded: --timeout-s for the whole run (default 120). */
+#include "bench_net.h"
 #include "bench_proto.h"
 
 #include <errno.h>
@@ -104,28 +105,6 @@ static void s_check_deadline (void)
 {
     if (s_now () > s_deadline)
         s_die ("deadline of %.0f s passed", o.timeout_s);
-}
-
-static int s_parse_hostport (const char *text, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char host[256];
-    const char *colon = strrchr (text, ':');
-    if (!colon || (size_t) (colon - text) >= sizeof host)
-        return -1;
-    memcpy (host, text, (size_t) (colon - text));
-    host[colon - text] = 0;
-    char *h = host;
-    if (h[0] == '[') {
-        h++;
-        h[strlen (h) - 1] = 0;
-    }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-    if (getaddrinfo (h, colon + 1, &hints, &res) != 0)
-        return -1;
-    memcpy (ss, res->ai_addr, res->ai_addrlen);
-    *len = res->ai_addrlen;
-    freeaddrinfo (res);
-    return 0;
 }
 
 /* ---- statistics ------------------------------------------------------------------- */
@@ -1128,7 +1107,7 @@ int main (int argc, char **argv)
     if (!o.connect || o.count < 1 || o.size < 0 || o.size > 65536 || o.concurrency < 1 ||
         o.warmup < 0)
         s_usage ();
-    if (s_parse_hostport (o.connect, &o.addr, &o.addrlen))
+    if (bench_parse_hostport (o.connect, &o.addr, &o.addrlen))
         s_die ("cannot resolve %s", o.connect);
     signal (SIGPIPE, SIG_IGN);
     s_deadline = s_now () + (int64_t) (o.timeout_s * 1e9);

@@ -530,6 +530,54 @@ def test_delay_ramp_towards_the_server_rtt(env):
         nfq.wait(5)
 
 
+def tcp_unacked(sock):
+    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104),
+                              24)[0]
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(BIN_DIR, "hermes-nfq-delay")),
+                    reason="hermes-nfq-delay not built (libnetfilter_queue missing)")
+def test_segments_held_by_the_ramp_at_the_splice_go_into_it(env):
+    """A client writing 8 KiB every 100 ms through a ramped flow with a 60 ms server leg is
+    never quiet with the delay line empty (60 ms held, then 60 ms to the server), so the agent
+    splices while some of its segments are held: they must go into the splice, not be dropped
+    (which would cost the client a retransmission timeout, 200 ms or more) nor released to the
+    host stack (an RST). Every write is acknowledged well within the timeout, and the bytes
+    are exact."""
+    nfq = subprocess.Popen(["ip", "netns", "exec", NS_S, os.path.join(BIN_DIR, "hermes-nfq-delay"),
+                            "--queue", "4", "--delay-ms", "60"],
+                           stdout=subprocess.PIPE, text=True)
+    rule = f"INPUT -p tcp -s {P2_ADDR} -j NFQUEUE --queue-num 4 --queue-bypass"
+    try:
+        assert nfq.stdout.readline().strip() == "ready"
+        sh(f"ip netns exec {NS_S} iptables -w -A {rule}")
+        before = flows(env)["stats"]
+        writes = 30
+        c = Client(env, writes * 8192, 0)
+        acked_ms = []
+        for i in range(writes):
+            t0 = time.monotonic()
+            c.sock.sendall(c.data[i * 8192:(i + 1) * 8192])
+            while tcp_unacked(c.sock) and time.monotonic() - t0 < 2:
+                time.sleep(0.001)
+            acked_ms.append((time.monotonic() - t0) * 1000)
+            time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+        ev = c.offload(timeout=5)
+        after = flows(env)["stats"]
+        injected = after["bypass_delayed_injected"] - before["bypass_delayed_injected"]
+        print(f"write -> acked, ms: {[round(x) for x in acked_ms]}; injected {injected}")
+        assert ev["event"] == "accepted", ev
+        assert after["bypass_delay_ramps"] == before["bypass_delay_ramps"] + 1, after
+        assert max(acked_ms) < 180, acked_ms  # below the 200 ms minimum retransmission timeout
+        c.finish()
+        c.check(hashlib.sha256(b"").hexdigest())  # nothing downstream; the upload exact
+        wait_removed(env, c.addr, "fin", timeout=5)
+    finally:
+        sh(f"ip netns exec {NS_S} iptables -w -D {rule}", check=False)
+        nfq.terminate()
+        nfq.wait(5)
+
+
 def test_hermesctl_lists_offloaded_flows_and_exports_p4_entries(env):
     """hermesctl bypass list / export-p4: the controller relays the question to the agent
     over its bus connection and returns its answer."""

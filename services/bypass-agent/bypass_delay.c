@@ -30,7 +30,9 @@ typedef struct {
     int64_t due_ns;
     uint64_t seq; /* arrival order among equal due times */
     uint32_t id;
-    uint64_t flow;
+    uint64_t flow;   /* 0: its verdict is given already */
+    uint16_t len;    /* the segment, from its IP header on */
+    uint8_t *packet; /* kept for the injection */
 } s_held_t;
 
 struct bypass_delay {
@@ -159,6 +161,28 @@ static s_held_t s_pop (bypass_delay_t *self)
     return top;
 }
 
+static void s_verdict (bypass_delay_t *self, uint32_t id, bool accept);
+
+/* A held segment goes on to its socket (released), or, when the splice replaced that
+ * socket, into the splice (injected): to the host stack it would meet no socket and draw an
+ * RST, and dropped, the client would wait for a retransmission timeout. */
+static void s_release (bypass_delay_t *self, s_held_t *h, bool inject)
+{
+    if (h->flow && inject) {
+        if (bypass_dp_inject (self->agent->dp, h->packet, h->len) == 0)
+            atomic_fetch_add (&self->agent->st.delayed_injected, 1);
+        else
+            hms_warning ("bypass: a held segment of flow %llu could not go into its splice "
+                         "(the client retransmits it): %s",
+                         (unsigned long long) h->flow, strerror (errno));
+        s_verdict (self, h->id, false);
+    } else if (h->flow)
+        s_verdict (self, h->id, true);
+    h->flow = 0;
+    free (h->packet);
+    h->packet = NULL;
+}
+
 #ifdef BYPASS_HAVE_NFQ
 
 static void s_verdict (bypass_delay_t *self, uint32_t id, bool accept)
@@ -183,8 +207,7 @@ static void s_on_due (struct ev_loop *loop, ev_timer *w, int revents)
 
     while (self->nheld && self->heap[0].due_ns <= now) {
         s_held_t h = s_pop (self);
-        if (h.flow) /* 0: already given its verdict */
-            s_verdict (self, h.id, true);
+        s_release (self, &h, false);
     }
     s_rearm (self);
 }
@@ -225,24 +248,36 @@ static int s_on_packet (struct nfq_q_handle *qh, struct nfgenmsg *msg, struct nf
         s_verdict (self, id, true);
         return 0;
     }
-    s_push (self,
-            (s_held_t){s_now_ns () + (int64_t) flow->ramp_ms * 1000000, ++self->seq, id, flow->id});
+    s_held_t h = {.due_ns = s_now_ns () + (int64_t) flow->ramp_ms * 1000000,
+                  .seq = ++self->seq,
+                  .id = id,
+                  .flow = flow->id,
+                  .len = (uint16_t) len,
+                  .packet = hms_alloc ((size_t) len)};
+    memcpy (h.packet, pkt, (size_t) len);
+    s_push (self, h);
     atomic_fetch_add (&self->agent->st.delayed_packets, 1);
     return 0;
 }
 
-static void s_on_queue (struct ev_loop *loop, ev_io *w, int revents)
+/* Takes in what the kernel queued (a bounded batch). */
+static void s_take_queued (bypass_delay_t *self)
 {
-    bypass_delay_t *self = w->data;
-    char buf[4096] __attribute__ ((aligned));
+    /* whole segments (they may go into the splice), with netlink's headers */
+    static char buf[0x10000 + 4096] __attribute__ ((aligned));
 
     for (int budget = 256; budget > 0; budget--) {
-        ssize_t n = recv (w->fd, buf, sizeof buf, MSG_DONTWAIT);
+        ssize_t n = recv (self->io.fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n <= 0)
             break; /* ENOBUFS (queue overflow) included: the kernel dropped, TCP recovers */
         nfq_handle_packet (self->h, buf, (int) n);
     }
     s_rearm (self);
+}
+
+static void s_on_queue (struct ev_loop *loop, ev_io *w, int revents)
+{
+    s_take_queued (w->data);
 }
 
 static int s_setup (bypass_delay_t *self)
@@ -262,7 +297,7 @@ static int s_setup (bypass_delay_t *self)
     self->h = nfq_open ();
     if (!self->h || nfq_bind_pf (self->h, AF_INET) < 0 ||
         !(self->qh = nfq_create_queue (self->h, (uint16_t) self->queue, s_on_packet, self)) ||
-        nfq_set_mode (self->qh, NFQNL_COPY_PACKET, 64) < 0) {
+        nfq_set_mode (self->qh, NFQNL_COPY_PACKET, 0xffff) < 0) {
         hms_warning ("bypass: no delay ramp: cannot bind NFQUEUE %d: %s (another program uses "
                      "it? set delay_queue)",
                      self->queue, strerror (errno));
@@ -286,8 +321,7 @@ static void s_teardown (bypass_delay_t *self)
 
     while (self->nheld) {
         s_held_t h = s_pop (self);
-        if (h.flow)
-            s_verdict (self, h.id, true);
+        s_release (self, &h, false);
     }
     ev_io_stop (self->loop, &self->io);
     ev_timer_stop (self->loop, &self->due);
@@ -414,7 +448,21 @@ void bypass_delay_ramp (bypass_delay_t *self, bypass_flow_t *flow)
     ev_timer_start (self->loop, &flow->timer);
 }
 
-void bypass_delay_remove (bypass_delay_t *self, bypass_flow_t *flow, bool drop_held)
+size_t bypass_delay_held (bypass_delay_t *self, bypass_flow_t *flow)
+{
+    size_t n = 0;
+
+    if (!self->ready || flow->ramp_ms <= 0)
+        return 0;
+#ifdef BYPASS_HAVE_NFQ
+    s_take_queued (self);
+#endif
+    for (size_t k = 0; k < self->nheld; k++)
+        n += self->heap[k].flow == flow->id;
+    return n;
+}
+
+void bypass_delay_remove (bypass_delay_t *self, bypass_flow_t *flow, bool spliced)
 {
     size_t i;
 
@@ -425,11 +473,17 @@ void bypass_delay_remove (bypass_delay_t *self, bypass_flow_t *flow, bool drop_h
         return;
     self->flows[i] = self->flows[--self->nflows];
     flow->ramp_ms = 0;
-    for (size_t k = 0; k < self->nheld; k++)
-        if (self->heap[k].flow == flow->id) {
-            s_verdict (self, self->heap[k].id, !drop_held);
-            self->heap[k].flow = 0;
-        }
+    /* in arrival order; when spliced, now: later segments take the splice at once, and
+     * must not overtake these */
+    for (;;) {
+        s_held_t *first = NULL;
+        for (size_t k = 0; k < self->nheld; k++)
+            if (self->heap[k].flow == flow->id && (!first || self->heap[k].seq < first->seq))
+                first = &self->heap[k];
+        if (!first)
+            break;
+        s_release (self, first, spliced);
+    }
     if (s_rule (self, flow, "-D") != 0)
         hms_warning ("bypass: cannot remove the delay rule of flow %llu from mangle/%s",
                      (unsigned long long) flow->id, S_CHAIN);

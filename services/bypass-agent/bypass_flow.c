@@ -596,6 +596,10 @@ static void s_on_tick (struct ev_loop *loop, ev_timer *w, int revents)
     for (int i = 0; i < 2; i++)
         if (bypass_leg_queues (flow->fd[i], &unacked, &unread) != 0 || unacked || unread)
             return;
+    /* a moment with none of the client's segments in the delay line, while one may come */
+    if (flow->agent->delay && flow->deadline_ms - now > flow->agent->opts.drain_timeout_ms / 2 &&
+        bypass_delay_held (flow->agent->delay, flow))
+        return;
     if (flow->leg[0].timestamps) {
         if (flow->probe_ms == 0) {
             /* first tick, or observing again after an undone freeze */

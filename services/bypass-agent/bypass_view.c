@@ -54,6 +54,7 @@ json_t *bypass_view_stats (bypass_agent_t *self)
     s_set (o, "bypass_delay_ramps", atomic_load (&st->ramps));
     s_set (o, "bypass_delay_steps", atomic_load (&st->ramp_steps));
     s_set (o, "bypass_delayed_packets", atomic_load (&st->delayed_packets));
+    s_set (o, "bypass_delayed_injected", atomic_load (&st->delayed_injected));
     s_set (o, "bypass_dataplane", self->dp ? 1 : 0);
     if (self->dp)
         for (size_t i = 0; i < sizeof dp_stats / sizeof dp_stats[0]; i++)

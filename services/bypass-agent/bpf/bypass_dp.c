@@ -4,8 +4,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/pkt_cls.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -36,6 +42,7 @@ struct bypass_dp {
     int event_count;
     s_iface_t ifaces[BYPASS_MAX_IFACES];
     size_t n_ifaces;
+    int packet_fd; /* AF_PACKET, for bypass_dp_inject; opened on first use */
 };
 
 static int s_on_libbpf_print (enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -74,7 +81,7 @@ bypass_dp_t *bypass_dp_new (void)
     int err;
 
     memset (self, 0, sizeof (*self));
-    self->prog_fd = self->flows_fd = self->stats_fd = -1;
+    self->prog_fd = self->flows_fd = self->stats_fd = self->packet_fd = -1;
     libbpf_set_print (s_on_libbpf_print);
 
     self->obj = bpf_object__open_mem (bypass_dp_bpf_obj, bypass_dp_bpf_obj_len, &opts);
@@ -145,8 +152,70 @@ void bypass_dp_destroy (bypass_dp_t **self_p)
         s_detach (self->ifaces[i].ifindex, self->ifaces[i].created_qdisc);
     ring_buffer__free (self->events);
     bpf_object__close (self->obj);
+    if (self->packet_fd >= 0)
+        close (self->packet_fd);
     free (self);
     *self_p = NULL;
+}
+
+int bypass_dp_inject (bypass_dp_t *self, const uint8_t *ip, size_t len)
+{
+    const struct iphdr *iph = (const struct iphdr *) ip;
+    struct bypass_flow_val val;
+    LIBBPF_OPTS (bpf_test_run_opts, opts);
+
+    if (len < sizeof *iph || len > 0xffff || iph->version != 4 || iph->protocol != IPPROTO_TCP ||
+        len < (size_t) iph->ihl * 4 + sizeof (struct tcphdr) || ntohs (iph->tot_len) != len) {
+        errno = EINVAL;
+        return -1;
+    }
+    const struct tcphdr *tcp = (const struct tcphdr *) (ip + iph->ihl * 4);
+    struct bypass_flow_key key = {
+        .saddr = iph->saddr, .daddr = iph->daddr, .sport = tcp->source, .dport = tcp->dest};
+    if (bypass_dp_flow_lookup (self, &key, &val) != 0)
+        return -1;
+    if (val.action != BYPASS_ACT_SPLICE || val.splice.out_port == 0) {
+        errno = ENOENT;
+        return -1;
+    }
+    /* the program rewrites the whole frame, Ethernet addresses included */
+    size_t cap = ETH_HLEN + len + 64;
+    uint8_t *in = hms_alloc (cap), *out = hms_alloc (cap);
+    int rc = -1;
+    memset (in, 0, ETH_HLEN);
+    in[12] = ETH_P_IP >> 8;
+    in[13] = ETH_P_IP & 0xff;
+    memcpy (in + ETH_HLEN, ip, len);
+    opts.data_in = in;
+    opts.data_size_in = (uint32_t) (ETH_HLEN + len);
+    opts.data_out = out;
+    opts.data_size_out = (uint32_t) cap;
+    opts.repeat = 1;
+    if (bpf_prog_test_run_opts (self->prog_fd, &opts) != 0)
+        goto done;
+    if (opts.retval != TC_ACT_REDIRECT) {
+        errno = EPROTO;
+        goto done;
+    }
+    if (self->packet_fd < 0) {
+        self->packet_fd = socket (AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+        if (self->packet_fd < 0)
+            goto done;
+    }
+    struct sockaddr_ll to = {.sll_family = AF_PACKET,
+                             .sll_protocol = htons (ETH_P_IP),
+                             .sll_ifindex = (int) val.splice.out_port,
+                             .sll_halen = ETH_ALEN};
+    memcpy (to.sll_addr, val.splice.out_dmac, ETH_ALEN);
+    if (sendto (self->packet_fd, out, opts.data_size_out, 0, (struct sockaddr *) &to, sizeof to) ==
+        (ssize_t) opts.data_size_out)
+        rc = 0;
+done:;
+    int saved = errno;
+    free (in);
+    free (out);
+    errno = saved;
+    return rc;
 }
 
 int bypass_dp_attach (bypass_dp_t *self, int ifindex)

@@ -75,6 +75,13 @@ int bypass_dp_poll_events (bypass_dp_t *self, int timeout_ms, bypass_dp_event_fn
  * bypass_dp_poll_events with timeout 0. */
 int bypass_dp_events_fd (bypass_dp_t *self);
 
+/* Sends an IPv4 TCP segment (from its IP header on) of a spliced flow the way the data
+ * plane would have: the program rewrites it (BPF_PROG_TEST_RUN, counters included) and it
+ * leaves through the flow's out interface (AF_PACKET). For segments that were held back
+ * on their way to a socket that the splice replaced. 0 / -1 (errno: ENOENT when its
+ * 4-tuple is not spliced). */
+int bypass_dp_inject (bypass_dp_t *self, const uint8_t *ip, size_t len);
+
 /* The program's fd (BPF_PROG_TEST_RUN in tests). */
 int bypass_dp_prog_fd (bypass_dp_t *self);
 
