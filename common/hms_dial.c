@@ -92,9 +92,13 @@ static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
     s_finish (self, -1);
 }
 
+/* A result known at once: connected (fd kept) or failed (why set). */
 static void s_on_idle (struct ev_loop *loop, ev_idle *w, int revents)
 {
-    s_finish (w->data, -1);
+    hms_dial_t *self = w->data;
+    int fd = self->fd;
+    self->fd = -1;
+    s_finish (self, fd);
 }
 
 static void s_connect (hms_dial_t *self)
@@ -104,6 +108,21 @@ static void s_connect (hms_dial_t *self)
         char text[80];
         snprintf (self->why, sizeof self->why, "connect to %s: %s",
                   hms_addr_str (&self->addr, text, sizeof text), strerror (errno));
+        ev_idle_start (self->loop, &self->idle);
+        return;
+    }
+    /* Asked again, connect says whether the handshake is over already (a target on this
+     * host usually is): then no wait for writability, no watcher to register and change. */
+    if (connect (self->fd, (const struct sockaddr *) &self->addr.ss, self->addr.len) == 0) {
+        ev_idle_start (self->loop, &self->idle);
+        return;
+    }
+    if (errno != EALREADY && errno != EINPROGRESS && errno != EINTR) {
+        char text[80];
+        snprintf (self->why, sizeof self->why, "connect to %s: %s",
+                  hms_addr_str (&self->addr, text, sizeof text), strerror (errno));
+        close (self->fd);
+        self->fd = -1;
         ev_idle_start (self->loop, &self->idle);
         return;
     }

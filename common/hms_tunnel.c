@@ -539,6 +539,15 @@ void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd)
     e->fd = fd;
     if (!e->out)
         e->out = hms_buf_new ();
+    if (hms_buf_size (e->out) > 0) {
+        /* what waited for this end (a client's first bytes) goes now, not a loop turn later;
+         * an error is left for the loop to meet again (the tunnel stays whole in this call) */
+        ssize_t n = hms_buf_write_fd (e->out, fd);
+        if (n > 0) {
+            e->delivered += (uint64_t) n;
+            s_consume (s_other (e), (size_t) n);
+        }
+    }
     ev_io_init (&e->io, s_on_io, fd, 0);
     e->io.data = e;
     s_attached (e);

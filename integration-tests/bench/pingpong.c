@@ -10,6 +10,7 @@
  * Modes (one JSON object on stdout; times in microseconds):
  *   latency    one tunnel, --warmup then --count round trips of --size bytes (echo)
  *   setup      --count times: connect, CONNECT, one round trip of --size bytes, close
+ *              (--pipeline: the round trip's bytes ride with the CONNECT, h1 only)
  *   bulk-up    one tunnel, --bytes from the client to the target (which answers the count)
  *   bulk-down  one tunnel, --bytes from the target to the client
  *   rpc        --count HTTPS-like exchanges (--rpc A,B,C,D: client sends A, target B,
@@ -428,16 +429,22 @@ static void s_h2_close (s_h2_t *c)
 
 /* -- the three kinds behind one interface -- */
 
-static void s_tr_open (s_tr_t *t)
+static void s_tr_send (s_tr_t *t, const void *data, size_t len);
+
+/* Opens the tunnel; with an HTTP/1.1 proxy, early bytes (if any) go in the same write as
+ * the CONNECT, before its answer (a pipelining client). */
+static void s_tr_open (s_tr_t *t, const void *early, size_t early_len)
 {
     memset (t, 0, sizeof *t);
     t->fd = s_tcp_connect ();
     const char *target = o.target ? o.target : o.connect;
     if (o.proxy == P_H1) {
-        char req[600];
-        int n =
-            snprintf (req, sizeof req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target);
-        s_send_all (t->fd, req, (size_t) n);
+        char req[600 + sizeof (bench_hdr_t) + 65536];
+        int n = snprintf (req, 600, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target);
+        if (early_len > sizeof req - (size_t) n)
+            s_die ("early bytes too long");
+        memcpy (req + n, early, early_len);
+        s_send_all (t->fd, req, (size_t) n + early_len);
         char head[4096];
         size_t len = 0;
         char *end = NULL;
@@ -463,6 +470,8 @@ static void s_tr_open (s_tr_t *t)
         memcpy (t->left, head + head_len, t->left_len);
     } else if (o.proxy == P_H2)
         t->h2 = s_h2_open (t->fd);
+    if (early_len && o.proxy != P_H1)
+        s_tr_send (t, early, early_len);
 }
 
 static void s_tr_send (s_tr_t *t, const void *data, size_t len)
@@ -514,10 +523,11 @@ static void s_tr_close (s_tr_t *t)
     close (t->fd);
 }
 
-static void s_hdr (s_tr_t *t, uint32_t op, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
-                   const void *first, size_t first_len)
+/* The header and the first bytes after it into buf (room for sizeof (bench_hdr_t) +
+ * 65536); returns their length. */
+static size_t s_hdr_build (char *buf, uint32_t op, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
+                           const void *first, size_t first_len)
 {
-    char buf[sizeof (bench_hdr_t) + 65536];
     bench_hdr_t h = {.op = op, .a = a, .b = b, .c = c, .d = d};
     memcpy (h.magic, BENCH_MAGIC, 4);
     memcpy (buf, &h, sizeof h);
@@ -525,7 +535,14 @@ static void s_hdr (s_tr_t *t, uint32_t op, uint64_t a, uint64_t b, uint64_t c, u
         first_len = 65536;
     if (first_len)
         memcpy (buf + sizeof h, first, first_len);
-    s_tr_send (t, buf, sizeof h + first_len);
+    return sizeof h + first_len;
+}
+
+static void s_hdr (s_tr_t *t, uint32_t op, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
+                   const void *first, size_t first_len)
+{
+    char buf[sizeof (bench_hdr_t) + 65536];
+    s_tr_send (t, buf, s_hdr_build (buf, op, a, b, c, d, first, first_len));
 }
 
 /* ---- blocking modes ------------------------------------------------------------------ */
@@ -538,7 +555,7 @@ static int s_latency (void)
     if (!msg || !back || !v)
         abort ();
     s_tr_t t;
-    s_tr_open (&t);
+    s_tr_open (&t, NULL, 0);
     s_hdr (&t, BENCH_ECHO, 0, 0, 0, 0, NULL, 0);
     for (long i = 0; i < o.warmup + o.count; i++) {
         if ((i & 255) == 0)
@@ -565,8 +582,14 @@ static int s_setup (void)
         s_check_deadline ();
         int64_t t0 = s_now ();
         s_tr_t t;
-        s_tr_open (&t);
-        s_hdr (&t, BENCH_ECHO, 0, 0, 0, 0, msg, size);
+        char first[sizeof (bench_hdr_t) + 65536];
+        size_t n = s_hdr_build (first, BENCH_ECHO, 0, 0, 0, 0, msg, size);
+        if (o.pipeline) /* the request rides with the CONNECT */
+            s_tr_open (&t, first, n);
+        else {
+            s_tr_open (&t, NULL, 0);
+            s_tr_send (&t, first, n);
+        }
         s_tr_recv_all (&t, back, size);
         int64_t dt = s_now () - t0;
         s_tr_close (&t);
@@ -590,7 +613,7 @@ static int s_bulk_up (void)
 {
     static char chunk[S_CHUNK];
     s_tr_t t;
-    s_tr_open (&t);
+    s_tr_open (&t, NULL, 0);
     int64_t t0 = s_now ();
     s_hdr (&t, BENCH_SINK, o.bytes, 0, 0, 0, NULL, 0);
     unsigned long long left = o.bytes;
@@ -616,7 +639,7 @@ static int s_bulk_down (void)
 {
     static char chunk[S_CHUNK];
     s_tr_t t;
-    s_tr_open (&t);
+    s_tr_open (&t, NULL, 0);
     int64_t t0 = s_now ();
     s_hdr (&t, BENCH_SOURCE, o.bytes, 0, 0, 0, NULL, 0);
     unsigned long long left = o.bytes;
