@@ -33,6 +33,7 @@ struct hms_dial {
     ev_io io;
     ev_timer timer;
     int timeout_ms;
+    int mss;      /* 0: the kernel's */
     ev_idle idle; /* reports an immediate result from the loop */
     s_resolve_t *resolve;
     char why[320];
@@ -103,7 +104,7 @@ static void s_on_idle (struct ev_loop *loop, ev_idle *w, int revents)
 
 static void s_connect (hms_dial_t *self)
 {
-    self->fd = hms_net_connect (&self->addr);
+    self->fd = hms_net_connect_mss (&self->addr, self->mss);
     if (self->fd < 0) {
         char text[80];
         snprintf (self->why, sizeof self->why, "connect to %s: %s",
@@ -158,7 +159,7 @@ static void *s_resolver (void *arg)
 }
 
 hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
-                            hms_dial_fn *fn, void *arg)
+                            int mss, hms_dial_fn *fn, void *arg)
 {
     hms_dial_t *self = hms_alloc (sizeof *self);
     self->loop = loop;
@@ -171,6 +172,7 @@ hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t por
     ev_timer_init (&self->timer, s_on_timer, timeout_ms / 1000.0, 0);
     self->timer.data = self;
     self->timeout_ms = timeout_ms;
+    self->mss = mss;
     ev_idle_init (&self->idle, s_on_idle);
     self->idle.data = self;
     ev_timer_start (loop, &self->timer);

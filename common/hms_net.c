@@ -159,10 +159,21 @@ void hms_net_nodelay (int fd)
 
 int hms_net_connect (const hms_addr_t *addr)
 {
+    return hms_net_connect_mss (addr, 0);
+}
+
+int hms_net_connect_mss (const hms_addr_t *addr, int mss)
+{
     int fd = socket (addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     hms_net_nodelay (fd);
+    if (mss > 0 && setsockopt (fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss) != 0) {
+        int e = errno;
+        close (fd);
+        errno = e;
+        return -1;
+    }
     if (connect (fd, (const struct sockaddr *) &addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
         int e = errno;
         close (fd);

@@ -37,6 +37,9 @@ int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errle
 int hms_net_listen_probe (hms_addr_t *addr, char *err, size_t errlen);
 /* Starts a non-blocking connect; returns the fd (connection in progress) or -1 with errno. */
 int hms_net_connect (const hms_addr_t *addr);
+/* The same, advertising at most mss bytes per segment to the peer (TCP_MAXSEG before the
+ * SYN; 0: the kernel's choice). */
+int hms_net_connect_mss (const hms_addr_t *addr, int mss);
 /* After the socket became writable: 0 when connected, else the connect error (errno). */
 int hms_net_connect_result (int fd);
 /* accept4 non-blocking + TCP_NODELAY; -1 with errno. */

@@ -294,7 +294,7 @@ class Client:
     ingress may offer it), `up` bytes sent while `down` bytes are received, and a close as
     `mode` says (see bypass_world.Server)."""
 
-    def __init__(self, world, up, down, mode="cfin", port=BYPASS_PORT):
+    def __init__(self, world, up, down, mode="cfin", port=BYPASS_PORT, mss=None):
         self.world, self.up, self.down, self.mode = world, up, down, mode
         self.server = world["servers"][port]
         self.target = f"{S_ADDR}:{port}"
@@ -303,6 +303,8 @@ class Client:
         self.log_at = len(ingress_log(world))  # this flow's lines come after (tests in turn)
         with netns(NS_C):
             self.sock = socket.socket()
+        if mss:  # the segment size this client announces
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
         self.sock.settimeout(30)
         self.sock.connect((P1_ADDR, PROXY_PORT))
         self.addr = "%s:%d" % self.sock.getsockname()
@@ -648,3 +650,19 @@ def test_ingress_ineligible_flow_stays_relayed_and_exact(world):
     after = flows(world)["stats"]
     assert after["bypass_refused_timestamps"] == before["bypass_refused_timestamps"] + 1, after
     assert flow_of(world, c.addr) is None and closed_of(world, c.addr) is None
+
+
+def test_ingress_clamps_the_server_legs_mss_to_the_clients(world):
+    """A client that announces small segments (MSS 1000): for a bypass-eligible flow the
+    ingress announces the same to the server, so that once spliced the server's segments fit
+    the client leg; the transfer through the splice is exact."""
+    c = Client(world, 1 << 20, 2 << 20, mss=1000)
+    assert c.outcome() == ("spliced", None), c.ingress_lines()
+    f = flow_of(world, c.addr)
+    mss = f["options"]["mss"]
+    # tcpi_advmss: what each leg was told, less the 12-byte timestamp option
+    assert mss["server"] == 1000 - 12 and mss["client"] == 1460 - 12, mss
+    sha = c.transfer()
+    c.finish()
+    c.check(sha)
+    wait_removed(world, c.addr, "fin", timeout=5)

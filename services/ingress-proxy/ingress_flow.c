@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -337,8 +339,18 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
             f->pool_req = req;
         return;
     }
-    f->dial =
-        hms_dial_start (f->w->loop, f->host, f->port, ingress->connect_timeout_ms, s_on_dialed, f);
+    /* A flow the bypass agent may splice: the target is told the client's segment size, so
+     * that what it sends fits the client leg once spliced (MSS clamped to the smaller leg;
+     * the other way the client was told the listener's, from the same MTU) */
+    int mss = 0;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (f->bypass && f->client_fd >= 0 &&
+        getsockopt (f->client_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0)
+        /* what the client announced: its segment size here plus the timestamp option */
+        mss = (int) ti.tcpi_snd_mss + (ti.tcpi_options & TCPI_OPT_TIMESTAMPS ? 12 : 0);
+    f->dial = hms_dial_start (f->w->loop, f->host, f->port, ingress->connect_timeout_ms, mss,
+                              s_on_dialed, f);
 }
 
 static void s_close_on_stop (void *obj)

@@ -224,8 +224,8 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
     }
     if (here) {
         /* the tunnel leaves the overlay here */
-        f->dial =
-            hms_dial_start (w->loop, f->host, f->port, relay->connect_timeout_ms, s_on_dialed, f);
+        f->dial = hms_dial_start (w->loop, f->host, f->port, relay->connect_timeout_ms, 0,
+                                  s_on_dialed, f);
         return;
     }
     json_t *config = hms_current_get (relay->config, NULL);
