@@ -174,6 +174,10 @@ hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t por
     self->timeout_ms = timeout_ms;
     self->mss = mss;
     ev_idle_init (&self->idle, s_on_idle);
+    /* an idle watcher runs only when nothing of its priority or above is pending: at the
+     * lowest it would wait until a busy loop had nothing else to do (every flow of a burst
+     * stalled until the whole burst was read); at the top it runs at the next turn */
+    ev_set_priority (&self->idle, EV_MAXPRI);
     self->idle.data = self;
     ev_timer_start (loop, &self->timer);
     if (hms_addr_from (host, port, &self->addr) == 0) {
