@@ -69,6 +69,13 @@ static void s_finish (hms_dial_t *self, int fd)
     free (self);
 }
 
+static void s_set_why (hms_dial_t *self, int err)
+{
+    char text[80];
+    snprintf (self->why, sizeof self->why, "connect to %s: %s",
+              hms_addr_str (&self->addr, text, sizeof text), strerror (err));
+}
+
 static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
 {
     hms_dial_t *self = w->data;
@@ -79,9 +86,7 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
         s_finish (self, fd);
         return;
     }
-    char text[80];
-    snprintf (self->why, sizeof self->why, "connect to %s: %s",
-              hms_addr_str (&self->addr, text, sizeof text), strerror (e));
+    s_set_why (self, e);
     s_finish (self, -1);
 }
 
@@ -105,30 +110,25 @@ static void s_on_idle (struct ev_loop *loop, ev_idle *w, int revents)
 static void s_connect (hms_dial_t *self)
 {
     self->fd = hms_net_connect_mss (&self->addr, self->mss);
-    if (self->fd < 0) {
-        char text[80];
-        snprintf (self->why, sizeof self->why, "connect to %s: %s",
-                  hms_addr_str (&self->addr, text, sizeof text), strerror (errno));
-        ev_idle_start (self->loop, &self->idle);
-        return;
-    }
-    /* Asked again, connect says whether the handshake is over already (a target on this
-     * host usually is): then no wait for writability, no watcher to register and change. */
-    if (connect (self->fd, (const struct sockaddr *) &self->addr.ss, self->addr.len) == 0) {
-        ev_idle_start (self->loop, &self->idle);
-        return;
-    }
-    if (errno != EALREADY && errno != EINPROGRESS && errno != EINTR) {
-        char text[80];
-        snprintf (self->why, sizeof self->why, "connect to %s: %s",
-                  hms_addr_str (&self->addr, text, sizeof text), strerror (errno));
+    if (self->fd >= 0) {
+        /* Asked again, connect says whether the handshake is over already (a target on
+         * this host usually is): then no wait for writability, no watcher to register. */
+        if (connect (self->fd, (const struct sockaddr *) &self->addr.ss, self->addr.len) == 0) {
+            ev_idle_start (self->loop, &self->idle);
+            return;
+        }
+        if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR) {
+            ev_io_set (&self->io, self->fd, EV_WRITE);
+            ev_io_start (self->loop, &self->io);
+            return;
+        }
+        int e = errno;
         close (self->fd);
         self->fd = -1;
-        ev_idle_start (self->loop, &self->idle);
-        return;
+        errno = e;
     }
-    ev_io_set (&self->io, self->fd, EV_WRITE);
-    ev_io_start (self->loop, &self->io);
+    s_set_why (self, errno);
+    ev_idle_start (self->loop, &self->idle); /* fd -1: reported as the failure */
 }
 
 static void s_on_resolved (struct ev_loop *loop, ev_async *w, int revents)

@@ -258,20 +258,27 @@ static void s_consume (s_end_t *src, size_t n)
     }
 }
 
+/* Writes what fd end e's buffer holds, as far as the socket takes it; returns what
+ * hms_buf_write_fd returned (errno set when < 0). */
+static ssize_t s_write_buf (s_end_t *e)
+{
+    ssize_t n = hms_buf_write_fd (e->out, e->fd);
+    if (n > 0) {
+        e->delivered += (uint64_t) n;
+        s_consume (s_other (e), (size_t) n);
+    }
+    return n;
+}
+
 /* Writes what is queued toward fd end e (its buffer, then what the other end's pipe
  * holds); false when the tunnel is gone. */
 static bool s_flush_fd (s_end_t *e)
 {
     s_end_t *src = s_other (e);
     if (hms_buf_size (e->out) > 0) {
-        ssize_t n = hms_buf_write_fd (e->out, e->fd);
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        if (s_write_buf (e) < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             s_fail (e, strerror (errno));
             return false;
-        }
-        if (n > 0) {
-            e->delivered += (uint64_t) n;
-            s_consume (src, (size_t) n);
         }
         if (hms_buf_size (e->out) > 0)
             return true;
@@ -539,15 +546,10 @@ void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd)
     e->fd = fd;
     if (!e->out)
         e->out = hms_buf_new ();
-    if (hms_buf_size (e->out) > 0) {
-        /* what waited for this end (a client's first bytes) goes now, not a loop turn later;
-         * an error is left for the loop to meet again (the tunnel stays whole in this call) */
-        ssize_t n = hms_buf_write_fd (e->out, fd);
-        if (n > 0) {
-            e->delivered += (uint64_t) n;
-            s_consume (s_other (e), (size_t) n);
-        }
-    }
+    /* what waited for this end (a proxy's 200, a client's first bytes) goes now, not a loop
+     * turn later; an error is left for the loop to meet again (the tunnel stays whole here) */
+    if (hms_buf_size (e->out) > 0)
+        (void) s_write_buf (e);
     ev_io_init (&e->io, s_on_io, fd, 0);
     e->io.data = e;
     s_attached (e);

@@ -34,7 +34,8 @@ typedef void (hms_tunnel_done_fn) (hms_tunnel_t *tunnel, const char *why, uint64
  * idle_ms 0 means no idle limit. */
 hms_tunnel_t *hms_tunnel_new (struct ev_loop *loop, int idle_ms, hms_tunnel_done_fn *done,
                               void *arg);
-/* Attaches a connected non-blocking socket (the tunnel closes it). */
+/* Attaches a connected non-blocking socket (the tunnel closes it); what was queued for this
+ * end with hms_tunnel_send is written to it at once, as far as it takes it. */
 void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd);
 /* For tunnels that carry one HTTP exchange (a request forwarded between relays): the
  * response headers that arrive on side B's stream are handed to fn (which answers side A);

@@ -123,17 +123,12 @@ static void s_established (s_flow_t *f)
     if (f->front == INGRESS_FRONT_H2)
         hms_h2_respond (f->client_stream, 200, NULL, 0, true);
     else {
-        size_t sent = 0;
-        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-        if (f->front == INGRESS_FRONT_H1) {
-            /* straight away: the client's socket has room for it (no loop turn to wait) */
-            ssize_t n = send (f->client_fd, ok, sizeof ok - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-            sent = n > 0 ? (size_t) n : 0;
+        if (f->front == INGRESS_FRONT_H1) { /* written as the client's socket is attached */
+            static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+            hms_tunnel_send (f->tunnel, HMS_TUNNEL_A, ok, sizeof ok - 1);
         }
         hms_tunnel_attach_fd (f->tunnel, HMS_TUNNEL_A, f->client_fd);
         f->client_fd = -1;
-        if (f->front == INGRESS_FRONT_H1 && sent < sizeof ok - 1)
-            hms_tunnel_send (f->tunnel, HMS_TUNNEL_A, ok + sent, sizeof ok - 1 - sent);
     }
     if (f->early_len) {
         hms_tunnel_send (f->tunnel, HMS_TUNNEL_B, f->early, f->early_len);
