@@ -33,7 +33,7 @@ struct hms_dial {
     ev_io io;
     ev_timer timer;
     int timeout_ms;
-    int mss;      /* 0: the kernel's */
+    hms_sockopts_t opts;
     ev_idle idle; /* reports an immediate result from the loop */
     s_resolve_t *resolve;
     char why[320];
@@ -109,7 +109,7 @@ static void s_on_idle (struct ev_loop *loop, ev_idle *w, int revents)
 
 static void s_connect (hms_dial_t *self)
 {
-    self->fd = hms_net_connect_mss (&self->addr, self->mss);
+    self->fd = hms_net_connect_opts (&self->addr, &self->opts);
     if (self->fd >= 0) {
         /* Asked again, connect says whether the handshake is over already (a target on
          * this host usually is): then no wait for writability, no watcher to register. */
@@ -159,7 +159,7 @@ static void *s_resolver (void *arg)
 }
 
 hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
-                            int mss, hms_dial_fn *fn, void *arg)
+                            const hms_sockopts_t *opts, hms_dial_fn *fn, void *arg)
 {
     hms_dial_t *self = hms_alloc (sizeof *self);
     self->loop = loop;
@@ -172,7 +172,8 @@ hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t por
     ev_timer_init (&self->timer, s_on_timer, timeout_ms / 1000.0, 0);
     self->timer.data = self;
     self->timeout_ms = timeout_ms;
-    self->mss = mss;
+    if (opts)
+        self->opts = *opts;
     ev_idle_init (&self->idle, s_on_idle);
     /* an idle watcher runs only when nothing of its priority or above is pending: at the
      * lowest it would wait until a busy loop had nothing else to do (every flow of a burst

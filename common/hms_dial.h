@@ -15,10 +15,11 @@ typedef struct hms_dial hms_dial_t;
 typedef void (hms_dial_fn) (int fd, const hms_addr_t *addr, const char *why, void *arg);
 
 /* Starts dialing; the callback always comes later from the loop, never from this call.
- * mss > 0 caps the segment size the peer may send (hms_net_connect_mss); 0 leaves it to the
- * kernel. Caller does not own the return value (valid until the callback or a cancel). */
+ * opts (copied; NULL: the kernel's defaults) are set on the socket before the SYN
+ * (hms_net_connect_opts). Caller does not own the return value (valid until the callback
+ * or a cancel). */
 hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
-                            int mss, hms_dial_fn *fn, void *arg);
+                            const hms_sockopts_t *opts, hms_dial_fn *fn, void *arg);
 /* Stops a dial in progress; the callback will not be called. */
 void hms_dial_cancel (hms_dial_t *self);
 

@@ -159,16 +159,19 @@ void hms_net_nodelay (int fd)
 
 int hms_net_connect (const hms_addr_t *addr)
 {
-    return hms_net_connect_mss (addr, 0);
+    return hms_net_connect_opts (addr, NULL);
 }
 
-int hms_net_connect_mss (const hms_addr_t *addr, int mss)
+int hms_net_connect_opts (const hms_addr_t *addr, const hms_sockopts_t *opts)
 {
     int fd = socket (addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     hms_net_nodelay (fd);
-    if (mss > 0 && setsockopt (fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss) != 0) {
+    if (opts && opts->mark)
+        (void) setsockopt (fd, SOL_SOCKET, SO_MARK, &opts->mark, sizeof opts->mark);
+    if (opts && opts->mss > 0 &&
+        setsockopt (fd, IPPROTO_TCP, TCP_MAXSEG, &opts->mss, sizeof opts->mss) != 0) {
         int e = errno;
         close (fd);
         errno = e;

@@ -37,9 +37,14 @@ int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errle
 int hms_net_listen_probe (hms_addr_t *addr, char *err, size_t errlen);
 /* Starts a non-blocking connect; returns the fd (connection in progress) or -1 with errno. */
 int hms_net_connect (const hms_addr_t *addr);
-/* The same, advertising at most mss bytes per segment to the peer (TCP_MAXSEG before the
- * SYN; 0: the kernel's choice). */
-int hms_net_connect_mss (const hms_addr_t *addr, int mss);
+/* Socket settings made before the SYN leaves. */
+typedef struct {
+    int mss;       /* > 0: advertise at most mss bytes per segment (TCP_MAXSEG) */
+    uint32_t mark; /* != 0: SO_MARK (needs CAP_NET_ADMIN; when refused the socket goes
+                      unmarked and the connect goes ahead) */
+} hms_sockopts_t;
+/* The same with opts (NULL: the kernel's defaults). */
+int hms_net_connect_opts (const hms_addr_t *addr, const hms_sockopts_t *opts);
 /* After the socket became writable: 0 when connected, else the connect error (errno). */
 int hms_net_connect_result (int fd);
 /* accept4 non-blocking + TCP_NODELAY; -1 with errno. */

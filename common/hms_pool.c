@@ -194,7 +194,7 @@ static void s_connect (s_hop_t *hop)
     conn->next = hop->conns;
     hop->conns = conn;
     conn->dial = hms_dial_start (hop->pool->loop, hop->host, hop->port,
-                                 hop->pool->connect_timeout_ms, 0, s_on_dialed, conn);
+                                 hop->pool->connect_timeout_ms, NULL, s_on_dialed, conn);
 }
 
 hms_pool_t *hms_pool_new (struct ev_loop *loop, hms_tls_ctx_t *tls, int connect_timeout_ms)

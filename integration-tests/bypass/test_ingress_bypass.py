@@ -41,10 +41,11 @@ TAG = f"hib{os.getpid() % 100000}"
 NS_C, NS_P, NS_S = f"{TAG}-c", f"{TAG}-p", f"{TAG}-s"
 C_ADDR, P1_ADDR = "10.232.1.2", "10.232.1.1"
 P2_ADDR, S_ADDR = "10.232.2.1", "10.232.2.2"
-PROXY_PORT, ORIGIN_PORT = 3128, 8080
+PROXY_PORT, ORIGIN_PORT, TRANSPARENT_PORT = 3128, 8080, 3130
 BYPASS_PORT, PLAIN_PORT = 9000, 9001  # the seeded server: under a bypass rule / a plain rule
 FILE_SIZE = 2 * 1024 * 1024
 IDLE_S, LINGER_MS = 3, 300
+FIXTURE_SYSCTLS = {"tcp_timestamps": 1, "tcp_sack": 1, "tcp_window_scaling": 1, "tcp_ecn": 2}
 NOFILE = 4096  # 100 flows at once: their sockets in this process, the ingress and the agent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
@@ -79,7 +80,10 @@ def world(tmp_path_factory):
         sh(f"ip -n {ns} addr add {addr}/24 dev {dev}")
         sh(f"ip -n {ns} link set {dev} up")
     for ns in (NS_C, NS_P, NS_S):
-        sysctl(ns, tcp_timestamps=1, tcp_sack=1, tcp_window_scaling=1)
+        sysctl(ns, **FIXTURE_SYSCTLS)
+    # transparent clients reach the server's network through the proxy (which redirects them
+    # to its transparent port: test_transparent_*)
+    sh(f"ip -n {NS_C} route add {S_ADDR}/32 via {P1_ADDR}")
     suite = Suite(netns=NS_P)
     sock = os.path.join(suite.dir, "bypass.sock")
     origin = None
@@ -103,7 +107,8 @@ def world(tmp_path_factory):
         wait_for(lambda: os.path.exists(sock), 10, what="the agent's socket")
         suite.start_service("ingress", extra=(
             "--http-listen", f"{P1_ADDR}:{PROXY_PORT}", "--h2-listen", "",
-            "--transparent-listen", "", "--bypass-socket", sock, "--bypass-after-ms", "100"))
+            "--transparent-listen", f"{P1_ADDR}:{TRANSPARENT_PORT}", "--bypass-socket", sock,
+            "--bypass-after-ms", "100"))
         suite.wait_converged(expect=3)
         for rule in (
                 {"id": "bulk", "priority": 10, "action": "allow", "bypass": True,
@@ -294,7 +299,8 @@ class Client:
     ingress may offer it), `up` bytes sent while `down` bytes are received, and a close as
     `mode` says (see bypass_world.Server)."""
 
-    def __init__(self, world, up, down, mode="cfin", port=BYPASS_PORT, mss=None):
+    def __init__(self, world, up, down, mode="cfin", port=BYPASS_PORT, mss=None,
+                 transparent=False):
         self.world, self.up, self.down, self.mode = world, up, down, mode
         self.server = world["servers"][port]
         self.target = f"{S_ADDR}:{port}"
@@ -306,16 +312,22 @@ class Client:
         if mss:  # the segment size this client announces
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
         self.sock.settimeout(30)
-        self.sock.connect((P1_ADDR, PROXY_PORT))
-        self.addr = "%s:%d" % self.sock.getsockname()
-        self.sock.sendall(f"CONNECT {self.target} HTTP/1.1\r\nHost: {self.target}\r\n\r\n".encode())
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):  # byte by byte: nothing of the tunnel read here
-            b = self.sock.recv(1)
-            assert b, f"the ingress closed after {head!r}"
-            head += b
-        assert head.startswith(b"HTTP/1.1 200"), head
-        self.connect_reply = len(head)
+        if transparent:  # to the server itself; the proxy's REDIRECT rule takes it
+            self.sock.connect((S_ADDR, port))
+            self.addr = "%s:%d" % self.sock.getsockname()
+            self.connect_reply = 0
+        else:
+            self.sock.connect((P1_ADDR, PROXY_PORT))
+            self.addr = "%s:%d" % self.sock.getsockname()
+            self.sock.sendall(
+                f"CONNECT {self.target} HTTP/1.1\r\nHost: {self.target}\r\n\r\n".encode())
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):  # byte by byte: none of the tunnel's bytes
+                b = self.sock.recv(1)
+                assert b, f"the ingress closed after {head!r}"
+                head += b
+            assert head.startswith(b"HTTP/1.1 200"), head
+            self.connect_reply = len(head)
         self.header = f"HELLO {self.seed} {up} {down} {mode}\n".encode()
         self.sock.sendall(self.header)
         ok = b""
@@ -403,18 +415,22 @@ def check_let_go(c, entry, relayed, quiet=True):
         assert down + by_agent["down"] <= c.connect_reply + 3, (relayed, entry)
 
 
-def spliced_run(world, up=4 << 20, down=4 << 20, mode="cfin", sysctls=None):
-    """One flow offered by the ingress and spliced: the transfer crosses the splice, exact
-    both ways; then closed. sysctls: {ns: {key: value}} while the connection is made."""
-    restore = {}
+def connect_with(world, sysctls, *args, **kwargs):
+    """A Client made while the namespaces have sysctls ({ns: {key: value}}); then the fixture's
+    settings again."""
     for ns, kv in (sysctls or {}).items():
-        restore[ns] = {k: 1 for k in kv}  # the fixture's settings
         sysctl(ns, **kv)
     try:
-        c = Client(world, up, down, mode)
+        return Client(world, *args, **kwargs)
     finally:
-        for ns, kv in restore.items():
-            sysctl(ns, **kv)
+        for ns, kv in (sysctls or {}).items():
+            sysctl(ns, **{k: FIXTURE_SYSCTLS[k] for k in kv})
+
+
+def spliced_run(world, up=4 << 20, down=4 << 20, mode="cfin", sysctls=None, transparent=False):
+    """One flow offered by the ingress and spliced: the transfer crosses the splice, exact
+    both ways; then closed. sysctls: {ns: {key: value}} while the connection is made."""
+    c = connect_with(world, sysctls, up, down, mode, transparent=transparent)
     assert c.outcome() == ("spliced", None), c.ingress_lines()
     f = flow_of(world, c.addr)
     assert f and f["state"] == "spliced", f
@@ -630,15 +646,14 @@ def test_ingress_flow_without_bypass_is_never_offered(world):
 
 
 def test_ingress_ineligible_flow_stays_relayed_and_exact(world):
-    """Timestamps on the server leg only: the agent refuses (timestamps), the ingress relays
-    everything itself, exact."""
+    """Timestamps on the client leg only (the server does not use them): a CONNECT proxy
+    answered the client before it knew the server, nothing can make the legs agree. The agent
+    refuses (timestamps), the ingress relays everything itself, exact."""
     before = flows(world)["stats"]
-    sysctl(NS_C, tcp_timestamps=0)
-    try:
-        c = Client(world, 1 << 20, 1 << 20)
-    finally:
-        sysctl(NS_C, tcp_timestamps=1)
+    c = connect_with(world, {NS_S: {"tcp_timestamps": 0}}, 1 << 20, 1 << 20)
     assert c.outcome() == ("refused", "timestamps")
+    assert re.search(rf"client={re.escape(c.addr)} .*timestamps on the client leg only \(the "
+                     r"server does not use it, and a CONNECT proxy", agent_log(world))
     wait_for(lambda: re.search(rf"offload refused client={C_ADDR} target={c.target} "
                                r"reason=timestamps", c.ingress_lines()), 5,
              what="the ingress relaying on")
@@ -650,6 +665,67 @@ def test_ingress_ineligible_flow_stays_relayed_and_exact(world):
     after = flows(world)["stats"]
     assert after["bypass_refused_timestamps"] == before["bypass_refused_timestamps"] + 1, after
     assert flow_of(world, c.addr) is None and closed_of(world, c.addr) is None
+
+
+# ---- SACK / timestamps / ECN made the same on both legs (the SYN shaper) --------------------
+
+@pytest.mark.parametrize("option,sysctl_key", [("timestamps", "tcp_timestamps"),
+                                               ("sack", "tcp_sack")])
+def test_ingress_shapes_the_servers_syn_to_the_client_leg(world, option, sysctl_key):
+    """The client does not use timestamps (or SACK); the server would. The ingress marks its
+    socket towards the server and the agent's shaper takes the option out of that SYN, so both
+    legs go without it, and the flow is spliced, exact (without the shaper: refused)."""
+    before = flows(world)["stats"]
+    c, f, _ = spliced_run(world, up=2 << 20, down=2 << 20, sysctls={NS_C: {sysctl_key: 0}})
+    assert not f["options"][option], f
+    # (the client does not ask for ECN either: the SYN goes without, as it would anyway)
+    assert f["options"]["shaped"] == {"syn_to_server": f"{option} ecn",
+                                      "synack_to_client": "none"}, f
+    other = "sack" if option == "timestamps" else "timestamps"
+    assert f["options"][other], f  # only what the client lacks was taken out
+    assert flows(world)["stats"]["bypass_dp_shaped_syns"] > before["bypass_dp_shaped_syns"]
+    wait_removed(world, c.addr, "fin", timeout=5)
+
+
+def conntrack_lines(port):
+    """The proxy namespace's conntrack entries of the client port."""
+    r = sh(f"ip netns exec {NS_P} cat /proc/net/nf_conntrack", check=False)
+    return [l for l in r.stdout.splitlines() if f"sport={port} " in l]
+
+
+def test_transparent_client_learns_the_servers_options(world):
+    """A transparent front answers the client's SYN before it dials the server. This server
+    does not use timestamps, and the client asks for ECN, which the proxy does not ask of the
+    server: the first flow is refused (and relayed, exact) and teaches the agent's per-server
+    cache; the next client's SYN-ACK is shaped from that cache, both legs agree, the flow is
+    spliced, exact, and its conntrack entry (the REDIRECT's NAT mapping) is gone."""
+    rule = (f"PREROUTING -i {TAG}p1 -p tcp -d {S_ADDR} --dport {BYPASS_PORT} "
+            f"-j REDIRECT --to-ports {TRANSPARENT_PORT}")
+    sh(f"ip netns exec {NS_P} iptables -w -t nat -A {rule}")
+    try:
+        odd = {NS_S: {"tcp_timestamps": 0}, NS_C: {"tcp_ecn": 1}}
+        first = connect_with(world, odd, 1 << 20, 1 << 20, transparent=True)
+        assert first.outcome() == ("refused", "timestamps")
+        assert re.search(rf"client={re.escape(first.addr)} .*timestamps on the client leg only "
+                         r"\(the server does not use it; the per-server cache knows now",
+                         agent_log(world))
+        sha = first.transfer()
+        first.finish()
+        first.check(sha)
+        assert conntrack_lines(first.addr.split(":")[1]), "no conntrack entry for a REDIRECT?"
+
+        c, f, _ = spliced_run(world, up=2 << 20, down=2 << 20, sysctls=odd, transparent=True)
+        assert f["options"]["shaped"] == {"synack_to_client": "timestamps ecn",
+                                          "syn_to_server": "none"}, f
+        assert not f["options"]["timestamps"] and not f["options"]["ecn"], f
+        assert f["options"]["sack"], f
+        assert f["redirected_to"] == f"{P1_ADDR}:{TRANSPARENT_PORT}", f
+        # the client talks to the server's address: the splice's client side is that address
+        assert f["proxy"]["client_side"] == f"{S_ADDR}:{BYPASS_PORT}", f
+        assert conntrack_lines(c.addr.split(":")[1]) == []
+        wait_removed(world, c.addr, "fin", timeout=5)
+    finally:
+        sh(f"ip netns exec {NS_P} iptables -w -t nat -D {rule}", check=False)
 
 
 def test_ingress_clamps_the_server_legs_mss_to_the_clients(world):

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,14 +262,32 @@ static void s_on_accept (struct ev_loop *loop, ev_io *w, int revents)
 
 int bypass_agent_attach (bypass_agent_t *self, int ifindex)
 {
-    for (int i = 0; i < self->nattached; i++)
-        if (self->attached[i] == ifindex)
-            return 0;
-    if (self->nattached == (int) (sizeof self->attached / sizeof self->attached[0]) ||
-        bypass_dp_attach (self->dp, ifindex) != 0)
-        return -1;
-    self->attached[self->nattached++] = ifindex;
-    return 0;
+    return bypass_dp_attach (self->dp, ifindex);
+}
+
+/* The SYN shaper goes on the egress of every interface of the namespace but loopback, before
+ * any flow is offered: it must see the handshakes of flows offered later. Interfaces that
+ * appear later get it at the next scan (every BYPASS_SHAPE_SCAN_MS). */
+#define BYPASS_SHAPE_SCAN_MS 2000
+
+static void s_shape_scan (bypass_agent_t *self)
+{
+    struct if_nameindex *ifs;
+
+    self->shape_scan_ms = hms_mono_ms ();
+    if (!self->dp || !self->opts.shape_syn || !(ifs = if_nameindex ()))
+        return;
+    bypass_dp_prune (self->dp);
+    for (struct if_nameindex *i = ifs; i->if_index; i++) {
+        if (strcmp (i->if_name, "lo") == 0 ||
+            bypass_dp_attached (self->dp, (int) i->if_index, true))
+            continue;
+        if (bypass_dp_shape (self->dp, (int) i->if_index) != 0)
+            hms_warning ("bypass: no SYN shaper on %s: flows through it whose legs differ in "
+                         "SACK, timestamps or ECN will be refused",
+                         i->if_name);
+    }
+    if_freenameindex (ifs);
 }
 
 static void s_on_dp_event (const struct bypass_event *ev, void *arg)
@@ -294,6 +313,8 @@ static void s_on_sweep (struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t bytes = self->closed_bytes, packets = self->closed_packets;
     bypass_flow_t *f = self->flows;
 
+    if (now - self->shape_scan_ms >= BYPASS_SHAPE_SCAN_MS)
+        s_shape_scan (self);
     while (f) {
         bypass_flow_t *next = f->next; /* the sweep may remove f */
         bypass_flow_sweep (f, now);
@@ -523,6 +544,7 @@ static void s_init (hms_worker_t *worker, void *arg)
     ev_timer_init (&self->sweep, s_on_sweep, sweep, sweep);
     self->sweep.data = self;
     ev_timer_start (self->loop, &self->sweep);
+    s_shape_scan (self);
     if (self->opts.delay_step_ms > 0)
         self->delay = bypass_delay_new (self, self->loop, self->opts.delay_queue,
                                         self->opts.delay_step_ms, self->opts.delay_step_hold_ms);

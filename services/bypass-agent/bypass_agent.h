@@ -21,6 +21,7 @@ typedef struct {
     int offload_retries;      /* freezes undone because data arrived, before giving up */
     int max_flows;            /* offers in progress plus spliced flows */
     bool no_dataplane;        /* never load the eBPF data plane (every offer is refused) */
+    bool shape_syn;           /* the SYN shaper on every interface (bypass_maps.h) */
     /* the synthetic delay ramp (bypass_delay.h); off when delay_step_ms is 0 */
     int delay_step_ms;
     int delay_step_hold_ms; /* how long each step lasts */

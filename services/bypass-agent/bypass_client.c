@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bypass_maps.h"
 #include "hms_alloc.h"
 
 #ifndef TCP_REPAIR
@@ -207,4 +208,39 @@ int bypass_client_unfreeze (int fd)
     int off = TCP_REPAIR_OFF_NO_WP;
 
     return setsockopt (fd, IPPROTO_TCP, TCP_REPAIR, &off, sizeof off);
+}
+
+int bypass_client_dial_opts (int client_fd, hms_sockopts_t *opts)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    uint32_t strip = 0;
+
+    memset (opts, 0, sizeof *opts);
+    if (getsockopt (client_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return -1;
+    /* what the client announced: its segment size here plus the timestamp option */
+    opts->mss = (int) ti.tcpi_snd_mss + (ti.tcpi_options & TCPI_OPT_TIMESTAMPS ? 12 : 0);
+    if (!(ti.tcpi_options & TCPI_OPT_TIMESTAMPS))
+        strip |= BYPASS_SHAPE_NO_TS;
+    if (!(ti.tcpi_options & TCPI_OPT_SACK))
+        strip |= BYPASS_SHAPE_NO_SACK;
+    if (!(ti.tcpi_options & TCPI_OPT_ECN))
+        strip |= BYPASS_SHAPE_NO_ECN;
+    /* our own SYNs ask for ECN only where the host is set to (tcp_ecn=1): most of the time
+     * NO_ECN alone changes nothing, and the socket goes unmarked */
+    if (strip & ~BYPASS_SHAPE_NO_ECN)
+        opts->mark = BYPASS_SHAPE_MARK | strip;
+    return 0;
+}
+
+bool bypass_client_can_mark (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    uint32_t mark = BYPASS_SHAPE_MARK;
+    bool ok = fd >= 0 && setsockopt (fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) == 0;
+
+    if (fd >= 0)
+        close (fd);
+    return ok;
 }

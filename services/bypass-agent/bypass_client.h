@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "bypass_proto.h"
+#include "hms_net.h"
 
 typedef struct bypass_client bypass_client_t;
 
@@ -66,6 +67,18 @@ bool bypass_answer_accepted (const bypass_answer_t *ans);
  * client for queries). 1 with the answer, 0 on timeout, -1 on error. */
 int bypass_client_query (bypass_client_t *self, const char *op, int timeout_ms,
                          bypass_answer_t *ans);
+
+/* The settings for the socket a proxy is about to connect to the server of a flow it may
+ * offer, whose client leg is client_fd: the client's segment size (MSS clamped to the
+ * smaller leg: once spliced the server's segments must fit the client leg), and a mark
+ * asking the agent's SYN shaper (bpf/bypass_maps.h) to leave out of the SYN the options
+ * (SACK, timestamps, ECN) the client leg does not use, so that both legs agree. The mark
+ * needs CAP_NET_ADMIN; without it such a flow is refused later and stays proxied. 0 / -1
+ * (client_fd is not a TCP socket: *opts zeroed). */
+int bypass_client_dial_opts (int client_fd, hms_sockopts_t *opts);
+
+/* Whether this process may mark sockets (SO_MARK, CAP_NET_ADMIN). */
+bool bypass_client_can_mark (void);
 
 /* Leaves TCP_REPAIR mode on fd if it is in it (needs CAP_NET_ADMIN). 0 / -1. */
 int bypass_client_unfreeze (int fd);

@@ -19,6 +19,9 @@ static const hms_cfg_key_t s_keys[] = {
     {"max_flows", HMS_CFG_INT, "16384", "offers in progress plus spliced flows"},
     {"dataplane", HMS_CFG_BOOL, "true",
      "load the eBPF data plane (false: refuse every offer; for tests of the socket API)"},
+    {"shape_syn", HMS_CFG_BOOL, "true",
+     "take SACK, timestamps and ECN out of handshakes so that both legs of a flow agree (a tc "
+     "egress program on every interface but lo; false: such flows are refused)"},
     {"delay_step_ms", HMS_CFG_INT, "20", "step of the delay ramp before a splice (0: no ramp)"},
     {"delay_step_hold_ms", HMS_CFG_INT, "100", "shortest time each step of the ramp lasts"},
     {"delay_queue", HMS_CFG_INT, "7400", "NFQUEUE number of the delay ramp"},
@@ -68,6 +71,7 @@ static void *s_start (hms_config_t *cfg, char *err, size_t errlen)
         .offload_retries = (int) hms_config_int (cfg, "offload_retries"),
         .max_flows = (int) hms_config_int (cfg, "max_flows"),
         .no_dataplane = !hms_config_bool (cfg, "dataplane"),
+        .shape_syn = hms_config_bool (cfg, "shape_syn"),
         .delay_step_ms = (int) hms_config_int (cfg, "delay_step_ms"),
         .delay_step_hold_ms = (int) hms_config_int (cfg, "delay_step_hold_ms"),
         .delay_queue = (int) hms_config_int (cfg, "delay_queue"),

@@ -110,9 +110,9 @@ static int s_rule (bypass_delay_t *self, bypass_flow_t *flow, const char *op)
                           NULL};
 
     inet_ntop (AF_INET, &flow->leg[BYPASS_CLIENT].peer.sin_addr, src, sizeof src);
-    inet_ntop (AF_INET, &flow->leg[BYPASS_CLIENT].local.sin_addr, dst, sizeof dst);
+    inet_ntop (AF_INET, &flow->leg[BYPASS_CLIENT].wire.sin_addr, dst, sizeof dst);
     snprintf (sport, sizeof sport, "%u", ntohs (flow->leg[BYPASS_CLIENT].peer.sin_port));
-    snprintf (dport, sizeof dport, "%u", ntohs (flow->leg[BYPASS_CLIENT].local.sin_port));
+    snprintf (dport, sizeof dport, "%u", ntohs (flow->leg[BYPASS_CLIENT].wire.sin_port));
     snprintf (q, sizeof q, "%d", self->queue);
     return s_iptables (args);
 }

@@ -348,9 +348,9 @@ void bypass_flow_forget_conn (bypass_flow_t *flow)
 static void s_leg_for_dp (bypass_flow_t *flow, int i, bypass_leg_t *out)
 {
     memset (out, 0, sizeof *out);
-    out->laddr = flow->leg[i].local.sin_addr.s_addr;
+    out->laddr = flow->leg[i].wire.sin_addr.s_addr;
     out->raddr = flow->leg[i].peer.sin_addr.s_addr;
-    out->lport = flow->leg[i].local.sin_port;
+    out->lport = flow->leg[i].wire.sin_port;
     out->rport = flow->leg[i].peer.sin_port;
     out->snd_wscale = flow->leg[i].snd_wscale;
     out->rcv_wscale = flow->leg[i].rcv_wscale;
@@ -399,6 +399,18 @@ static void s_spliced (bypass_flow_t *flow)
         flow->fd[i] = -1;
     }
     flow->frozen = false;
+    /* the spliced segments no longer cross netfilter: their conntrack entries would stay
+     * ESTABLISHED for days (client leg: client -> the address it connected to; server leg:
+     * proxy -> server) */
+    for (int i = 0; i < 2; i++) {
+        const bypass_leg_info_t *l = &flow->leg[i];
+        const struct sockaddr_in *from = i == 0 ? &l->peer : &l->local;
+        const struct sockaddr_in *to = i == 0 ? &l->wire : &l->peer;
+        if (bypass_route_ct_delete (from->sin_addr.s_addr, from->sin_port, to->sin_addr.s_addr,
+                                    to->sin_port) < 0)
+            hms_debug ("bypass.flow", "bypass: conntrack entry of the %s leg: %s",
+                       i == 0 ? "client" : "server", strerror (errno));
+    }
     if (agent->delay)
         bypass_delay_remove (agent->delay, flow, true);
     flow->state = BYPASS_F_SPLICED;
@@ -658,9 +670,79 @@ static void s_key_of (const bypass_leg_info_t *leg, struct bypass_flow_key *key)
 {
     memset (key, 0, sizeof *key);
     key->saddr = leg->peer.sin_addr.s_addr;
-    key->daddr = leg->local.sin_addr.s_addr;
+    key->daddr = leg->wire.sin_addr.s_addr;
     key->sport = leg->peer.sin_port;
-    key->dport = leg->local.sin_port;
+    key->dport = leg->wire.sin_port;
+}
+
+static const char *s_shape_names (uint32_t strip, char *buf, size_t len)
+{
+    snprintf (buf, len, "%s%s%s", strip & BYPASS_SHAPE_NO_TS ? " timestamps" : "",
+              strip & BYPASS_SHAPE_NO_SACK ? " sack" : "",
+              strip & BYPASS_SHAPE_NO_ECN ? " ecn" : "");
+    return buf[0] ? buf + 1 : "none";
+}
+
+/* SACK, timestamps and ECN as the peers really use them, and what this server teaches the
+ * shaper's per-server cache (bypass_maps.h). The server leg's options are what the server
+ * answered, except for what the proxy's SYN did not offer (its mark): that is not learned.
+ * The client leg of a transparent front may have been answered by a shaped SYN-ACK: its
+ * socket believes the options are on, the client does not use them. */
+static void s_shape_account (bypass_flow_t *flow)
+{
+    bypass_dp_t *dp = flow->agent->dp;
+    bypass_leg_info_t *c = &flow->leg[0], *s = &flow->leg[1];
+    uint32_t mark = 0, old = 0, lacks, now;
+    socklen_t len = sizeof mark;
+    struct bypass_flow_key key;
+    char a[32], b[24], was[24];
+
+    if (getsockopt (flow->fd[1], SOL_SOCKET, SO_MARK, &mark, &len) == 0 &&
+        (mark & BYPASS_SHAPE_MARK_MASK) == BYPASS_SHAPE_MARK)
+        flow->shaped[1] = mark & BYPASS_SHAPE_ALL;
+    if (!dp)
+        return;
+    s_key_of (c, &key);
+    flow->shaped[0] = bypass_dp_shaped_take (dp, &key);
+    if (flow->shaped[0] & BYPASS_SHAPE_NO_TS)
+        c->timestamps = false;
+    if (flow->shaped[0] & BYPASS_SHAPE_NO_SACK)
+        c->sack = false;
+    if (flow->shaped[0] & BYPASS_SHAPE_NO_ECN)
+        c->ecn = false;
+    lacks = (s->timestamps ? 0 : BYPASS_SHAPE_NO_TS) | (s->sack ? 0 : BYPASS_SHAPE_NO_SACK) |
+            (s->ecn ? 0 : BYPASS_SHAPE_NO_ECN);
+    if (bypass_dp_server_get (dp, s->peer.sin_addr.s_addr, s->peer.sin_port, &old) != 0)
+        return;
+    now = (lacks & ~flow->shaped[1]) | (old & flow->shaped[1]);
+    if (now != old) {
+        if (bypass_dp_server_set (dp, s->peer.sin_addr.s_addr, s->peer.sin_port, now) != 0)
+            hms_warning ("bypass: per-server cache: %s", strerror (errno));
+        else
+            hms_debug ("bypass.flow", "bypass: server %s does not use: %s (was: %s)",
+                       s_addr (&s->peer, a, sizeof a), s_shape_names (now, b, sizeof b),
+                       s_shape_names (old, was, sizeof was));
+    }
+}
+
+/* The legs differ in an option (bit): why, and what would make them agree. */
+static void s_refuse_option (bypass_flow_t *flow, bypass_reason_t reason, const char *name,
+                             bool client_has, uint32_t bit)
+{
+    const char *hint;
+    if (!client_has)
+        hint = flow->shaped[1] & bit
+                   ? "the server used it although the SYN did not offer it"
+                   : "the SYN to the server was not shaped: can the proxy mark its sockets "
+                     "(SO_MARK, CAP_NET_ADMIN), and is shape_syn on?";
+    else if (flow->redirected)
+        hint = "the server does not use it; the per-server cache knows now, and the next "
+               "transparent client of this server will be answered without it";
+    else
+        hint = "the server does not use it, and a CONNECT proxy answers the client before it "
+               "knows the server";
+    s_refuse (flow, reason, "%s on the %s leg only (%s)", name, client_has ? "client" : "server",
+              hint);
 }
 
 void bypass_flow_offer (bypass_agent_t *agent, bypass_conn_t *conn, bypass_request_t *req,
@@ -711,6 +793,8 @@ void bypass_flow_offer (bypass_agent_t *agent, bypass_conn_t *conn, bypass_reque
             return;
         }
     }
+    flow->redirected = bypass_leg_addressed (flow->fd[0], &flow->leg[0]);
+    s_shape_account (flow);
     if (!s_same (&req->client, &flow->leg[0].peer) || !s_same (&req->server, &flow->leg[1].peer)) {
         s_refuse (
             flow, BYPASS_R_MISMATCH, "the sockets' peers are %s and %s, not what the offer says",
@@ -722,18 +806,16 @@ void bypass_flow_offer (bypass_agent_t *agent, bypass_conn_t *conn, bypass_reque
         return;
     }
     if (flow->leg[0].timestamps != flow->leg[1].timestamps) {
-        s_refuse (flow, BYPASS_R_TIMESTAMPS, "timestamps on the %s leg only",
-                  flow->leg[0].timestamps ? "client" : "server");
+        s_refuse_option (flow, BYPASS_R_TIMESTAMPS, "timestamps", flow->leg[0].timestamps,
+                         BYPASS_SHAPE_NO_TS);
         return;
     }
     if (flow->leg[0].sack != flow->leg[1].sack) {
-        s_refuse (flow, BYPASS_R_SACK, "SACK on the %s leg only",
-                  flow->leg[0].sack ? "client" : "server");
+        s_refuse_option (flow, BYPASS_R_SACK, "SACK", flow->leg[0].sack, BYPASS_SHAPE_NO_SACK);
         return;
     }
     if (flow->leg[0].ecn != flow->leg[1].ecn) {
-        s_refuse (flow, BYPASS_R_ECN, "ECN on the %s leg only",
-                  flow->leg[0].ecn ? "client" : "server");
+        s_refuse_option (flow, BYPASS_R_ECN, "ECN", flow->leg[0].ecn, BYPASS_SHAPE_NO_ECN);
         return;
     }
     for (int i = 0; i < 2; i++)
@@ -806,7 +888,7 @@ json_t *bypass_flow_json (bypass_flow_t *flow, int64_t now_ms)
         "state", bypass_flow_state_name (flow->state), "client",
         s_addr (&flow->leg[0].peer, c, sizeof c), "server",
         s_addr (&flow->leg[1].peer, s, sizeof s), "proxy", "client_side",
-        s_addr (&flow->leg[0].local, pc, sizeof pc), "server_side",
+        s_addr (&flow->leg[0].wire, pc, sizeof pc), "server_side",
         s_addr (&flow->leg[1].local, ps, sizeof ps), "interfaces", "client", flow->path[0].ifname,
         "server", flow->path[1].ifname, "policy_rule",
         flow->policy_rule[0] ? flow->policy_rule : NULL, "options", "timestamps",
@@ -821,6 +903,16 @@ json_t *bypass_flow_json (bypass_flow_t *flow, int64_t now_ms)
 
     if (!o)
         return json_object ();
+    json_t *opts = json_object_get (o, "options");
+    char sh0[24], sh1[24];
+    json_object_set_new (opts, "shaped",
+                         json_pack ("{s:s, s:s}", "synack_to_client",
+                                    s_shape_names (flow->shaped[0], sh0, sizeof sh0),
+                                    "syn_to_server",
+                                    s_shape_names (flow->shaped[1], sh1, sizeof sh1)));
+    if (flow->redirected)
+        json_object_set_new (o, "redirected_to",
+                             json_string (s_addr (&flow->leg[0].local, pc, sizeof pc)));
     if (spliced) {
         json_object_set_new (o, "reserved_ports",
                              json_pack ("{s:b, s:b}", "client", flow->reserve_fd[0] >= 0, "server",

@@ -113,6 +113,9 @@ struct bypass_flow {
     int64_t offered_ms, deadline_ms, probe_ms, spliced_wall_ms, offered_wall_ms;
     int retries;
     int ramp_target_ms, ramp_ms; /* delay ramp: the goal and the current delay */
+    uint32_t shaped[2];          /* BYPASS_SHAPE_NO_* the shaper took out of the SYN-ACK
+                                    to the client [0] and of the SYN to the server [1] */
+    bool redirected;             /* the client connected to leg[0].wire, not to the proxy */
     bool fin[2];                 /* FIN seen from leg i's peer */
     bool frozen;
     struct bypass_flow_state last[2]; /* counters from the data plane at the last sweep */
@@ -155,8 +158,7 @@ struct bypass_agent {
     size_t nclosed;
     uint64_t closed_bytes, closed_packets; /* of flows already removed */
     bypass_delay_t *delay;
-    int attached[64];
-    int nattached;
+    int64_t shape_scan_ms; /* last look for interfaces without the SYN shaper */
 };
 
 /* bypass_agent.c */

@@ -2,6 +2,7 @@
 #include "bypass_leg.h"
 
 #include <errno.h>
+#include <linux/netfilter_ipv4.h>
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ int bypass_leg_inspect (int fd, bypass_leg_info_t *info, const char **reason, ch
         snprintf (detail, len, "socket has no peer: %s", strerror (errno));
         return -1;
     }
+    info->wire = info->local;
     info->timestamps = (ti.tcpi_options & TCPI_OPT_TIMESTAMPS) != 0;
     info->sack = (ti.tcpi_options & TCPI_OPT_SACK) != 0;
     info->ecn = (ti.tcpi_options & TCPI_OPT_ECN) != 0;
@@ -70,6 +72,21 @@ int bypass_leg_inspect (int fd, bypass_leg_info_t *info, const char **reason, ch
     sl = sizeof info->reuseaddr;
     getsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &info->reuseaddr, &sl);
     return 0;
+}
+
+bool bypass_leg_addressed (int fd, bypass_leg_info_t *info)
+{
+    struct sockaddr_in orig;
+    socklen_t sl = sizeof orig;
+
+    if (getsockopt (fd, SOL_IP, SO_ORIGINAL_DST, &orig, &sl) != 0 || sl != sizeof orig ||
+        orig.sin_family != AF_INET)
+        return false;
+    if (orig.sin_addr.s_addr == info->local.sin_addr.s_addr &&
+        orig.sin_port == info->local.sin_port)
+        return false;
+    info->wire = orig;
+    return true;
 }
 
 int bypass_leg_queues (int fd, int *unacked, int *unread)

@@ -12,6 +12,10 @@
 
 typedef struct {
     struct sockaddr_in local, peer;
+    /* the proxy's end as the peer addresses it: local, unless a NAT rule (REDIRECT of a
+     * transparent front) sent the connection here: then the original destination
+     * (bypass_leg_addressed) */
+    struct sockaddr_in wire;
     bool timestamps, sack, ecn, wscale;
     uint8_t snd_wscale; /* scale of the windows the peer advertises */
     uint8_t rcv_wscale; /* scale of the windows this socket advertises */
@@ -25,6 +29,10 @@ typedef struct {
  * "not_established") and detail. */
 int bypass_leg_inspect (int fd, bypass_leg_info_t *info, const char **reason, char *detail,
                         size_t len);
+
+/* For an accepted socket: sets info->wire to the destination the peer connected to
+ * (SO_ORIGINAL_DST) when a NAT rule changed it. Returns true when it differs from local. */
+bool bypass_leg_addressed (int fd, bypass_leg_info_t *info);
 
 /* Bytes not yet acknowledged by the peer (SIOCOUTQ) and not yet read (SIOCINQ). 0 / -1. */
 int bypass_leg_queues (int fd, int *unacked, int *unread);

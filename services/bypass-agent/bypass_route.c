@@ -1,10 +1,13 @@
-/* bypass_route: rtnetlink route and neighbour look-ups for the splice's egress. */
+/* bypass_route: rtnetlink route and neighbour look-ups for the splice's egress; ctnetlink
+ * clean-up of a spliced leg's conntrack entry. */
 #include "bypass_route.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/if_arp.h>
 #include <linux/neighbour.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <stdbool.h>
@@ -17,11 +20,11 @@
 
 #define S_NL_BUF 32768
 
-static int s_nl_open (void)
+static int s_nl_open_proto (int proto)
 {
     struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
     struct timeval tv = {1, 0};
-    int fd = socket (AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    int fd = socket (AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, proto);
 
     if (fd < 0)
         return -1;
@@ -31,6 +34,11 @@ static int s_nl_open (void)
         return -1;
     }
     return fd;
+}
+
+static int s_nl_open (void)
+{
+    return s_nl_open_proto (NETLINK_ROUTE);
 }
 
 static void s_add_attr (struct nlmsghdr *n, size_t cap, int type, const void *data, size_t len)
@@ -224,5 +232,71 @@ int bypass_route_lookup (uint32_t laddr, uint32_t raddr, bypass_path_t *path, ch
         s_neigh (fd, path, err, errlen) == 0)
         rc = 0;
     close (fd);
+    return rc;
+}
+
+/* Opens a nested attribute; s_nest_end closes it. */
+static struct rtattr *s_nest (struct nlmsghdr *n, size_t cap, int type)
+{
+    struct rtattr *nest = (struct rtattr *) ((char *) n + NLMSG_ALIGN (n->nlmsg_len));
+    s_add_attr (n, cap, type | NLA_F_NESTED, NULL, 0);
+    return nest;
+}
+
+static void s_nest_end (struct nlmsghdr *n, struct rtattr *nest)
+{
+    nest->rta_len = (unsigned short) ((char *) n + NLMSG_ALIGN (n->nlmsg_len) - (char *) nest);
+}
+
+int bypass_route_ct_delete (uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport)
+{
+    struct {
+        struct nlmsghdr n;
+        struct nfgenmsg nf;
+        char attrs[128];
+    } req;
+    char buf[1024];
+    const uint8_t tcp = IPPROTO_TCP;
+    int fd = s_nl_open_proto (NETLINK_NETFILTER), rc = -1;
+    ssize_t len;
+
+    if (fd < 0)
+        return -1;
+    memset (&req, 0, sizeof req);
+    req.n.nlmsg_len = NLMSG_LENGTH (sizeof (struct nfgenmsg));
+    req.n.nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+    req.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    req.n.nlmsg_seq = 3;
+    req.nf.nfgen_family = AF_INET;
+    req.nf.version = NFNETLINK_V0;
+    struct rtattr *tuple = s_nest (&req.n, sizeof req, CTA_TUPLE_ORIG);
+    struct rtattr *ip = s_nest (&req.n, sizeof req, CTA_TUPLE_IP);
+    s_add_attr (&req.n, sizeof req, CTA_IP_V4_SRC, &saddr, 4);
+    s_add_attr (&req.n, sizeof req, CTA_IP_V4_DST, &daddr, 4);
+    s_nest_end (&req.n, ip);
+    struct rtattr *proto = s_nest (&req.n, sizeof req, CTA_TUPLE_PROTO);
+    s_add_attr (&req.n, sizeof req, CTA_PROTO_NUM, &tcp, 1);
+    s_add_attr (&req.n, sizeof req, CTA_PROTO_SRC_PORT, &sport, 2);
+    s_add_attr (&req.n, sizeof req, CTA_PROTO_DST_PORT, &dport, 2);
+    s_nest_end (&req.n, proto);
+    s_nest_end (&req.n, tuple);
+    if (send (fd, &req, req.n.nlmsg_len, 0) < 0 || (len = recv (fd, buf, sizeof buf, 0)) < 0)
+        goto done;
+    for (struct nlmsghdr *n = (struct nlmsghdr *) buf; NLMSG_OK (n, (size_t) len);
+         n = NLMSG_NEXT (n, len))
+        if (n->nlmsg_type == NLMSG_ERROR) {
+            int e = -((struct nlmsgerr *) NLMSG_DATA (n))->error;
+            if (e == 0)
+                rc = 1;
+            else if (e == ENOENT || e == EOPNOTSUPP || e == EPROTONOSUPPORT)
+                rc = 0; /* no entry, or no conntrack here */
+            else
+                errno = e;
+            break;
+        }
+done:;
+    int saved = errno;
+    close (fd);
+    errno = saved;
     return rc;
 }

@@ -1,4 +1,5 @@
-/* bypass_route: where the segments of one proxy leg enter and leave the host: the egress
+/* bypass_route: where the segments of one proxy leg enter and leave the host (and the
+ * connection-tracking entry they leave behind once spliced): the egress
  * interface towards the peer (the kernel's route for local -> peer, like `ip route get PEER
  * from LOCAL`), that interface's MAC and MTU, and the MAC of the next hop (the peer, or the
  * route's gateway) from the neighbour table; all through rtnetlink in the caller's network
@@ -30,5 +31,12 @@ typedef struct {
  * missing (route, neighbour, Ethernet). */
 int bypass_route_lookup (uint32_t laddr, uint32_t raddr, bypass_path_t *path, char *err,
                          size_t errlen);
+
+/* Deletes the netfilter connection-tracking entry of the TCP connection whose original
+ * direction is saddr:sport -> daddr:dport (network byte order), through ctnetlink. A spliced
+ * leg's segments no longer cross netfilter, so its entry would otherwise stay ESTABLISHED
+ * for days (and, for a connection that a REDIRECT rule sent to the proxy, keep the NAT
+ * mapping). 1 deleted, 0 there was none (or no conntrack in this namespace), -1 (errno). */
+int bypass_route_ct_delete (uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport);
 
 #endif

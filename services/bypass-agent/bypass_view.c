@@ -26,6 +26,8 @@ json_t *bypass_view_stats (bypass_agent_t *self)
         {"bypass_dp_dropped_segments", BYPASS_STAT_ERROR},
         {"bypass_dp_events_lost", BYPASS_STAT_EV_LOST},
         {"bypass_dp_gso_packets", BYPASS_STAT_GSO},
+        {"bypass_dp_shaped_syns", BYPASS_STAT_SHAPED_SYN},
+        {"bypass_dp_shaped_synacks", BYPASS_STAT_SHAPED_SYNACK},
     };
     bypass_counters_t *st = &self->st;
     json_t *o = json_object ();

@@ -157,6 +157,10 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
     const char *bypass = hms_config_str (cfg, "bypass_socket");
     snprintf (self->bypass_socket, sizeof self->bypass_socket, "%s", bypass ? bypass : "");
     self->bypass_after_ms = (int) hms_config_int (cfg, "bypass_after_ms");
+    if (self->bypass_socket[0] && !bypass_client_can_mark ())
+        hms_warning ("bypass: this ingress cannot mark sockets (SO_MARK needs CAP_NET_ADMIN): "
+                     "the agent's SYN shaper cannot make a server leg agree with its client leg, "
+                     "and flows whose client lacks SACK or timestamps will stay proxied");
     self->splice = hms_config_bool (cfg, "splice");
     self->optimistic_connect = hms_config_bool (cfg, "optimistic_connect");
     const char *users = hms_config_str (cfg, "users_file");

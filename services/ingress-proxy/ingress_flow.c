@@ -334,17 +334,12 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
             f->pool_req = req;
         return;
     }
-    /* A flow the bypass agent may splice: the target is told the client's segment size, so
-     * that what it sends fits the client leg once spliced (MSS clamped to the smaller leg;
-     * the other way the client was told the listener's, from the same MTU) */
-    int mss = 0;
-    struct tcp_info ti;
-    socklen_t len = sizeof ti;
-    if (f->bypass && f->client_fd >= 0 &&
-        getsockopt (f->client_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0)
-        /* what the client announced: its segment size here plus the timestamp option */
-        mss = (int) ti.tcpi_snd_mss + (ti.tcpi_options & TCPI_OPT_TIMESTAMPS ? 12 : 0);
-    f->dial = hms_dial_start (f->w->loop, f->host, f->port, ingress->connect_timeout_ms, mss,
+    /* A flow the bypass agent may splice: the server leg is made to agree with the client
+     * leg (segment size, SACK, timestamps, ECN; bypass_client_dial_opts) */
+    hms_sockopts_t opts = {0};
+    if (f->bypass && f->client_fd >= 0)
+        bypass_client_dial_opts (f->client_fd, &opts);
+    f->dial = hms_dial_start (f->w->loop, f->host, f->port, ingress->connect_timeout_ms, &opts,
                               s_on_dialed, f);
 }
 

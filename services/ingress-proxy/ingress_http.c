@@ -585,7 +585,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     free (pending);
     snprintf (h->up_key, sizeof h->up_key, "%s", key);
     if (!overlay) {
-        h->dial = hms_dial_start (h->w->loop, h->host, h->port, ingress->connect_timeout_ms, 0,
+        h->dial = hms_dial_start (h->w->loop, h->host, h->port, ingress->connect_timeout_ms, NULL,
                                   s_on_dialed, h);
         return;
     }

@@ -224,7 +224,7 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
     }
     if (here) {
         /* the tunnel leaves the overlay here */
-        f->dial = hms_dial_start (w->loop, f->host, f->port, relay->connect_timeout_ms, 0,
+        f->dial = hms_dial_start (w->loop, f->host, f->port, relay->connect_timeout_ms, NULL,
                                   s_on_dialed, f);
         return;
     }

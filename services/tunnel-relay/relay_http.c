@@ -336,5 +336,6 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, const char *h
     hms_buf_append (r->to_origin, tail, strlen (tail));
     hms_h2_stream_set_cbs (in, &s_in_cbs, r);
     r->item = hms_worker_track (w->worker, s_close_on_stop, r);
-    r->dial = hms_dial_start (w->loop, host, port, w->relay->connect_timeout_ms, 0, s_on_dialed, r);
+    r->dial =
+        hms_dial_start (w->loop, host, port, w->relay->connect_timeout_ms, NULL, s_on_dialed, r);
 }

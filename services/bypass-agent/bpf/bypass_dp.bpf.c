@@ -1,5 +1,6 @@
 /* bypass_dp.bpf.c: the TCP proxy bypass data plane, a tc clsact (direct-action) program for
- * the ingress of the proxy's interfaces. Table and action layout: bypass_maps.h.
+ * the ingress of the proxy's interfaces, and the SYN shaper for their egress. Table and
+ * action layout: bypass_maps.h.
  *
  * Every field is rewritten with bpf_skb_store_bytes and its checksum effect applied with
  * bpf_l3_csum_replace / bpf_l4_csum_replace (BPF_F_PSEUDO_HDR for the addresses). The
@@ -40,17 +41,35 @@ struct {
     __type (value, __u64);
 } bypass_stats SEC (".maps");
 
+struct {
+    __uint (type, BPF_MAP_TYPE_LRU_HASH);
+    __uint (max_entries, BYPASS_MAX_SERVERS);
+    __type (key, struct bypass_server_key);
+    __type (value, __u32);
+} bypass_servers SEC (".maps");
+
+struct {
+    __uint (type, BPF_MAP_TYPE_LRU_HASH);
+    __uint (max_entries, BYPASS_MAX_FLOWS);
+    __type (key, struct bypass_flow_key);
+    __type (value, __u32);
+} bypass_shaped SEC (".maps");
+
 #define IP_CSUM_OFF    (ETH_HLEN + 10)
 #define IP_SADDR_OFF   (ETH_HLEN + 12)
 #define IP_DADDR_OFF   (ETH_HLEN + 16)
 #define TCP_OPT_MAX    40
 #define TCPOPT_EOL     0
 #define TCPOPT_NOP     1
+#define TCPOPT_SACK_OK 4
 #define TCPOPT_SACK    5
 #define TCPOPT_TS      8
 #define TCP_FLAG_FIN   0x01
 #define TCP_FLAG_SYN   0x02
 #define TCP_FLAG_RST   0x04
+#define TCP_FLAG_ACK   0x10
+#define TCP_FLAG_ECE   0x40
+#define TCP_FLAG_CWR   0x80
 #define IP_MF_OFFSET   0x3fff
 #define SACK_MAX_BLOCK 4
 
@@ -341,4 +360,143 @@ int bypass_ingress (struct __sk_buff *skb)
     if (skb->gso_segs > 1)
         s_stat (BYPASS_STAT_GSO);
     return ret;
+}
+
+/* ---- the SYN shaper (tc egress) ---------------------------------------------------------- */
+
+/* Turns the options named by strip (BYPASS_SHAPE_NO_TS / _NO_SACK) into NOPs, word by word
+ * with the TCP checksum updated. A global function, verified once. Returns 1 when something
+ * was taken out, 0 when not, -1 when a helper failed. */
+__noinline int bypass_strip_options (struct __sk_buff *skb, __u32 l4off, __u32 optlen, __u32 strip)
+{
+    __u8 old[64] = {}, new[64] = {};
+    __u32 off = 0, ts = 0, sack_ok = 0; /* ts, sack_ok: offset + 1 of the option, 0: none */
+
+    if (optlen == 0 || optlen > TCP_OPT_MAX || (optlen & 3) || l4off > 128)
+        return 0;
+    if (bpf_skb_load_bytes (skb, l4off + 20, old, optlen))
+        return -1;
+    while (off < optlen) {
+        __u8 kind = old[off & 63], len;
+
+        if (kind == TCPOPT_EOL)
+            break;
+        if (kind == TCPOPT_NOP) {
+            off++;
+            continue;
+        }
+        if (off + 1 >= optlen)
+            break;
+        len = old[(off + 1) & 63];
+        if (len < 2 || off + len > optlen)
+            break; /* malformed: the rest stays as it is */
+        if (kind == TCPOPT_TS && len == 10)
+            ts = off + 1;
+        else if (kind == TCPOPT_SACK_OK && len == 2)
+            sack_ok = off + 1;
+        off += len;
+    }
+    if (!(strip & BYPASS_SHAPE_NO_TS))
+        ts = 0;
+    if (!(strip & BYPASS_SHAPE_NO_SACK))
+        sack_ok = 0;
+    if (!ts && !sack_ok)
+        return 0;
+    __builtin_memcpy (new, old, sizeof (new));
+    if (ts)
+        for (__u32 j = 0; j < 10; j++)
+            new[(ts - 1 + j) & 63] = TCPOPT_NOP;
+    if (sack_ok) {
+        new[(sack_ok - 1) & 63] = TCPOPT_NOP;
+        new[sack_ok & 63] = TCPOPT_NOP;
+    }
+    for (__u32 w = 0; w < TCP_OPT_MAX / 4; w++) {
+        __u32 o, n;
+
+        if (w * 4 >= optlen)
+            break;
+        __builtin_memcpy (&o, &old[w * 4], 4);
+        __builtin_memcpy (&n, &new[w * 4], 4);
+        if (o == n)
+            continue;
+        if (bpf_skb_store_bytes (skb, l4off + 20 + w * 4, &n, 4, 0) ||
+            bpf_l4_csum_replace (skb, l4off + 16, o, n, 4))
+            return -1;
+    }
+    return 1;
+}
+
+SEC ("tc")
+int bypass_shape (struct __sk_buff *skb)
+{
+    void *data = (void *) (long) skb->data;
+    void *end = (void *) (long) skb->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip;
+    struct tcphdr *tcp;
+    __u32 l4off, optlen, strip = 0;
+    __u16 flags_old, flags_new;
+    __u8 tcp_flags;
+    int ret;
+
+    if ((void *) (eth + 1) > end || eth->h_proto != bpf_htons (ETH_P_IP))
+        return TC_ACT_OK;
+    ip = (void *) (eth + 1);
+    if ((void *) (ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5 ||
+        (ip->frag_off & bpf_htons (IP_MF_OFFSET)))
+        return TC_ACT_OK;
+    l4off = ETH_HLEN + ip->ihl * 4;
+    if (data + l4off + sizeof (struct tcphdr) > end)
+        return TC_ACT_OK; /* a SYN is small: its headers are linear */
+    tcp = data + l4off;
+    tcp_flags = ((__u8 *) tcp)[13];
+    if (!(tcp_flags & TCP_FLAG_SYN) || tcp->doff < 5)
+        return TC_ACT_OK;
+
+    if (!(tcp_flags & TCP_FLAG_ACK)) {
+        if ((skb->mark & BYPASS_SHAPE_MARK_MASK) == BYPASS_SHAPE_MARK)
+            strip = skb->mark & BYPASS_SHAPE_ALL;
+    } else {
+        struct bypass_server_key sk = {.addr = ip->saddr, .port = tcp->source};
+        __u32 *v = bpf_map_lookup_elem (&bypass_servers, &sk);
+
+        struct bypass_flow_key fk = {
+            .saddr = ip->daddr, .daddr = ip->saddr, .sport = tcp->dest, .dport = tcp->source};
+
+        if (v)
+            strip = *v & BYPASS_SHAPE_ALL;
+        if (strip)
+            bpf_map_update_elem (&bypass_shaped, &fk, &strip, BPF_ANY);
+        else
+            bpf_map_delete_elem (&bypass_shaped, &fk); /* a reused 4-tuple starts afresh */
+    }
+    if (!strip)
+        return TC_ACT_OK;
+
+    optlen = tcp->doff * 4 - sizeof (struct tcphdr);
+    if (data + l4off + 20 + optlen > end && bpf_skb_pull_data (skb, l4off + 20 + optlen))
+        return TC_ACT_OK;
+    ret = bypass_strip_options (skb, l4off, optlen, strip);
+    if (ret < 0) {
+        s_stat (BYPASS_STAT_ERROR);
+        return TC_ACT_OK; /* unchanged words are intact; the agent will refuse the flow */
+    }
+    if (strip & BYPASS_SHAPE_NO_ECN) {
+        __u8 clear = (tcp_flags & TCP_FLAG_ACK) ? TCP_FLAG_ECE : (TCP_FLAG_ECE | TCP_FLAG_CWR);
+
+        if (bpf_skb_load_bytes (skb, l4off + 12, &flags_old, 2) == 0) {
+            flags_new = flags_old;
+            ((__u8 *) &flags_new)[1] &= ~clear;
+            if (flags_new != flags_old) {
+                if (bpf_skb_store_bytes (skb, l4off + 12, &flags_new, 2, 0) ||
+                    bpf_l4_csum_replace (skb, l4off + 16, flags_old, flags_new, 2))
+                    s_stat (BYPASS_STAT_ERROR);
+                else
+                    ret = 1;
+            }
+        }
+    }
+    if (ret > 0)
+        s_stat ((tcp_flags & TCP_FLAG_ACK) ? BYPASS_STAT_SHAPED_SYNACK : BYPASS_STAT_SHAPED_SYN);
+    return TC_ACT_OK;
 }

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/if_ether.h>
+#include <net/if.h>
 #include <linux/if_packet.h>
 #include <linux/pkt_cls.h>
 #include <netinet/ip.h>
@@ -29,12 +30,17 @@ extern const size_t bypass_dp_bpf_obj_len;
 typedef struct {
     int ifindex;
     bool created_qdisc;
+    bool ingress; /* the data plane is attached */
+    bool egress;  /* the SYN shaper is attached */
 } s_iface_t;
 
 struct bypass_dp {
     struct bpf_object *obj;
     int prog_fd;
+    int shape_fd; /* the SYN shaper */
     int flows_fd;
+    int servers_fd;
+    int shaped_fd;
     int stats_fd;
     struct ring_buffer *events;
     bypass_dp_event_fn *event_fn;
@@ -50,9 +56,12 @@ static int s_on_libbpf_print (enum libbpf_print_level level, const char *fmt, va
     char line[1024];
     size_t len;
 
+    vsnprintf (line, sizeof (line), fmt, ap);
+    /* bpf_tc_hook_create on an interface that has a clsact qdisc already: expected */
+    if (strstr (line, "Exclusivity flag on"))
+        level = LIBBPF_DEBUG;
     if (level == LIBBPF_DEBUG && !hms_log_debug_on ("bypass.bpf"))
         return 0;
-    vsnprintf (line, sizeof (line), fmt, ap);
     len = strlen (line);
     while (len > 0 && line[len - 1] == '\n')
         line[--len] = '\0';
@@ -81,7 +90,8 @@ bypass_dp_t *bypass_dp_new (void)
     int err;
 
     memset (self, 0, sizeof (*self));
-    self->prog_fd = self->flows_fd = self->stats_fd = self->packet_fd = -1;
+    self->prog_fd = self->shape_fd = self->flows_fd = self->stats_fd = self->packet_fd = -1;
+    self->servers_fd = self->shaped_fd = -1;
     libbpf_set_print (s_on_libbpf_print);
 
     self->obj = bpf_object__open_mem (bypass_dp_bpf_obj, bypass_dp_bpf_obj_len, &opts);
@@ -103,10 +113,18 @@ bypass_dp_t *bypass_dp_new (void)
     self->flows_fd = map ? bpf_map__fd (map) : -1;
     map = bpf_object__find_map_by_name (self->obj, BYPASS_STATS_NAME);
     self->stats_fd = map ? bpf_map__fd (map) : -1;
+    prog = bpf_object__find_program_by_name (self->obj, BYPASS_SHAPE_PROG_NAME);
+    self->shape_fd = prog ? bpf_program__fd (prog) : -1;
+    map = bpf_object__find_map_by_name (self->obj, BYPASS_SERVERS_NAME);
+    self->servers_fd = map ? bpf_map__fd (map) : -1;
+    map = bpf_object__find_map_by_name (self->obj, BYPASS_SHAPED_NAME);
+    self->shaped_fd = map ? bpf_map__fd (map) : -1;
     map = bpf_object__find_map_by_name (self->obj, BYPASS_EVENTS_NAME);
-    if (self->prog_fd < 0 || self->flows_fd < 0 || self->stats_fd < 0 || !map) {
-        hms_error ("bypass: BPF object lacks %s, %s, %s or %s (rebuild hermes-bypass)",
-                   BYPASS_PROG_NAME, BYPASS_TABLE_NAME, BYPASS_STATS_NAME, BYPASS_EVENTS_NAME);
+    if (self->prog_fd < 0 || self->flows_fd < 0 || self->stats_fd < 0 || !map ||
+        self->shape_fd < 0 || self->servers_fd < 0 || self->shaped_fd < 0) {
+        hms_error ("bypass: BPF object lacks %s, %s, %s, %s, %s, %s or %s (rebuild hermes-bypass)",
+                   BYPASS_PROG_NAME, BYPASS_TABLE_NAME, BYPASS_STATS_NAME, BYPASS_EVENTS_NAME,
+                   BYPASS_SHAPE_PROG_NAME, BYPASS_SERVERS_NAME, BYPASS_SHAPED_NAME);
         goto fail;
     }
     self->events = ring_buffer__new (bpf_map__fd (map), s_on_ring_event, self, NULL);
@@ -128,12 +146,21 @@ static s_iface_t *s_iface_find (bypass_dp_t *self, int ifindex)
     return NULL;
 }
 
-static int s_detach (int ifindex, bool destroy_qdisc)
+static int s_detach (const s_iface_t *iface, bool destroy_qdisc)
 {
-    LIBBPF_OPTS (bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+    LIBBPF_OPTS (bpf_tc_hook, hook, .ifindex = iface->ifindex, .attach_point = BPF_TC_INGRESS);
     LIBBPF_OPTS (bpf_tc_opts, opts, .handle = BYPASS_TC_HANDLE, .priority = BYPASS_TC_PRIO);
-    int err = bpf_tc_detach (&hook, &opts);
+    int err = 0;
 
+    if (iface->ingress)
+        err = bpf_tc_detach (&hook, &opts);
+    if (iface->egress) {
+        LIBBPF_OPTS (bpf_tc_opts, eopts, .handle = BYPASS_TC_HANDLE, .priority = BYPASS_TC_PRIO);
+        hook.attach_point = BPF_TC_EGRESS;
+        int e = bpf_tc_detach (&hook, &eopts);
+        if (!err)
+            err = e;
+    }
     if (destroy_qdisc) {
         hook.attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS;
         bpf_tc_hook_destroy (&hook);
@@ -149,7 +176,7 @@ void bypass_dp_destroy (bypass_dp_t **self_p)
         return;
     self = *self_p;
     for (size_t i = 0; i < self->n_ifaces; i++)
-        s_detach (self->ifaces[i].ifindex, self->ifaces[i].created_qdisc);
+        s_detach (&self->ifaces[i], self->ifaces[i].created_qdisc);
     ring_buffer__free (self->events);
     bpf_object__close (self->obj);
     if (self->packet_fd >= 0)
@@ -218,23 +245,29 @@ done:;
     return rc;
 }
 
-int bypass_dp_attach (bypass_dp_t *self, int ifindex)
+/* Attaches prog_fd to the ingress or the egress of ifindex (creating clsact if needed,
+ * replacing an earlier bypass filter left behind). */
+static int s_attach (bypass_dp_t *self, int ifindex, bool egress)
 {
-    LIBBPF_OPTS (bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+    LIBBPF_OPTS (bpf_tc_hook, hook, .ifindex = ifindex,
+                 .attach_point = egress ? BPF_TC_EGRESS : BPF_TC_INGRESS);
     LIBBPF_OPTS (bpf_tc_opts, opts, .handle = BYPASS_TC_HANDLE, .priority = BYPASS_TC_PRIO,
-                 .prog_fd = self->prog_fd, .flags = BPF_TC_F_REPLACE);
+                 .prog_fd = egress ? self->shape_fd : self->prog_fd, .flags = BPF_TC_F_REPLACE);
+    const char *what = egress ? "SYN shaper" : "data plane";
+    s_iface_t *iface = s_iface_find (self, ifindex);
     bool created = false;
     int err;
 
-    if (s_iface_find (self, ifindex))
+    if (iface && (egress ? iface->egress : iface->ingress))
         return 0;
-    if (self->n_ifaces == BYPASS_MAX_IFACES) {
+    if (!iface && self->n_ifaces == BYPASS_MAX_IFACES) {
         hms_error ("bypass: cannot attach to ifindex %d: already on %d interfaces", ifindex,
                    BYPASS_MAX_IFACES);
         errno = ENOSPC;
         return -1;
     }
-    err = bpf_tc_hook_create (&hook);
+    /* a clsact qdisc we saw already: creating it again only draws a kernel complaint */
+    err = iface ? -EEXIST : bpf_tc_hook_create (&hook);
     if (err == 0)
         created = true;
     else if (err != -EEXIST) {
@@ -246,7 +279,7 @@ int bypass_dp_attach (bypass_dp_t *self, int ifindex)
     }
     err = bpf_tc_attach (&hook, &opts);
     if (err) {
-        hms_error ("bypass: cannot attach the data plane to ifindex %d: %s", ifindex,
+        hms_error ("bypass: cannot attach the %s to ifindex %d: %s", what, ifindex,
                    strerror (-err));
         if (created) {
             hook.attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS;
@@ -255,11 +288,75 @@ int bypass_dp_attach (bypass_dp_t *self, int ifindex)
         errno = -err;
         return -1;
     }
-    self->ifaces[self->n_ifaces].ifindex = ifindex;
-    self->ifaces[self->n_ifaces].created_qdisc = created;
-    self->n_ifaces++;
-    hms_info ("bypass: data plane attached ifindex=%d clsact_created=%d", ifindex, created);
+    if (!iface) {
+        iface = &self->ifaces[self->n_ifaces++];
+        memset (iface, 0, sizeof *iface);
+        iface->ifindex = ifindex;
+    }
+    iface->created_qdisc |= created;
+    if (egress)
+        iface->egress = true;
+    else
+        iface->ingress = true;
+    hms_info ("bypass: %s attached ifindex=%d clsact_created=%d", what, ifindex, created);
     return 0;
+}
+
+int bypass_dp_attach (bypass_dp_t *self, int ifindex)
+{
+    return s_attach (self, ifindex, false);
+}
+
+int bypass_dp_shape (bypass_dp_t *self, int ifindex)
+{
+    return s_attach (self, ifindex, true);
+}
+
+bool bypass_dp_attached (bypass_dp_t *self, int ifindex, bool egress)
+{
+    s_iface_t *iface = s_iface_find (self, ifindex);
+    return iface && (egress ? iface->egress : iface->ingress);
+}
+
+void bypass_dp_prune (bypass_dp_t *self)
+{
+    char name[IF_NAMESIZE];
+    for (size_t i = 0; i < self->n_ifaces;)
+        if (!if_indextoname ((unsigned) self->ifaces[i].ifindex, name) && errno == ENXIO)
+            self->ifaces[i] = self->ifaces[--self->n_ifaces];
+        else
+            i++;
+}
+
+int bypass_dp_server_set (bypass_dp_t *self, uint32_t addr, uint16_t port, uint32_t strip)
+{
+    struct bypass_server_key key = {.addr = addr, .port = port};
+    if (strip == 0)
+        return bpf_map_delete_elem (self->servers_fd, &key) == 0 || errno == ENOENT ? 0 : -1;
+    return bpf_map_update_elem (self->servers_fd, &key, &strip, BPF_ANY) == 0 ? 0 : -1;
+}
+
+int bypass_dp_server_get (bypass_dp_t *self, uint32_t addr, uint16_t port, uint32_t *strip)
+{
+    struct bypass_server_key key = {.addr = addr, .port = port};
+    *strip = 0;
+    if (bpf_map_lookup_elem (self->servers_fd, &key, strip) == 0)
+        return 0;
+    return errno == ENOENT ? 0 : -1;
+}
+
+uint32_t bypass_dp_shaped_take (bypass_dp_t *self, const struct bypass_flow_key *key)
+{
+    uint32_t strip = 0;
+    if (bpf_map_lookup_elem (self->shaped_fd, key, &strip) != 0)
+        return 0;
+    bpf_map_delete_elem (self->shaped_fd, key);
+    return strip;
+}
+
+int bypass_dp_shape_prog_fd (bypass_dp_t *self)
+{
+    return self->shape_fd;
 }
 
 int bypass_dp_detach (bypass_dp_t *self, int ifindex)
@@ -271,7 +368,7 @@ int bypass_dp_detach (bypass_dp_t *self, int ifindex)
         errno = ENOENT;
         return -1;
     }
-    err = s_detach (ifindex, iface->created_qdisc);
+    err = s_detach (iface, iface->created_qdisc);
     *iface = self->ifaces[--self->n_ifaces];
     if (err) {
         hms_warning ("bypass: detaching from ifindex %d: %s", ifindex, strerror (-err));

@@ -27,15 +27,37 @@ typedef struct bypass_dp bypass_dp_t;
  * kernel refuses it or the caller lacks privileges. Caller owns return value. */
 bypass_dp_t *bypass_dp_new (void);
 
-/* Detaches from every interface attached through this instance (removing the clsact qdiscs
- * it created), then frees everything. Safe to call twice; nulls *self_p. */
+/* Detaches (data plane and shaper) from every interface attached through this instance (removing
+ * the clsact qdiscs it created), then frees everything. Safe to call twice; nulls *self_p. */
 void bypass_dp_destroy (bypass_dp_t **self_p);
 
 /* Attaches the program to the tc ingress of ifindex (creating clsact if needed, replacing an
  * earlier bypass filter left behind). 0 / -1. */
 int bypass_dp_attach (bypass_dp_t *self, int ifindex);
 
-/* Removes the program from ifindex (and the clsact qdisc if this instance created it). */
+/* Attaches the SYN shaper (bypass_maps.h) to the tc egress of ifindex. 0 / -1. */
+int bypass_dp_shape (bypass_dp_t *self, int ifindex);
+
+/* Whether this instance attached the data plane (egress false) or the shaper (true). */
+bool bypass_dp_attached (bypass_dp_t *self, int ifindex, bool egress);
+
+/* Forgets the interfaces that are gone (their programs went with them). */
+void bypass_dp_prune (bypass_dp_t *self);
+
+/* The per-server cache the shaper reads for SYN-ACKs: strip (BYPASS_SHAPE_NO_*) is what the
+ * server at addr:port (network byte order) did not use; 0 removes the entry. 0 / -1. */
+int bypass_dp_server_set (bypass_dp_t *self, uint32_t addr, uint16_t port, uint32_t strip);
+/* Reads it: *strip 0 when there is no entry. 0 / -1. */
+int bypass_dp_server_get (bypass_dp_t *self, uint32_t addr, uint16_t port, uint32_t *strip);
+
+/* What the shaper took out of the SYN-ACK answering the flow whose client segments have key
+ * (BYPASS_SHAPE_NO_*, 0: nothing or unknown); the record is removed. */
+uint32_t bypass_dp_shaped_take (bypass_dp_t *self, const struct bypass_flow_key *key);
+
+/* The shaper's fd (BPF_PROG_TEST_RUN in tests). */
+int bypass_dp_shape_prog_fd (bypass_dp_t *self);
+
+/* Removes both programs from ifindex (and the clsact qdisc if this instance created it). */
 int bypass_dp_detach (bypass_dp_t *self, int ifindex);
 
 /* Installs or replaces the flow key with the action splice. Counters and state restart at

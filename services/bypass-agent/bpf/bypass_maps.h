@@ -111,14 +111,48 @@ struct bypass_event {
 
 /* Global counters, one slot each in the per-CPU array BYPASS_STATS_NAME. */
 enum bypass_stat {
-    BYPASS_STAT_MISS = 0,  /* IPv4 TCP segment with no entry */
-    BYPASS_STAT_SPLICED,   /* rewritten (and redirected) */
-    BYPASS_STAT_OBSERVED,  /* counted and passed */
-    BYPASS_STAT_MALFORMED, /* header or options that could not be parsed */
-    BYPASS_STAT_ERROR,     /* a helper failed: segment dropped */
-    BYPASS_STAT_EV_LOST,   /* ring buffer full */
-    BYPASS_STAT_GSO,       /* spliced GSO super-packets (gso_segs > 1) */
+    BYPASS_STAT_MISS = 0,      /* IPv4 TCP segment with no entry */
+    BYPASS_STAT_SPLICED,       /* rewritten (and redirected) */
+    BYPASS_STAT_OBSERVED,      /* counted and passed */
+    BYPASS_STAT_MALFORMED,     /* header or options that could not be parsed */
+    BYPASS_STAT_ERROR,         /* a helper failed: segment dropped */
+    BYPASS_STAT_EV_LOST,       /* ring buffer full */
+    BYPASS_STAT_GSO,           /* spliced GSO super-packets (gso_segs > 1) */
+    BYPASS_STAT_SHAPED_SYN,    /* SYNs the shaper took options out of */
+    BYPASS_STAT_SHAPED_SYNACK, /* SYN-ACKs the shaper took options out of */
     BYPASS_STAT_MAX
+};
+
+/* ---- the SYN shaper (host only: a switch does not take part in the handshake) -----------
+ * A second program, BYPASS_SHAPE_PROG_NAME, on the tc egress of the proxy's interfaces makes
+ * SACK, timestamps and ECN the same on both legs of a flow the agent may splice, by taking
+ * options out of the handshake segments the proxy's host sends (an option becomes NOPs, ECN
+ * flags are cleared; the segment keeps its length):
+ *   - a SYN from a socket whose SO_MARK is BYPASS_SHAPE_MARK | BYPASS_SHAPE_NO_* (the proxy
+ *     dialing the server of a flow whose client leg lacks those options) loses them;
+ *   - a SYN-ACK whose source (address, port) is in BYPASS_SERVERS_NAME (a transparent
+ *     front answering for that server) loses the options the server did not use last time;
+ *     what was taken out is kept per flow in BYPASS_SHAPED_NAME, keyed like bypass_flows
+ *     (the segments the client will send), because the proxy's socket still believes the
+ *     options are on. */
+#define BYPASS_SHAPE_PROG_NAME "bypass_shape"
+#define BYPASS_SERVERS_NAME    "bypass_servers"
+#define BYPASS_SHAPED_NAME     "bypass_shaped"
+#define BYPASS_MAX_SERVERS     16384
+
+#define BYPASS_SHAPE_MARK      0x48420000u /* SO_MARK: high 16 bits are this */
+#define BYPASS_SHAPE_MARK_MASK 0xffff0000u
+#define BYPASS_SHAPE_NO_TS     0x1 /* the timestamp option */
+#define BYPASS_SHAPE_NO_SACK   0x2 /* SACK-permitted */
+#define BYPASS_SHAPE_NO_ECN    0x4 /* ECE and CWR on a SYN, ECE on a SYN-ACK */
+#define BYPASS_SHAPE_ALL       0x7
+
+/* Key of BYPASS_SERVERS_NAME (network byte order); the value is a __u32 of BYPASS_SHAPE_NO_*
+ * (what the server did not use). */
+struct bypass_server_key {
+    __be32 addr;
+    __be16 port;
+    __u16 pad3;
 };
 
 #endif

@@ -53,6 +53,8 @@ typedef struct {
 #define TH_RST 0x04
 #define TH_PSH 0x08
 #define TH_ACK 0x10
+#define TH_ECE 0x40
+#define TH_CWR 0x80
 
 static uint32_t s_sum (const uint8_t *p, size_t n, uint32_t sum)
 {
@@ -1034,6 +1036,190 @@ static void test_flow_table_api (void **state)
     assert_int_equal (errno, ENOENT);
 }
 
+/* ---- the SYN shaper ------------------------------------------------------------------------ */
+
+/* Runs the shaper once on the segment with skb->mark. */
+static run_t s_shape_run (const seg_t *s, uint32_t mark)
+{
+    run_t r;
+    uint8_t in[256];
+    size_t len = s_build (s, in);
+    struct __sk_buff ctx;
+    LIBBPF_OPTS (bpf_test_run_opts, opts);
+
+    memset (&r, 0, sizeof (r));
+    memset (&ctx, 0, sizeof (ctx));
+    ctx.mark = mark;
+    opts.data_in = in;
+    opts.data_size_in = (uint32_t) len;
+    opts.data_out = r.out;
+    opts.data_size_out = sizeof (r.out);
+    opts.ctx_in = &ctx;
+    opts.ctx_size_in = sizeof (ctx);
+    opts.repeat = 1;
+    assert_int_equal (bpf_prog_test_run_opts (bypass_dp_shape_prog_fd (dp), &opts), 0);
+    r.out_len = opts.data_size_out;
+    r.retval = (int) opts.retval;
+    return r;
+}
+
+static void s_raw (opt_t *op, const uint8_t *bytes, size_t n)
+{
+    op->type = OPT_RAW;
+    memcpy (op->raw, bytes, n);
+    op->rawlen = n;
+}
+
+/* The SYN Linux sends: MSS, SACK-permitted, timestamps, NOP, window scale (the proxy
+ * dialing the server: P2 -> S). */
+static seg_t s_syn (void)
+{
+    static const uint8_t mss[] = {2, 4, 0x05, 0xb4}, sack_ok[] = {4, 2}, ws[] = {3, 3, 7};
+    seg_t s = s_seg_c ();
+
+    memcpy (s.dmac, MAC_S, 6);
+    memcpy (s.smac, MAC_P2, 6);
+    s.saddr = s_ip ("198.51.100.1");
+    s.daddr = s_ip ("198.51.100.2");
+    s.sport = 33000;
+    s.dport = 80;
+    s.seq = 0x12345678;
+    s.ack = 0;
+    s.flags = TH_SYN;
+    s.window = 64240;
+    s.paylen = 0;
+    memset (s.opts, 0, sizeof (s.opts));
+    s_raw (&s.opts[0], mss, sizeof mss);
+    s_raw (&s.opts[1], sack_ok, sizeof sack_ok);
+    s.opts[2].type = OPT_TS;
+    s.opts[2].tsval = 0xdeadbeef;
+    s.opts[3].type = OPT_NOP;
+    s_raw (&s.opts[4], ws, sizeof ws);
+    s.nopts = 5;
+    return s;
+}
+
+/* s with option i replaced by n NOPs. */
+static seg_t s_nops_for (seg_t s, int i, int n)
+{
+    opt_t nops = {.type = OPT_RAW, .rawlen = (size_t) n};
+    memset (nops.raw, 1, (size_t) n);
+    s.opts[i] = nops;
+    return s;
+}
+
+static void s_expect_bytes (const run_t *r, const seg_t *want)
+{
+    uint8_t buf[256];
+    size_t len = s_build (want, buf);
+
+    assert_int_equal (r->retval, TC_ACT_OK);
+    s_assert_checksums (r->out, r->out_len);
+    assert_int_equal (r->out_len, len);
+    assert_memory_equal (r->out, buf, len);
+}
+
+static void test_shape_syn_by_mark (void **state)
+{
+    seg_t syn = s_syn (), want;
+    uint64_t shaped = bypass_dp_stat (dp, BYPASS_STAT_SHAPED_SYN);
+    run_t r;
+
+    /* timestamps only: its 10 bytes become NOPs, the rest is untouched */
+    r = s_shape_run (&syn, BYPASS_SHAPE_MARK | BYPASS_SHAPE_NO_TS);
+    want = s_nops_for (syn, 2, 10);
+    s_expect_bytes (&r, &want);
+
+    /* SACK-permitted and timestamps; ECN asked for (ECE+CWR on the SYN) and taken out */
+    syn.flags = TH_SYN | TH_ECE | TH_CWR;
+    r = s_shape_run (&syn, BYPASS_SHAPE_MARK | BYPASS_SHAPE_ALL);
+    want = s_nops_for (s_nops_for (syn, 1, 2), 2, 10);
+    want.flags = TH_SYN;
+    s_expect_bytes (&r, &want);
+    assert_int_equal (bypass_dp_stat (dp, BYPASS_STAT_SHAPED_SYN), shaped + 2);
+
+    /* an option that is not there: nothing to do, nothing counted */
+    syn = s_nops_for (s_syn (), 2, 10);
+    r = s_shape_run (&syn, BYPASS_SHAPE_MARK | BYPASS_SHAPE_NO_TS);
+    s_expect_bytes (&r, &syn);
+    assert_int_equal (bypass_dp_stat (dp, BYPASS_STAT_SHAPED_SYN), shaped + 2);
+}
+
+static void test_shape_leaves_everything_else (void **state)
+{
+    seg_t syn = s_syn (), data = s_seg_c ();
+    static const uint8_t bad[] = {8, 30};
+    uint64_t shaped = bypass_dp_stat (dp, BYPASS_STAT_SHAPED_SYN);
+    run_t r;
+
+    /* no mark, another mark, our mark asking for nothing */
+    for (int i = 0; i < 3; i++) {
+        uint32_t mark = i == 0 ? 0 : i == 1 ? 0x1234 | BYPASS_SHAPE_ALL : BYPASS_SHAPE_MARK;
+        r = s_shape_run (&syn, mark);
+        s_expect_bytes (&r, &syn);
+    }
+    /* a segment that is not a SYN, marked */
+    r = s_shape_run (&data, BYPASS_SHAPE_MARK | BYPASS_SHAPE_ALL);
+    s_expect_bytes (&r, &data);
+    /* an option whose length runs past the header: what comes before it is shaped, the rest
+     * stays as it is */
+    syn.opts[3] = (opt_t){0};
+    s_raw (&syn.opts[3], bad, sizeof bad);
+    syn.nopts = 4;
+    r = s_shape_run (&syn, BYPASS_SHAPE_MARK | BYPASS_SHAPE_ALL);
+    seg_t want = s_nops_for (s_nops_for (syn, 1, 2), 2, 10);
+    s_expect_bytes (&r, &want);
+    assert_int_equal (bypass_dp_stat (dp, BYPASS_STAT_SHAPED_SYN), shaped + 1);
+}
+
+/* A transparent front answers the client's SYN for server S: the SYN-ACK leaves with S's
+ * address and port, and loses what S did not use last time. */
+static void test_shape_synack_from_the_server_cache (void **state)
+{
+    seg_t sa = s_syn ();
+    struct bypass_flow_key client = {s_ip ("192.0.2.2"), s_ip ("198.51.100.2"), htons (40000),
+                                     htons (80)};
+    uint64_t shaped = bypass_dp_stat (dp, BYPASS_STAT_SHAPED_SYNACK);
+    uint32_t strip = 99;
+    run_t r;
+
+    memcpy (sa.dmac, MAC_C, 6);
+    memcpy (sa.smac, MAC_P1, 6);
+    sa.saddr = s_ip ("198.51.100.2");
+    sa.daddr = s_ip ("192.0.2.2");
+    sa.sport = 80;
+    sa.dport = 40000;
+    sa.ack = 0x1001;
+    sa.flags = TH_SYN | TH_ACK | TH_ECE;
+
+    /* no entry: untouched, nothing recorded */
+    assert_int_equal (bypass_dp_server_get (dp, sa.saddr, htons (80), &strip), 0);
+    assert_int_equal (strip, 0);
+    r = s_shape_run (&sa, 0);
+    s_expect_bytes (&r, &sa);
+    assert_int_equal (bypass_dp_shaped_take (dp, &client), 0);
+
+    assert_int_equal (
+        bypass_dp_server_set (dp, sa.saddr, htons (80), BYPASS_SHAPE_NO_TS | BYPASS_SHAPE_NO_ECN),
+        0);
+    r = s_shape_run (&sa, 0);
+    seg_t want = s_nops_for (sa, 2, 10);
+    want.flags = TH_SYN | TH_ACK;
+    s_expect_bytes (&r, &want);
+    assert_int_equal (bypass_dp_stat (dp, BYPASS_STAT_SHAPED_SYNACK), shaped + 1);
+    assert_int_equal (bypass_dp_shaped_take (dp, &client),
+                      BYPASS_SHAPE_NO_TS | BYPASS_SHAPE_NO_ECN);
+    assert_int_equal (bypass_dp_shaped_take (dp, &client), 0); /* taken */
+
+    /* another port of the same host is another server */
+    sa.sport = 81;
+    r = s_shape_run (&sa, 0);
+    s_expect_bytes (&r, &sa);
+    assert_int_equal (bypass_dp_server_set (dp, sa.saddr, htons (80), 0), 0);
+    assert_int_equal (bypass_dp_server_get (dp, sa.saddr, htons (80), &strip), 0);
+    assert_int_equal (strip, 0);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -1053,6 +1239,9 @@ int main (void)
         cmocka_unit_test_setup (test_export_p4, s_setup),
         cmocka_unit_test (test_splice_pair),
         cmocka_unit_test_setup (test_flow_table_api, s_setup),
+        cmocka_unit_test (test_shape_syn_by_mark),
+        cmocka_unit_test (test_shape_leaves_everything_else),
+        cmocka_unit_test (test_shape_synack_from_the_server_cache),
     };
     int failed;
 
