@@ -738,6 +738,9 @@ static void s_refuse_option (bypass_flow_t *flow, bypass_reason_t reason, const 
     else if (flow->redirected)
         hint = "the server does not use it; the per-server cache knows now, and the next "
                "transparent client of this server will be answered without it";
+    else if (bit == BYPASS_SHAPE_NO_ECN)
+        hint = "the proxy's host asks servers for ECN only with tcp_ecn=1, and a CONNECT proxy "
+               "answers the client before it knows the server";
     else
         hint = "the server does not use it, and a CONNECT proxy answers the client before it "
                "knows the server";
