@@ -46,6 +46,7 @@ SERVICE_KINDS = ["relay", "ingress", "policy", "retry", "ndn", "bypass"]
 RELAYS = 3
 CONVERGE_S = 60  # from `compose up` returning to every service up and applied
 PUSH_S = 30  # from a config change to every service running it
+BYPASS_S = 30  # from convergence to the bypass agent's counters showing it ready
 
 T0 = time.monotonic()
 
@@ -229,6 +230,77 @@ def wait_converged(ctl, seconds, min_version):
                 f"last status: {json.dumps(status, indent=1)}")
 
 
+def wait_bypass_ready(ctl, seconds):
+    """Polls `hermesctl bypass stats --json` (counters ride on heartbeats) until the agent
+    reports its data plane and a shaped interface; returns those counters."""
+    deadline = time.monotonic() + seconds
+    want = ("bypass_dataplane", "bypass_shaper_interfaces")
+    last = "no answer yet"
+    for _ in range(int(seconds * 2)):  # bounded: each try takes >= 0.5 s
+        if time.monotonic() > deadline:
+            break
+        p = run([*ctl, "bypass", "stats", "--json"], timeout=15, check=False)
+        if p.returncode == 0:
+            try:
+                st = json.loads(p.stdout)[0]["stats"] or {}
+                last = {k: st.get(k) for k in want}
+                if all((st.get(k) or 0) >= 1 for k in want):
+                    return last
+            except (ValueError, IndexError, KeyError, TypeError) as e:
+                last = f"unparsable ({e}): {p.stdout[:300]!r}"
+        else:
+            last = f"hermesctl exit {p.returncode}: {p.stderr.strip()[-300:]}"
+        time.sleep(0.5)
+    pytest.fail(f"the bypass agent is not ready within {seconds} s: {last}")
+
+
+def check_bypass_splices(ctl, compose, env, version):
+    """A bypass-eligible flow through the ingress container, from this host to the
+    controller's api port: the ingress offers it, the agent (in the ingress's network
+    namespace) splices it, and bytes cross the splice both ways: the controller's ZMTP
+    greeting goes on once our signature arrives through the splice."""
+    rule = {"id": "citest-bypass", "priority": 5, "action": "allow", "bypass": True,
+            "match": {"ports": ["7100"]}}
+    run([*ctl, "policy", "add", "-"], timeout=30, input=json.dumps(rule))
+    wait_converged(ctl, PUSH_S, min_version=version + 1)
+    cid = run([*compose, "ps", "-q", "ingress-proxy"], timeout=60, env=env,
+              cwd=SOURCE_DIR).stdout.split()[0]
+    ip = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} "
+              "{{end}}", cid], timeout=30).stdout.split()[0]
+    log(f"bypass: a flow through the ingress at {ip}:3128 to controller:7100")
+    with socket.create_connection((ip, 3128), timeout=10) as s:
+        s.sendall(b"CONNECT controller:7100 HTTP/1.1\r\nHost: controller:7100\r\n\r\n")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            b = s.recv(1)
+            assert b, f"the ingress closed after {head!r}"
+            head += b
+        assert head.startswith(b"HTTP/1.1 200"), head
+        sig = b""
+        while len(sig) < 10:  # ZMTP 3: a peer sends its signature, then waits for ours
+            b = s.recv(10 - len(sig))
+            assert b, f"the controller closed after {sig!r}"
+            sig += b
+        assert sig[0] == 0xFF and sig[9] == 0x7F, sig
+        client = "%s:%d" % s.getsockname()
+        deadline = time.monotonic() + 15
+        flow = None
+        while flow is None and time.monotonic() < deadline:
+            p = run([*ctl, "bypass", "list", "--json"], timeout=15, check=False)
+            if p.returncode == 0:
+                for row in json.loads(p.stdout)["answers"]:
+                    for f in (row.get("result") or {}).get("flows") or []:
+                        if f["client"] == client and f["state"] == "spliced":
+                            flow = f
+            if flow is None:
+                time.sleep(0.3)
+        assert flow, f"the flow of {client} was not spliced: {p.stdout[-2000:]}"
+        s.sendall(b"\xff" + b"\0" * 8 + b"\x7f")  # through the splice
+        rest = s.recv(1)
+        assert rest == b"\x03", f"no ZMTP version through the splice: {rest!r}"
+    log(f"bypass: spliced and carrying bytes: {flow['proxy']} {flow['interfaces']}")
+
+
 def test_compose_stack_converges():
     hermesctl = BIN_DIR / "hermesctl"
     assert hermesctl.is_file(), f"{hermesctl} missing: build first (HERMES_BIN_DIR)"
@@ -273,6 +345,12 @@ def test_compose_stack_converges():
             run([*ctl, "node", "add", "citest-node", "--address", "192.0.2.1"], timeout=30)
             status = wait_converged(ctl, PUSH_S, min_version=version + 1)
             log(f"converged at config version {status['config_version']}")
+
+            # The bypass agent shares the ingress's network namespace: its eBPF data plane
+            # loaded, its SYN shaper on the ingress's interface, the ingress connected to it.
+            stats = wait_bypass_ready(ctl, BYPASS_S)
+            log(f"bypass agent ready: {stats}")
+            check_bypass_splices(ctl, compose, env, status["config_version"])
         except BaseException:
             dump_logs(compose, env)
             raise

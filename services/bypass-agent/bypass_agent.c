@@ -288,6 +288,7 @@ static void s_shape_scan (bypass_agent_t *self)
                          i->if_name);
     }
     if_freenameindex (ifs);
+    atomic_store (&self->st.shaper_ifaces, bypass_dp_attached_count (self->dp, true));
 }
 
 static void s_on_dp_event (const struct bypass_event *ev, void *arg)

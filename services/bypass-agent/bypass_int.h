@@ -62,6 +62,7 @@ typedef struct {
     atomic_uint_fast64_t closed_by[BYPASS_C_MAX];
     atomic_uint_fast64_t spliced_bytes, spliced_packets; /* refreshed by the sweep */
     atomic_uint_fast64_t draining, active, clients;      /* gauges */
+    atomic_uint_fast64_t shaper_ifaces;                  /* gauge */
     atomic_uint_fast64_t ramps, ramp_steps, delayed_packets, delayed_injected;
 } bypass_counters_t;
 

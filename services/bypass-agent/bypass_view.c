@@ -58,6 +58,7 @@ json_t *bypass_view_stats (bypass_agent_t *self)
     s_set (o, "bypass_delayed_packets", atomic_load (&st->delayed_packets));
     s_set (o, "bypass_delayed_injected", atomic_load (&st->delayed_injected));
     s_set (o, "bypass_dataplane", self->dp ? 1 : 0);
+    s_set (o, "bypass_shaper_interfaces", atomic_load (&st->shaper_ifaces));
     if (self->dp)
         for (size_t i = 0; i < sizeof dp_stats / sizeof dp_stats[0]; i++)
             s_set (o, dp_stats[i].name, bypass_dp_stat (self->dp, dp_stats[i].which));

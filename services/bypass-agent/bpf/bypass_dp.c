@@ -318,6 +318,14 @@ bool bypass_dp_attached (bypass_dp_t *self, int ifindex, bool egress)
     return iface && (egress ? iface->egress : iface->ingress);
 }
 
+size_t bypass_dp_attached_count (bypass_dp_t *self, bool egress)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->n_ifaces; i++)
+        n += egress ? self->ifaces[i].egress : self->ifaces[i].ingress;
+    return n;
+}
+
 void bypass_dp_prune (bypass_dp_t *self)
 {
     char name[IF_NAMESIZE];

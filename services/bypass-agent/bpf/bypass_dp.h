@@ -41,6 +41,9 @@ int bypass_dp_shape (bypass_dp_t *self, int ifindex);
 /* Whether this instance attached the data plane (egress false) or the shaper (true). */
 bool bypass_dp_attached (bypass_dp_t *self, int ifindex, bool egress);
 
+/* How many interfaces have the data plane (egress false) or the shaper (true). */
+size_t bypass_dp_attached_count (bypass_dp_t *self, bool egress);
+
 /* Forgets the interfaces that are gone (their programs went with them). */
 void bypass_dp_prune (bypass_dp_t *self);
 
