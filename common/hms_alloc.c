@@ -20,6 +20,14 @@ void *hms_alloc (size_t size)
     return p;
 }
 
+void *hms_alloc_raw (size_t size)
+{
+    void *p = malloc (size ? size : 1);
+    if (!p)
+        s_oom (size);
+    return p;
+}
+
 void *hms_realloc (void *ptr, size_t size)
 {
     void *p = realloc (ptr, size ? size : 1);

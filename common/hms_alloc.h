@@ -6,6 +6,9 @@
 
 /* Zeroed allocation. Caller owns return value. Aborts when memory is exhausted. */
 void *hms_alloc (size_t size);
+/* Allocation left uninitialised (buffers about to be filled). Caller owns return value.
+ * Aborts when memory is exhausted. */
+void *hms_alloc_raw (size_t size);
 /* Caller owns return value. */
 void *hms_realloc (void *ptr, size_t size);
 /* Caller owns return value; s may be NULL (returns NULL). */

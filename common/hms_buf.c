@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #define HMS_BUF_CHUNK 16384
@@ -46,7 +47,7 @@ static s_chunk_t *s_chunk_new (hms_buf_t *self)
     if (c)
         self->spare = NULL;
     else
-        c = hms_alloc (sizeof *c);
+        c = hms_alloc_raw (sizeof *c); /* 16 KiB about to be written: not zeroed */
     c->next = NULL;
     c->start = c->end = 0;
     return c;
@@ -149,7 +150,8 @@ ssize_t hms_buf_write_fd (hms_buf_t *self, int fd)
             iov[n].iov_base = c->data + c->start;
             iov[n].iov_len = c->end - c->start;
         }
-        ssize_t w = writev (fd, iov, n);
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t) n};
+        ssize_t w = sendmsg (fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;

@@ -237,7 +237,10 @@ static void s_maybe_shut (s_end_t *e)
     if (e->shut_out || !s_other (e)->eof_in)
         return;
     if (e->kind == S_FD && hms_buf_size (e->out) == 0 && s_other (e)->piped == 0) {
-        shutdown (e->fd, SHUT_WR);
+        /* between two sockets that both sent everything, the tunnel ends now and close()
+         * sends the FIN: no shutdown call */
+        if (!(e->eof_in && s_other (e)->kind == S_FD))
+            shutdown (e->fd, SHUT_WR);
         e->shut_out = true;
     } else if (e->kind == S_STREAM && !e->closed) {
         hms_h2_stream_end (e->stream); /* after what is queued */
@@ -332,14 +335,28 @@ static int s_splice_in (s_end_t *e)
     return -1;
 }
 
-/* Data from end src goes toward its other end. */
+/* Data from end src goes toward its other end. A socket with nothing queued before these
+ * bytes takes them straight away (no copy into its queue); what it does not take, or an
+ * error (which the next flush meets), leaves the bytes queued. */
 static void s_forward (s_end_t *src, const void *data, size_t len)
 {
     s_end_t *dst = s_other (src);
     if (dst->kind == S_STREAM && !dst->closed) {
         hms_h2_stream_write (dst->stream, data, len);
         dst->delivered += len;
-    } else {
+        return;
+    }
+    if (dst->kind == S_FD && !dst->tunnel->paused && !dst->shut_out && !src->piped &&
+        (!dst->out || hms_buf_size (dst->out) == 0)) {
+        ssize_t n = send (dst->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            dst->delivered += (uint64_t) n;
+            s_consume (src, (size_t) n);
+            data = (const char *) data + n;
+            len -= (size_t) n;
+        }
+    }
+    if (len) {
         if (!dst->out)
             dst->out = hms_buf_new ();
         hms_buf_append (dst->out, data, len);
@@ -379,7 +396,7 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
                     return;
                 }
             }
-            ssize_t n = read (e->fd, buf, sizeof buf);
+            ssize_t n = recv (e->fd, buf, sizeof buf, 0);
             if (n > 0) {
                 s_forward (e, buf, (size_t) n);
                 if ((size_t) n < sizeof buf)

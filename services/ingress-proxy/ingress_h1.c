@@ -134,7 +134,7 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
             c->buf = hms_realloc (c->buf, c->cap);
         }
         size_t room = c->cap - c->len;
-        ssize_t n = read (c->fd, c->buf + c->len, room);
+        ssize_t n = recv (c->fd, c->buf + c->len, room, 0);
         if (n > 0) {
             c->len += (size_t) n;
             if ((size_t) n < room)
@@ -187,7 +187,7 @@ void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer)
     c->fd = fd;
     hms_addr_ip (peer, c->peer, sizeof c->peer);
     c->cap = S_BUF_START;
-    c->buf = hms_alloc (c->cap);
+    c->buf = hms_alloc_raw (c->cap);
     ev_io_init (&c->io, s_on_io, fd, EV_READ);
     c->io.data = c;
     ev_io_start (w->loop, &c->io);
