@@ -50,7 +50,8 @@ static void s_add_attr (struct nlmsghdr *n, size_t cap, int type, const void *da
         return;
     rta->rta_type = (unsigned short) type;
     rta->rta_len = (unsigned short) rtalen;
-    memcpy (RTA_DATA (rta), data, len);
+    if (len)
+        memcpy (RTA_DATA (rta), data, len);
     n->nlmsg_len = (uint32_t) (NLMSG_ALIGN (n->nlmsg_len) + RTA_ALIGN (rtalen));
 }
 
