@@ -226,10 +226,17 @@ def start_target(procs, tmp, name, listen="127.0.0.1:0", ns=None):
 # ---- the client ---------------------------------------------------------------------------
 
 def pingpong(mode, connect, proxy="none", target=None, cpu=None, ns=None, timeout=180,
-             **opts):
-    """Runs hermes-pingpong once and returns its JSON result (raises on failure)."""
+             user=None, **opts):
+    """Runs hermes-pingpong once (as uid `user` when given) and returns its JSON result
+    (raises on failure)."""
     argv = [os.path.join(BIN, "hermes-pingpong"), mode, "--connect", connect, "--proxy", proxy,
             "--timeout-s", str(timeout - 10)]
+    if user is not None:
+        argv = ["setpriv", "--reuid", str(user), "--regid", str(user), "--clear-groups"] + argv
+        if opts.get("samples"):  # written by that user
+            with open(opts["samples"], "w"):
+                pass
+            os.chmod(opts["samples"], 0o666)
     if target:
         argv += ["--target", target]
     for k, v in opts.items():
@@ -444,10 +451,35 @@ EXIT_PROBLEMS = []  # Hermes daemons that did not exit 0 on SIGTERM
 
 class Arm:
     def __init__(self, name, proxy, connect, label, policy=None, cpu_pids=(), target=None,
-                 pipeline=False):
+                 pipeline=False, user=None):
         self.name, self.proxy, self.connect, self.label = name, proxy, connect, label
         self.policy, self.cpu_pids, self.target = policy, list(cpu_pids), target
         self.pipeline = pipeline  # the client's first bytes ride with its CONNECT
+        self.user = user  # the client runs as this uid (the transparent arm's REDIRECT rule)
+
+
+# The transparent arm: the client (run as this uid) connects to the target itself, and an
+# iptables REDIRECT rule for that uid's connections sends it to the ingress's transparent
+# port (the ingress, as root, reaches the target unredirected). Like haproxy in mode tcp,
+# no CONNECT exchange; unlike it, netfilter NAT on every segment of the client leg.
+TRANSPARENT_UID = 65534
+
+
+class Redirect:
+    """The REDIRECT rule of the transparent arm (nat OUTPUT, this run's ports only)."""
+
+    def __init__(self, target_port, to_port):
+        self.spec = ["OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", str(target_port),
+                     "-m", "owner", "--uid-owner", str(TRANSPARENT_UID), "-j", "REDIRECT",
+                     "--to-ports", str(to_port)]
+        r = subprocess.run(["iptables", "-w", "-t", "nat", "-A", *self.spec],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise BenchError(f"iptables REDIRECT for the transparent arm: {r.stderr.strip()}")
+
+    def remove(self):
+        subprocess.run(["iptables", "-w", "-t", "nat", "-D", *self.spec], capture_output=True,
+                       timeout=30)
 
 
 def build_arms(env):
@@ -465,6 +497,9 @@ def build_arms(env):
         Arm("hermes-pipelined", "h1", f"127.0.0.1:{h.http_port}",
             "Hermes ingress direct, client sends with its CONNECT", policy="direct",
             cpu_pids=[ing], target=t, pipeline=True),
+        Arm("hermes-transparent", "none", t,
+            "Hermes ingress direct, transparent front (iptables REDIRECT, no CONNECT)",
+            policy="direct", cpu_pids=[ing], target=t, user=TRANSPARENT_UID),
         Arm("hermes-h2", "h2", f"127.0.0.1:{h.h2_port}",
             "Hermes ingress direct (H2 CONNECT over TLS)", policy="direct", cpu_pids=[ing],
             target=t),
@@ -542,16 +577,16 @@ def part_setup(env, args):
     pin(all_proxy_pids(env) + [env["target"].pid], {0})
     per = max(1, args.setup_count // args.rounds)
     return rounds(env, args, SETUP_ARMS, "setup", lambda a, path: pingpong(
-        "setup", a.connect, a.proxy, a.target, cpu=0, count=per,
+        "setup", a.connect, a.proxy, a.target, cpu=0, count=per, user=a.user,
         warmup=max(10, per // 10), size=1024, samples=path, pipeline=a.pipeline))
 
 
 # haproxy in mode tcp needs no CONNECT round trip: a pipelining client makes the same number
 # of round trips through Hermes
-SETUP_ARMS = LAT_ARMS[:4] + ["hermes-pipelined"] + LAT_ARMS[4:]
+SETUP_ARMS = LAT_ARMS[:4] + ["hermes-pipelined", "hermes-transparent"] + LAT_ARMS[4:]
 
 
-CONC_ARMS = ["direct", "haproxy", "squid", "hermes", "hermes-relay"]
+CONC_ARMS = ["direct", "haproxy", "squid", "hermes", "hermes-transparent", "hermes-relay"]
 
 
 def pct(sorted_vals, p):
@@ -612,7 +647,7 @@ def part_concurrent(env, args):
         def wave(path, a=arm):
             c0 = cpu_seconds(a.cpu_pids) if a.cpu_pids else 0.0
             r = pingpong("rpc", a.connect, a.proxy, a.target, cpu=0, count=args.concurrency,
-                         concurrency=args.concurrency, rpc=args.rpc, samples=path)
+                         concurrency=args.concurrency, rpc=args.rpc, samples=path, user=a.user)
             r["proxy_cpu_s"] = cpu_seconds(a.cpu_pids) - c0 if a.cpu_pids else 0.0
             if a.policy:
                 env["hermes"].check_alive()
@@ -620,7 +655,7 @@ def part_concurrent(env, args):
         setup()
         log(f"concurrent: warm-up {arm.name}")
         pingpong("rpc", arm.connect, arm.proxy, arm.target, cpu=0, count=300, concurrency=100,
-                 rpc=args.rpc)
+                 rpc=args.rpc, user=arm.user)
         runs.append((arm.name, setup, wave))
     log(f"concurrent: {args.conc_waves} waves of {args.concurrency} over {len(runs)} arms")
     return waves(runs, args.conc_waves, env["tmp"], "conc")
@@ -1099,7 +1134,8 @@ def verdicts(R, args):
                     f"{b} us" + (f" ({h / b:.2f}x)" if b > 0 else ""), h <= b)
     st = R.get("setup")
     for arm, how in (("hermes", "client waits for the 200"),
-                     ("hermes-pipelined", "client sends with its CONNECT")):
+                     ("hermes-pipelined", "client sends with its CONNECT"),
+                     ("hermes-transparent", "transparent front, no CONNECT")):
         if st and arm in st and "haproxy" in st:
             h, b = st[arm]["p50_us"], st["haproxy"]["p50_us"]
             add(f"connection setup p50 <= haproxy's ({how})", f"Hermes {h} us vs haproxy {b} us "
@@ -1116,11 +1152,12 @@ def verdicts(R, args):
                 f"{b['proxy_cpu_s_per_gib']} s/GiB",
                 h["proxy_cpu_s_per_gib"] <= b["proxy_cpu_s_per_gib"])
     cc = R.get("concurrent")
-    if cc and "hermes" in cc and "haproxy" in cc:
-        h, b = cc["hermes"]["p99_us"], cc["haproxy"]["p99_us"]
-        add(f"{args.concurrency} concurrent on loopback p99 <= haproxy's",
-            f"Hermes {h / 1000:.2f} ms vs haproxy {b / 1000:.2f} ms ({h / b:.2f}x)",
-            h <= b and cc["hermes"]["failed"] == 0)
+    for arm, how in (("hermes", "H1 CONNECT"), ("hermes-transparent", "transparent front")):
+        if cc and arm in cc and "haproxy" in cc:
+            h, b = cc[arm]["p99_us"], cc["haproxy"]["p99_us"]
+            add(f"{args.concurrency} concurrent on loopback p99 <= haproxy's ({how})",
+                f"Hermes {h / 1000:.2f} ms vs haproxy {b / 1000:.2f} ms ({h / b:.2f}x)",
+                h <= b and cc[arm]["failed"] == 0)
     w = R.get("wan")
     for arm in ("hermes", "hermes-pipelined", "hermes-optimistic"):
         if not (w and "direct" in w and arm in w):
@@ -1328,6 +1365,8 @@ def main(argv):
             env["squid"] = start_squid(procs, tmp)
             env["nghttpx"] = start_nghttpx(procs, tmp, env["squid"].port)
             env["hermes"] = Hermes()
+            env["redirect"] = Redirect(env["target"].port,
+                                       env["hermes"].s.port("ingress-1", "transparent"))
             env["arms"] = build_arms(env)
             R["arms"] = {a.name: a.label for a in env["arms"].values()}
             R["versions"] = versions()
@@ -1351,6 +1390,8 @@ def main(argv):
         rc = 1
     finally:
         pin([p.pid for p in procs.items], set(range(os.cpu_count() or 1)))
+        if "redirect" in env:
+            env["redirect"].remove()
         if "hermes" in env:
             env["hermes"].stop()
         procs.stop_all()
