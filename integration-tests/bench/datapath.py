@@ -586,7 +586,8 @@ def part_setup(env, args):
 SETUP_ARMS = LAT_ARMS[:4] + ["hermes-pipelined", "hermes-transparent"] + LAT_ARMS[4:]
 
 
-CONC_ARMS = ["direct", "haproxy", "squid", "hermes", "hermes-transparent", "hermes-relay"]
+CONC_ARMS = ["direct", "haproxy", "squid", "hermes", "hermes-pipelined", "hermes-transparent",
+             "hermes-relay"]
 
 
 def pct(sorted_vals, p):
@@ -647,7 +648,8 @@ def part_concurrent(env, args):
         def wave(path, a=arm):
             c0 = cpu_seconds(a.cpu_pids) if a.cpu_pids else 0.0
             r = pingpong("rpc", a.connect, a.proxy, a.target, cpu=0, count=args.concurrency,
-                         concurrency=args.concurrency, rpc=args.rpc, samples=path, user=a.user)
+                         concurrency=args.concurrency, rpc=args.rpc, samples=path, user=a.user,
+                         pipeline=a.pipeline)
             r["proxy_cpu_s"] = cpu_seconds(a.cpu_pids) - c0 if a.cpu_pids else 0.0
             if a.policy:
                 env["hermes"].check_alive()
@@ -1152,7 +1154,8 @@ def verdicts(R, args):
                 f"{b['proxy_cpu_s_per_gib']} s/GiB",
                 h["proxy_cpu_s_per_gib"] <= b["proxy_cpu_s_per_gib"])
     cc = R.get("concurrent")
-    for arm, how in (("hermes", "H1 CONNECT"), ("hermes-transparent", "transparent front")):
+    for arm, how in (("hermes", "H1 CONNECT"), ("hermes-pipelined", "client sends with its CONNECT"),
+                     ("hermes-transparent", "transparent front")):
         if cc and arm in cc and "haproxy" in cc:
             h, b = cc[arm]["p99_us"], cc["haproxy"]["p99_us"]
             add(f"{args.concurrency} concurrent on loopback p99 <= haproxy's ({how})",
