@@ -1,6 +1,9 @@
 """The plain HTTP origin of the data-path tests: serves files from a folder (GET, HEAD),
 and answers a POST or PUT with the sha256 and length of the body it received, with
-Content-Length or chunked framing (decoded here, so the test sees what arrived)."""
+Content-Length or chunked framing (decoded here, so the test sees what arrived).
+GET /drop-next answers, then closes its connection without answering the next request on
+it (an origin closing a kept-alive connection just as a proxy reuses it). Its log names
+the client's address and port, so that a test sees which connection carried a request."""
 import hashlib
 import http.server
 import os
@@ -47,8 +50,23 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     do_PUT = do_POST
 
+    def do_GET(self):
+        if getattr(self, "drop_next", False):
+            sys.stderr.write("%s:%d dropped %s\n" % (*self.client_address[:2], self.path))
+            self.close_connection = True
+            return
+        if self.path == "/drop-next":
+            self.drop_next = True
+            body = b"dropping the next request\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
     def log_message(self, fmt, *args):
-        sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
+        sys.stderr.write("%s:%d %s\n" % (*self.client_address[:2], fmt % args))
 
 
 port, root = int(sys.argv[1]), sys.argv[2]

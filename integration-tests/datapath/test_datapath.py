@@ -5,6 +5,7 @@ other clients keep being served."""
 import hashlib
 import json
 import os
+import re
 import resource
 import socket
 import ssl
@@ -40,9 +41,10 @@ def targets(tmp_path_factory):
     (root / "hello.txt").write_text("hello through hermes\n")
     digest = sha256_file(root / "big.bin")
     http_port, tls_port = free_port(), free_port()
+    origin_log = open(root / "origin.log", "w")
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "http_origin.py"),
                                str(http_port), str(root)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                              stdout=subprocess.DEVNULL, stderr=origin_log)]
     cert, key = root / "target.crt", root / "target.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
@@ -54,10 +56,12 @@ def targets(tmp_path_factory):
     for port in (http_port, tls_port):
         wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10,
                  what=f"target on {port}")
-    yield {"http": http_port, "tls": tls_port, "root": root, "digest": digest, "cert": cert}
+    yield {"http": http_port, "tls": tls_port, "root": root, "digest": digest, "cert": cert,
+           "origin_log": root / "origin.log"}
     for p in procs:
         p.terminate()
         p.wait(5)
+    origin_log.close()
 
 
 @pytest.fixture
@@ -316,6 +320,39 @@ def test_plain_http_absolute_form(overlay, targets, tmp_path, mode):
         asked = f"http request done target=127.0.0.1:{targets['http']} status=200" in log
         assert asked == (name == exit_relay), (name, mode)
         assert f"tunnel done target=127.0.0.1:{targets['http']}" not in log or name != exit_relay
+
+
+@pytest.mark.parametrize("mode", ["one-relay", "two-relays"])
+def test_exit_relay_keeps_origin_connections(overlay, targets, mode):
+    """Plain HTTP requests that leave the overlay at a relay: the exit relay keeps its
+    connection to the origin after a complete answer, and the next requests to that origin
+    (from other clients) go out on it. An origin that closes a kept connection instead of
+    answering (the keep-alive race) costs nothing: the request goes once more on a new
+    connection."""
+    s = overlay
+    set_policy(s, MODES[mode])
+    base = f"http://127.0.0.1:{targets['http']}"
+    exit_relay = {"one-relay": "relay-core", "two-relays": "relay-far"}[mode]
+    log = targets["origin_log"]
+    ports = re.compile(r"^127\.0\.0\.1:(\d+) \"GET /hello\.txt ", re.M)
+    start = len(log.read_text())
+    for _ in range(3):  # three clients, one after the other
+        r = curl("-x", s.http, f"{base}/hello.txt")
+        assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+    seen = wait_for(lambda: (lambda p: p if len(p) == 3 else None)(
+        ports.findall(log.read_text()[start:])), 5, what="the origin's log of 3 requests")
+    assert len(set(seen)) == 1, f"the exit relay opened {len(set(seen))} origin connections"
+
+    r = curl("-x", s.http, f"{base}/drop-next")
+    assert r.returncode == 0 and r.stdout == b"dropping the next request\n", r.stderr
+    r = curl("-x", s.http, f"{base}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+    assert re.search(r"dropped /hello\.txt", log.read_text()[start:])
+    assert f"http request target=127.0.0.1:{targets['http']}: the kept origin connection " \
+           "closed before an answer" in s.daemons[exit_relay].log_text()
+    # a request with a body never goes out on a kept connection (it could not be sent again)
+    r = curl("-x", s.http, "--data-binary", "abc", f"{base}/upload")
+    assert r.returncode == 0 and r.stdout.endswith(b" 3\n"), (r.stdout, r.stderr)
 
 
 def test_proxy_users_and_per_user_address_space(overlay, tmp_path):

@@ -294,6 +294,7 @@ static void s_stop_pool (void *obj)
 {
     relay_worker_t *w = obj;
     hms_pool_shutdown (w->pool);
+    relay_origins_destroy (&w->origins);
 }
 
 static void s_worker_init (hms_worker_t *worker, void *arg)
@@ -313,6 +314,7 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
         ev_io_start (w->loop, &w->accept_w);
     }
     w->pool = hms_pool_new (w->loop, relay->client_tls, relay->connect_timeout_ms);
+    w->origins = relay_origins_new (w->loop);
     hms_worker_set_data (worker, w);
     hms_worker_track (worker, s_stop_pool, w);
     if (w->lfd >= 0)
@@ -323,6 +325,7 @@ static void s_worker_fini (hms_worker_t *worker, void *arg)
 {
     relay_worker_t *w = hms_worker_data (worker);
     hms_pool_destroy (&w->pool);
+    relay_origins_destroy (&w->origins);
     free (w);
 }
 
@@ -408,10 +411,12 @@ void relay_apply (void *arg, json_t *config, int64_t version)
 json_t *relay_stats (void *arg)
 {
     relay_t *self = arg;
-    return json_pack ("{s:I, s:I, s:I}", "relay_terminated",
+    return json_pack ("{s:I, s:I, s:I, s:I, s:I}", "relay_terminated",
                       (json_int_t) atomic_load (&self->terminated), "relay_forwarded",
                       (json_int_t) atomic_load (&self->forwarded), "relay_refused",
-                      (json_int_t) atomic_load (&self->refused));
+                      (json_int_t) atomic_load (&self->refused), "relay_origin_reused",
+                      (json_int_t) atomic_load (&self->origin_reused), "relay_origin_retried",
+                      (json_int_t) atomic_load (&self->origin_retried));
 }
 
 uint16_t relay_port (const relay_t *self)

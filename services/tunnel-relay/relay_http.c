@@ -1,7 +1,10 @@
 /* relay_http: plain HTTP requests (not CONNECT) at a relay. Forwarded as requests to the
  * next relay of the route, or, at the exit node, sent to the origin over HTTP/1.1: the
  * request's body as it arrives (chunked when it has no length), the origin's answer turned
- * back into an HTTP/2 response. One origin connection per request for now. */
+ * back into an HTTP/2 response. After a complete answer that allows it, the origin
+ * connection is kept for the next request to the same host:port (relay_origin.c); a
+ * request without a body goes out on a kept connection, and once more on a new one when
+ * the origin had closed the kept one without answering (the race of every keep-alive). */
 #include "hms_alloc.h"
 #include "hms_buf.h"
 #include "hms_dial.h"
@@ -38,6 +41,15 @@ typedef struct {
     bool head_request;
     hms_h1_body_t body;
     char target[300];
+    char host[256];
+    uint16_t port;
+    char *head;       /* the request head, kept to send it again on a new connection */
+    bool bodyless;    /* no request body: safe to send on a kept connection */
+    bool reused;      /* this connection was kept from an earlier request */
+    bool retried;     /* sent once more on a new connection */
+    bool answered;    /* the origin sent something on this connection */
+    bool origin_keep; /* the answer lets the connection stay open */
+    bool extra;       /* bytes after the answer: the connection is not between messages */
 } s_req_t;
 
 static void s_free (s_req_t *r)
@@ -51,6 +63,7 @@ static void s_free (s_req_t *r)
     }
     hms_buf_destroy (&r->to_origin);
     free (r->resp);
+    free (r->head);
     free (r);
 }
 
@@ -133,6 +146,7 @@ static int s_respond (s_req_t *r, const hms_h1_head_t *head)
     }
     r->head_done = true;
     r->status = head->status;
+    r->origin_keep = hms_h1_keep_alive (head) && r->body.kind != HMS_H1_BODY_CLOSE;
     return 0;
 }
 
@@ -172,6 +186,7 @@ static int s_from_origin (s_req_t *r, const char *data, size_t len)
             size_t rest = r->resp_len - (size_t) rc;
             r->resp_len = 0;
             if (r->body.kind == HMS_H1_BODY_NONE) {
+                r->extra = rest > 0;
                 hms_h2_stream_end (r->in);
                 return 1;
             }
@@ -193,10 +208,50 @@ static int s_from_origin (s_req_t *r, const char *data, size_t len)
         return -1;
     }
     if (rc == 1) {
+        r->extra = consumed < len;
         hms_h2_stream_end (r->in);
         return 1;
     }
     return 0;
+}
+
+static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg);
+
+/* A kept connection that the origin closed (or reset) before answering: the request goes
+ * once more on a new connection, if it has no body (then nothing of it is lost). True when
+ * it does. */
+static bool s_retry (s_req_t *r, const char *why)
+{
+    if (!r->reused || r->retried || r->answered || !r->bodyless)
+        return false;
+    ev_io_stop (r->w->loop, &r->io);
+    close (r->fd);
+    r->fd = -1;
+    r->reused = false;
+    r->retried = true;
+    hms_buf_destroy (&r->to_origin);
+    r->to_origin = hms_buf_new ();
+    hms_buf_append (r->to_origin, r->head, strlen (r->head));
+    atomic_fetch_add (&r->w->relay->origin_retried, 1);
+    hms_info ("http request target=%s: the kept origin connection closed before an answer "
+              "(%s): sending it on a new one",
+              r->target, why);
+    r->dial = hms_dial_start (r->w->loop, r->host, r->port, r->w->relay->connect_timeout_ms, NULL,
+                              s_on_dialed, r);
+    return true;
+}
+
+/* The answer is complete: the origin connection is kept for the next request when the
+ * answer allows it and the request went out whole, else closed. */
+static void s_release_origin (s_req_t *r)
+{
+    ev_io_stop (r->w->loop, &r->io);
+    if (r->origin_keep && !r->extra && r->in_end && hms_buf_size (r->to_origin) == 0 &&
+        r->w->origins)
+        relay_origins_put (r->w->origins, r->host, r->port, r->fd);
+    else
+        close (r->fd);
+    r->fd = -1;
 }
 
 static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
@@ -205,7 +260,8 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
     if (revents & EV_WRITE) {
         ssize_t n = hms_buf_write_fd (r->to_origin, r->fd);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            s_finish (r, 502, strerror (errno));
+            if (!s_retry (r, strerror (errno)))
+                s_finish (r, 502, strerror (errno));
             return;
         }
         if (n > 0 && r->in_unconsumed) {
@@ -216,19 +272,20 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
     }
     if (revents & EV_READ) {
         char buf[65536];
-        ssize_t n = read (r->fd, buf, sizeof buf);
+        ssize_t n = recv (r->fd, buf, sizeof buf, 0);
         int rc = 0;
-        if (n > 0)
+        if (n > 0) {
+            r->answered = true;
             rc = s_from_origin (r, buf, (size_t) n);
-        else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            if (s_retry (r, n == 0 ? "closed" : strerror (errno)))
+                return;
             rc = s_from_origin (r, NULL, 0);
+        }
         if (rc < 0)
             return;
-        if (rc > 0) { /* answered in full: the origin connection is done; the stream
-                       * closes when the client has it all */
-            ev_io_stop (loop, &r->io);
-            close (r->fd);
-            r->fd = -1;
+        if (rc > 0) { /* answered in full; the stream closes when the client has it all */
+            s_release_origin (r);
             return;
         }
     }
@@ -280,6 +337,15 @@ static void s_in_close (hms_h2_stream_t *s, uint32_t code, void *arg)
 static const hms_h2_stream_cbs_t s_in_cbs = {
     .on_data = s_in_data, .on_end = s_in_end, .on_sent = s_in_sent, .on_close = s_in_close};
 
+/* The request goes out on fd (new or kept). */
+static void s_attach (s_req_t *r, int fd)
+{
+    r->fd = fd;
+    ev_io_init (&r->io, s_on_io, fd, 0);
+    r->io.data = r;
+    s_update (r);
+}
+
 static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
 {
     s_req_t *r = arg;
@@ -288,10 +354,7 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
         s_finish (r, 502, why);
         return;
     }
-    r->fd = fd;
-    ev_io_init (&r->io, s_on_io, fd, 0);
-    r->io.data = r;
-    s_update (r);
+    s_attach (r, fd);
 }
 
 static void s_close_on_stop (void *obj)
@@ -310,14 +373,19 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, const char *h
     const char *path = hms_h2_stream_header (in, ":path");
     const char *authority = hms_h2_stream_header (in, ":authority");
     snprintf (r->target, sizeof r->target, "%s", authority);
+    snprintf (r->host, sizeof r->host, "%s", host);
+    r->port = port;
     r->head_request = strcmp (method, "HEAD") == 0;
     /* the HTTP/1.1 request head; a body without a length goes chunked */
     bool has_length = hms_h2_stream_header (in, "content-length") != NULL;
     bool may_have_body = strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0;
     r->chunked_req = may_have_body && !has_length;
+    const char *length = hms_h2_stream_header (in, "content-length");
+    r->bodyless = !may_have_body || (length && strcmp (length, "0") == 0);
+    hms_buf_t *head = hms_buf_new ();
     char *line =
         hms_sprintf ("%s %s HTTP/1.1\r\nHost: %s\r\n", method, path ? path : "/", authority);
-    hms_buf_append (r->to_origin, line, strlen (line));
+    hms_buf_append (head, line, strlen (line));
     free (line);
     for (size_t i = 0;; i++) {
         const char *name, *value;
@@ -328,14 +396,26 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, const char *h
             strcmp (name, "transfer-encoding") == 0)
             continue;
         line = hms_sprintf ("%s: %s\r\n", name, value);
-        hms_buf_append (r->to_origin, line, strlen (line));
+        hms_buf_append (head, line, strlen (line));
         free (line);
     }
-    const char *tail = r->chunked_req ? "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                                      : "Connection: close\r\n\r\n";
-    hms_buf_append (r->to_origin, tail, strlen (tail));
+    /* HTTP/1.1: the connection stays open unless the origin says otherwise */
+    const char *tail = r->chunked_req ? "Transfer-Encoding: chunked\r\n\r\n" : "\r\n";
+    hms_buf_append (head, tail, strlen (tail));
+    size_t head_len = hms_buf_size (head);
+    r->head = hms_alloc (head_len + 1);
+    hms_buf_read (head, r->head, head_len);
+    hms_buf_destroy (&head);
+    hms_buf_append (r->to_origin, r->head, head_len);
     hms_h2_stream_set_cbs (in, &s_in_cbs, r);
     r->item = hms_worker_track (w->worker, s_close_on_stop, r);
+    int fd = r->bodyless && w->origins ? relay_origins_take (w->origins, host, port) : -1;
+    if (fd >= 0) {
+        r->reused = true;
+        atomic_fetch_add (&w->relay->origin_reused, 1);
+        s_attach (r, fd);
+        return;
+    }
     r->dial =
         hms_dial_start (w->loop, host, port, w->relay->connect_timeout_ms, NULL, s_on_dialed, r);
 }
