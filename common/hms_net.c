@@ -140,6 +140,26 @@ int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errle
 
 int hms_net_listen_probe (hms_addr_t *addr, char *err, size_t errlen)
 {
+    /* SO_REUSEPORT lets this process's workers share the port, but it would also let
+     * another process (same user) join, and the kernel would split the connections between
+     * the two: a port someone listens on already must fail start-up. A bind without
+     * SO_REUSEPORT fails on it. */
+    if (hms_addr_port (addr) != 0) {
+        int x = socket (addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (x >= 0) {
+            setsockopt (x, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (bind (x, (const struct sockaddr *) &addr->ss, addr->len) != 0 &&
+                errno == EADDRINUSE) {
+                char text[128];
+                hms_addr_str (addr, text, sizeof text);
+                snprintf (err, errlen, "cannot listen on %s: another process listens there", text);
+                close (x);
+                return -1;
+            }
+            close (x);
+        }
+    }
     int fd = hms_net_listen (addr, 16, err, errlen);
     if (fd < 0)
         return -1;

@@ -322,6 +322,29 @@ def test_plain_http_absolute_form(overlay, targets, tmp_path, mode):
         assert f"tunnel done target=127.0.0.1:{targets['http']}" not in log or name != exit_relay
 
 
+def test_a_second_relay_on_a_port_in_use_does_not_start(overlay, targets):
+    """Our listeners share their port among a daemon's workers (SO_REUSEPORT), which would
+    also let a second daemon join and take half of the first one's connections: a daemon
+    asked to listen where another listens fails at start-up and says why; the first one
+    goes on serving."""
+    s = overlay
+    port = s.port("relay-core", "tunnel")
+    d = s.start_service("relay", "relay-dup", extra=("--node", "dup", "--listen",
+                                                     f"127.0.0.1:{port}"))
+    try:
+        rc = d.proc.wait(10)
+        assert rc != 0
+        assert f"cannot listen on 127.0.0.1:{port}: another process listens there" in \
+            d.log_text(), d.log_text()
+    finally:
+        d.stop()
+        del s.daemons["relay-dup"]
+    set_policy(s, MODES["one-relay"])
+    for _ in range(5):  # every request through relay-core, none lost to a second listener
+        r = curl("-x", s.http, f"http://127.0.0.1:{targets['http']}/hello.txt")
+        assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+
+
 @pytest.mark.parametrize("mode", ["one-relay", "two-relays"])
 def test_exit_relay_keeps_origin_connections(overlay, targets, mode):
     """Plain HTTP requests that leave the overlay at a relay: the exit relay keeps its

@@ -18,10 +18,21 @@ KINDS = ["ingress", "relay", "policy", "retry", "ndn", "bypass"]
 BINARY = {k: "hermes-" + k for k in KINDS}
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, never one this process handed out before: two
+    daemons started together must not be told the same port (the kernel may give the same
+    free port to two binds in a row, and our listeners share ports with SO_REUSEPORT)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise AssertionError("no fresh loopback port in 100 tries")
 
 
 def wait_for(predicate, timeout, interval=0.05, what="condition"):
