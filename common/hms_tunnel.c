@@ -31,6 +31,8 @@ typedef struct {
     size_t piped;       /* how many of them are in the pipe */
     bool pipe_full;     /* the last splice in found no room: read again once some went out */
     bool bulk;          /* a read from this end filled the buffer: splice from now on */
+    bool held;          /* what is queued toward this end waits for more (hms_tunnel_hold) */
+    ev_timer hold;
 } s_end_t;
 
 struct hms_tunnel {
@@ -59,6 +61,7 @@ static s_end_t *s_other (s_end_t *e)
 
 static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status);
 static void s_update_fd (s_end_t *e);
+static ssize_t s_write_buf (s_end_t *e);
 
 /* ---- pipes for splice(2) ------------------------------------------------------------------
  * A tunnel holds a pipe per direction only while bytes are in it; empty pipes go back to a
@@ -144,6 +147,11 @@ static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
     ev_timer_stop (self->loop, &self->idle);
     for (int i = 0; i < 2; i++) {
         s_end_t *e = &self->end[i];
+        ev_timer_stop (self->loop, &e->hold);
+        if (e->kind == S_FD && e->held && hms_buf_size (e->out) > 0) {
+            e->held = false; /* what waited goes before the end (a 200 before a reset) */
+            (void) s_write_buf (e);
+        }
         if (e->kind == S_FD) {
             ev_io_stop (self->loop, &e->io);
             if (reset) {
@@ -221,7 +229,7 @@ static void s_update_fd (s_end_t *e)
     int events = 0;
     if (!e->eof_in && !e->pipe_full && s_queued (s_other (e)) < HMS_TUNNEL_QUEUE_MAX)
         events |= EV_READ;
-    if ((e->out && hms_buf_size (e->out) > 0) || s_other (e)->piped)
+    if (((e->out && hms_buf_size (e->out) > 0) && !e->held) || s_other (e)->piped)
         events |= EV_WRITE;
     if (e->io.events != events || !ev_is_active (&e->io)) {
         ev_io_stop (e->tunnel->loop, &e->io);
@@ -278,6 +286,8 @@ static ssize_t s_write_buf (s_end_t *e)
 static bool s_flush_fd (s_end_t *e)
 {
     s_end_t *src = s_other (e);
+    if (e->held)
+        return true; /* waits for more (hms_tunnel_hold) */
     if (hms_buf_size (e->out) > 0) {
         if (s_write_buf (e) < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             s_fail (e, strerror (errno));
@@ -341,6 +351,10 @@ static int s_splice_in (s_end_t *e)
 static void s_forward (s_end_t *src, const void *data, size_t len)
 {
     s_end_t *dst = s_other (src);
+    if (dst->held) { /* what waited goes out with these bytes */
+        dst->held = false;
+        ev_timer_stop (dst->tunnel->loop, &dst->hold);
+    }
     if (dst->kind == S_STREAM && !dst->closed) {
         hms_h2_stream_write (dst->stream, data, len);
         dst->delivered += len;
@@ -410,6 +424,10 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
                 s_fail (e, strerror (errno));
                 return;
             }
+        }
+        if (other->held && e->eof_in) { /* nothing more comes to go with it */
+            other->held = false;
+            ev_timer_stop (loop, &other->hold);
         }
         if (other->kind == S_FD && !s_flush_fd (other))
             return;
@@ -565,11 +583,34 @@ void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd)
         e->out = hms_buf_new ();
     /* what waited for this end (a proxy's 200, a client's first bytes) goes now, not a loop
      * turn later; an error is left for the loop to meet again (the tunnel stays whole here) */
-    if (hms_buf_size (e->out) > 0)
+    if (hms_buf_size (e->out) > 0 && !e->held)
         (void) s_write_buf (e);
     ev_io_init (&e->io, s_on_io, fd, 0);
     e->io.data = e;
     s_attached (e);
+}
+
+static void s_on_hold (struct ev_loop *loop, ev_timer *t, int revents)
+{
+    s_end_t *e = t->data;
+    e->held = false;
+    if (e->kind != S_FD || e->tunnel->paused)
+        return;
+    if (!s_flush_fd (e))
+        return;
+    s_maybe_shut (e);
+    if (s_check_done (e->tunnel))
+        return;
+    s_update_fd (e);
+}
+
+void hms_tunnel_hold (hms_tunnel_t *self, hms_tunnel_side_t side, int ms)
+{
+    s_end_t *e = &self->end[side];
+    e->held = true;
+    ev_timer_init (&e->hold, s_on_hold, ms / 1000.0, 0);
+    e->hold.data = e;
+    ev_timer_start (self->loop, &e->hold);
 }
 
 void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h2_stream_t *stream)

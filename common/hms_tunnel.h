@@ -49,6 +49,11 @@ void hms_tunnel_on_headers (hms_tunnel_t *self, hms_tunnel_headers_fn *fn);
  * calls. A pipe is held only while bytes are in it. Off by default; bytes queued with
  * hms_tunnel_send still go first. */
 void hms_tunnel_splice (hms_tunnel_t *self, bool on);
+/* Before side is attached: what is queued toward it with hms_tunnel_send waits until the
+ * other side sends something (then both leave in one write) or ms pass, whichever comes
+ * first. For a proxy's "200 Connection established" to a client that sent its first bytes
+ * with its CONNECT: the 200 and the target's answer reach it as one segment. */
+void hms_tunnel_hold (hms_tunnel_t *self, hms_tunnel_side_t side, int ms);
 /* Attaches a stream (the tunnel takes its callbacks, and ends or resets it). */
 void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h2_stream_t *stream);
 /* Queues bytes to deliver to side before anything else from the other side (a proxy's

@@ -1,7 +1,8 @@
 /* Unit tests of hms_tunnel between two real TCP connections on loopback, with and without
  * splice(2): bytes arrive exact both ways after a queued preface, half-closes pass through
- * (the target answers only after the client's EOF), and a reader that stops reading stops
- * the writer within the tunnel's bound, without the tunnel spinning meanwhile. */
+ * (the target answers only after the client's EOF), a reader that stops reading stops
+ * the writer within the tunnel's bound, without the tunnel spinning meanwhile, and a held
+ * preface leaves with the target's first answer (or after the hold, or at its EOF). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +53,7 @@ static void s_tcp_pair (int *one, int *two)
 typedef struct {
     int a_fd, b_fd;
     bool splice;
+    int hold_ms; /* > 0: the preface waits for the target's first bytes (hms_tunnel_hold) */
     bool done;
     char why[256];
     uint64_t a_to_b, b_to_a;
@@ -74,8 +77,14 @@ static void *s_tun_main (void *arg)
     fcntl (x->b_fd, F_SETFL, O_NONBLOCK);
     hms_tunnel_t *t = hms_tunnel_new (loop, 20000, s_done, x);
     hms_tunnel_splice (t, x->splice);
-    hms_tunnel_attach_fd (t, HMS_TUNNEL_A, x->a_fd);
-    hms_tunnel_send (t, HMS_TUNNEL_A, s_preface, sizeof s_preface - 1);
+    if (x->hold_ms) { /* as the ingress does for a client that sent bytes with its CONNECT */
+        hms_tunnel_send (t, HMS_TUNNEL_A, s_preface, sizeof s_preface - 1);
+        hms_tunnel_hold (t, HMS_TUNNEL_A, x->hold_ms);
+        hms_tunnel_attach_fd (t, HMS_TUNNEL_A, x->a_fd);
+    } else {
+        hms_tunnel_attach_fd (t, HMS_TUNNEL_A, x->a_fd);
+        hms_tunnel_send (t, HMS_TUNNEL_A, s_preface, sizeof s_preface - 1);
+    }
     hms_tunnel_attach_fd (t, HMS_TUNNEL_B, x->b_fd);
     while (!x->done)
         ev_run (loop, EVRUN_ONCE);
@@ -84,13 +93,19 @@ static void *s_tun_main (void *arg)
 }
 
 /* client and target are the peers' ends */
-static void s_tun_start (s_tun_t *x, bool splice, int *client, int *target)
+static void s_tun_start_hold (s_tun_t *x, bool splice, int hold_ms, int *client, int *target)
 {
     memset (x, 0, sizeof *x);
     x->splice = splice;
+    x->hold_ms = hold_ms;
     s_tcp_pair (client, &x->a_fd);
     s_tcp_pair (&x->b_fd, target);
     assert_int_equal (pthread_create (&x->thread, NULL, s_tun_main, x), 0);
+}
+
+static void s_tun_start (s_tun_t *x, bool splice, int *client, int *target)
+{
+    s_tun_start_hold (x, splice, 0, client, target);
 }
 
 /* ---- peers --------------------------------------------------------------------------- */
@@ -303,6 +318,92 @@ static void test_backpressure_through_user_space (void **state)
     s_backpressure (false);
 }
 
+/* ---- a held preface -------------------------------------------------------------------- */
+
+static int64_t s_now_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether fd has something to read within ms. */
+static bool s_readable_within (int fd, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    fd_set rf;
+    FD_ZERO (&rf);
+    FD_SET (fd, &rf);
+    return select (fd + 1, &rf, NULL, NULL, &tv) > 0;
+}
+
+/* The held preface reaches the client together with the target's first answer, in one
+ * read: nothing arrives before the target speaks. */
+static void test_held_preface_leaves_with_the_answer (void **state)
+{
+    s_tun_t x;
+    int client, target;
+    s_tun_start_hold (&x, false, 2000, &client, &target);
+    assert_false (s_readable_within (client, 100)); /* held: the target said nothing yet */
+    assert_int_equal (write (target, "answer", 6), 6);
+    char buf[256];
+    size_t want = sizeof s_preface - 1 + 6, got = 0;
+    assert_true (s_readable_within (client, 2000));
+    usleep (20000); /* had they left apart, both would be here by now as well */
+    ssize_t n = recv (client, buf, sizeof buf, MSG_DONTWAIT);
+    assert_true (n > 0);
+    got = (size_t) n;
+    assert_int_equal (got, want);
+    assert_memory_equal (buf, s_preface, sizeof s_preface - 1);
+    assert_memory_equal (buf + sizeof s_preface - 1, "answer", 6);
+    close (client);
+    close (target);
+    pthread_join (x.thread, NULL);
+}
+
+/* A target that says nothing: the preface leaves after the hold, not later. */
+static void test_held_preface_leaves_after_the_hold (void **state)
+{
+    s_tun_t x;
+    int client, target;
+    int64_t t0 = s_now_ms ();
+    s_tun_start_hold (&x, false, 150, &client, &target);
+    char buf[256];
+    assert_true (s_readable_within (client, 2000));
+    int64_t waited = s_now_ms () - t0;
+    assert_true (waited >= 140);
+    assert_true (waited < 1500);
+    assert_int_equal (recv (client, buf, sizeof buf, 0), (ssize_t) (sizeof s_preface - 1));
+    close (client);
+    close (target);
+    pthread_join (x.thread, NULL);
+}
+
+/* A target that closes at once: the preface, then the EOF, without waiting for the hold. */
+static void test_held_preface_leaves_at_the_targets_eof (void **state)
+{
+    s_tun_t x;
+    int client, target;
+    int64_t t0 = s_now_ms ();
+    s_tun_start_hold (&x, false, 5000, &client, &target);
+    shutdown (target, SHUT_WR);
+    char buf[256];
+    size_t got = 0;
+    for (;;) {
+        assert_true (s_readable_within (client, 3000));
+        ssize_t n = recv (client, buf + got, sizeof buf - got, 0);
+        assert_true (n >= 0);
+        if (n == 0)
+            break;
+        got += (size_t) n;
+    }
+    assert_true (s_now_ms () - t0 < 2000);
+    assert_int_equal (got, sizeof s_preface - 1);
+    close (client);
+    close (target);
+    pthread_join (x.thread, NULL);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +413,9 @@ int main (void)
         cmocka_unit_test (test_half_close_through_user_space),
         cmocka_unit_test (test_backpressure_with_splice),
         cmocka_unit_test (test_backpressure_through_user_space),
+        cmocka_unit_test (test_held_preface_leaves_with_the_answer),
+        cmocka_unit_test (test_held_preface_leaves_after_the_hold),
+        cmocka_unit_test (test_held_preface_leaves_at_the_targets_eof),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -18,6 +18,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* How long a pipelining client's 200 waits for the target's first bytes to go with. */
+#define S_HOLD_200_MS 5
+
 typedef struct {
     ingress_worker_t *w;
     ingress_front_t front;
@@ -126,6 +129,9 @@ static void s_established (s_flow_t *f)
         if (f->front == INGRESS_FRONT_H1) { /* written as the client's socket is attached */
             static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
             hms_tunnel_send (f->tunnel, HMS_TUNNEL_A, ok, sizeof ok - 1);
+            /* a client that did not wait for it gets it with the target's first answer */
+            if (f->early_len)
+                hms_tunnel_hold (f->tunnel, HMS_TUNNEL_A, S_HOLD_200_MS);
         }
         hms_tunnel_attach_fd (f->tunnel, HMS_TUNNEL_A, f->client_fd);
         f->client_fd = -1;
