@@ -158,8 +158,8 @@ static void *s_resolver (void *arg)
     return NULL;
 }
 
-hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
-                            const hms_sockopts_t *opts, hms_dial_fn *fn, void *arg)
+static hms_dial_t *s_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
+                            const hms_sockopts_t *opts, hms_dial_fn *fn, void *arg, int *fd_now)
 {
     hms_dial_t *self = hms_alloc (sizeof *self);
     self->loop = loop;
@@ -183,6 +183,12 @@ hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t por
     ev_timer_start (loop, &self->timer);
     if (hms_addr_from (host, port, &self->addr) == 0) {
         s_connect (self);
+        if (fd_now && self->fd >= 0 && ev_is_active (&self->idle)) { /* connected already */
+            *fd_now = self->fd;
+            self->fd = -1;
+            hms_dial_cancel (self);
+            return NULL;
+        }
         return self;
     }
     s_resolve_t *r = hms_alloc (sizeof *r);
@@ -206,6 +212,20 @@ hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t por
     }
     pthread_attr_destroy (&attr);
     return self;
+}
+
+hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
+                            const hms_sockopts_t *opts, hms_dial_fn *fn, void *arg)
+{
+    return s_start (loop, host, port, timeout_ms, opts, fn, arg, NULL);
+}
+
+hms_dial_t *hms_dial_start_now (struct ev_loop *loop, const char *host, uint16_t port,
+                                int timeout_ms, const hms_sockopts_t *opts, hms_dial_fn *fn,
+                                void *arg, int *fd_now)
+{
+    *fd_now = -1;
+    return s_start (loop, host, port, timeout_ms, opts, fn, arg, fd_now);
 }
 
 void hms_dial_cancel (hms_dial_t *self)

@@ -20,6 +20,13 @@ typedef void (hms_dial_fn) (int fd, const hms_addr_t *addr, const char *why, voi
  * or a cancel). */
 hms_dial_t *hms_dial_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
                             const hms_sockopts_t *opts, hms_dial_fn *fn, void *arg);
+/* The same, for a caller that can take the connection at once: when the handshake is over
+ * before this returns (an IP literal on this host, usually), returns NULL with the socket in
+ * *fd_now (caller owns it) and fn is never called; otherwise *fd_now is -1 and it goes on
+ * as hms_dial_start (failures always come through fn, from the loop). */
+hms_dial_t *hms_dial_start_now (struct ev_loop *loop, const char *host, uint16_t port,
+                                int timeout_ms, const hms_sockopts_t *opts, hms_dial_fn *fn,
+                                void *arg, int *fd_now);
 /* Stops a dial in progress; the callback will not be called. */
 void hms_dial_cancel (hms_dial_t *self);
 

@@ -345,8 +345,15 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     hms_sockopts_t opts = {0};
     if (f->bypass && f->client_fd >= 0)
         bypass_client_dial_opts (f->client_fd, &opts);
-    f->dial = hms_dial_start (f->w->loop, f->host, f->port, ingress->connect_timeout_ms, &opts,
-                              s_on_dialed, f);
+    /* a target on this host is usually connected before the call returns: the flow goes on
+     * now, not a loop turn later */
+    int fd_now;
+    hms_dial_t *dial = hms_dial_start_now (
+        f->w->loop, f->host, f->port, ingress->connect_timeout_ms, &opts, s_on_dialed, f, &fd_now);
+    if (fd_now >= 0)
+        s_on_dialed (fd_now, NULL, NULL, f);
+    else
+        f->dial = dial;
 }
 
 static void s_close_on_stop (void *obj)
