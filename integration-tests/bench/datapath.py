@@ -1281,7 +1281,8 @@ def parse_args(argv):
     ap.add_argument("--setup-count", type=int, default=3000, help="connections per arm")
     ap.add_argument("--concurrency", type=int, default=1000,
                     help="exchanges started at once in one wave (concurrent, wan)")
-    ap.add_argument("--conc-waves", type=int, default=3, help="waves per arm on loopback")
+    ap.add_argument("--conc-waves", type=int, default=8,
+                    help="waves per arm on loopback (fewer: the verdicts swing with the VM's noise)")
     ap.add_argument("--rpc", default="517,4096,600,16384",
                     help="HTTPS-like exchange: client A bytes, server B, client C, server D")
     ap.add_argument("--bulk-mib", type=int, default=1024, help="MiB each way per arm")
