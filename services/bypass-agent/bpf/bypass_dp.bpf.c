@@ -190,7 +190,8 @@ static __always_inline void s_event (struct bypass_flow_val *val, const struct b
     bpf_ringbuf_submit (ev, 0);
 }
 
-/* Rewrites the segment per p; the headers up to l4off + optlen + 20 are linear. */
+/* Rewrites the segment per p; the headers up to l4off + optlen + 20 are linear. Returns the
+ * redirect verdict, 0 when the host stack takes it (out_port 0), -1 when a helper failed. */
 static __always_inline int s_splice (struct __sk_buff *skb, const struct bypass_flow_key *key,
                                      const struct bypass_splice_params *p, __u32 l4off,
                                      const struct opt_layout *lo)
@@ -248,7 +249,7 @@ static __always_inline int s_splice (struct __sk_buff *skb, const struct bypass_
         return -1;
 
     if (p->out_port == 0)
-        return TC_ACT_OK;
+        return 0; /* the host stack takes it */
     {
         __u8 macs[12];
 
@@ -276,33 +277,33 @@ int bypass_ingress (struct __sk_buff *skb)
     int ret;
 
     if ((void *) (eth + 1) > end || eth->h_proto != bpf_htons (ETH_P_IP))
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     ip = (void *) (eth + 1);
     if ((void *) (ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5 ||
         (ip->frag_off & bpf_htons (IP_MF_OFFSET)))
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     l4off = ETH_HLEN + ip->ihl * 4;
 
     /* the TCP header (with options) must be in the linear part: pull the headers only */
     if (data + l4off + sizeof (struct tcphdr) > end) {
         if (bpf_skb_pull_data (skb, l4off + sizeof (struct tcphdr)))
-            return TC_ACT_OK;
+            return BYPASS_TC_PASS;
         data = (void *) (long) skb->data;
         end = (void *) (long) skb->data_end;
     }
     if (data + l4off + sizeof (struct tcphdr) > end)
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     tcp = data + l4off;
     hdr_end = l4off + tcp->doff * 4;
     if (tcp->doff < 5) {
         s_stat (BYPASS_STAT_MALFORMED);
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     }
     optlen = tcp->doff * 4 - sizeof (struct tcphdr);
 
     ip = data + ETH_HLEN;
     if ((void *) (ip + 1) > end)
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     key.saddr = ip->saddr;
     key.daddr = ip->daddr;
     key.sport = tcp->source;
@@ -312,11 +313,11 @@ int bypass_ingress (struct __sk_buff *skb)
     val = bpf_map_lookup_elem (&bypass_flows, &key);
     if (!val) {
         s_stat (BYPASS_STAT_MISS);
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     }
     if (data + hdr_end > end && bpf_skb_pull_data (skb, hdr_end)) {
         s_stat (BYPASS_STAT_MALFORMED);
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     }
 
     __sync_fetch_and_add (&val->st.packets, skb->gso_segs > 1 ? skb->gso_segs : 1);
@@ -344,18 +345,20 @@ int bypass_ingress (struct __sk_buff *skb)
         s_event (val, &key, BYPASS_EV_FIN);
     if (tcp_flags & TCP_FLAG_SYN) {
         s_event (val, &key, BYPASS_EV_SYN);
-        return TC_ACT_OK; /* a new connection on a stale entry: the host decides */
+        return BYPASS_TC_PASS; /* a new connection on a stale entry: the host decides */
     }
 
     if (val->action != BYPASS_ACT_SPLICE) {
         s_stat (BYPASS_STAT_OBSERVED);
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     }
     ret = s_splice (skb, &key, &val->splice, l4off, &lo);
     if (ret < 0) {
         s_stat (BYPASS_STAT_ERROR);
         return TC_ACT_SHOT;
     }
+    if (ret == 0)
+        ret = BYPASS_TC_PASS;
     s_stat (BYPASS_STAT_SPLICED);
     if (skb->gso_segs > 1)
         s_stat (BYPASS_STAT_GSO);
@@ -440,18 +443,18 @@ int bypass_shape (struct __sk_buff *skb)
     int ret;
 
     if ((void *) (eth + 1) > end || eth->h_proto != bpf_htons (ETH_P_IP))
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     ip = (void *) (eth + 1);
     if ((void *) (ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5 ||
         (ip->frag_off & bpf_htons (IP_MF_OFFSET)))
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     l4off = ETH_HLEN + ip->ihl * 4;
     if (data + l4off + sizeof (struct tcphdr) > end)
-        return TC_ACT_OK; /* a SYN is small: its headers are linear */
+        return BYPASS_TC_PASS; /* a SYN is small: its headers are linear */
     tcp = data + l4off;
     tcp_flags = ((__u8 *) tcp)[13];
     if (!(tcp_flags & TCP_FLAG_SYN) || tcp->doff < 5)
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
 
     if (!(tcp_flags & TCP_FLAG_ACK)) {
         if ((skb->mark & BYPASS_SHAPE_MARK_MASK) == BYPASS_SHAPE_MARK)
@@ -471,15 +474,15 @@ int bypass_shape (struct __sk_buff *skb)
             bpf_map_delete_elem (&bypass_shaped, &fk); /* a reused 4-tuple starts afresh */
     }
     if (!strip)
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
 
     optlen = tcp->doff * 4 - sizeof (struct tcphdr);
     if (data + l4off + 20 + optlen > end && bpf_skb_pull_data (skb, l4off + 20 + optlen))
-        return TC_ACT_OK;
+        return BYPASS_TC_PASS;
     ret = bypass_strip_options (skb, l4off, optlen, strip);
     if (ret < 0) {
         s_stat (BYPASS_STAT_ERROR);
-        return TC_ACT_OK; /* unchanged words are intact; the agent will refuse the flow */
+        return BYPASS_TC_PASS; /* unchanged words are intact; the agent will refuse the flow */
     }
     if (strip & BYPASS_SHAPE_NO_ECN) {
         __u8 clear = (tcp_flags & TCP_FLAG_ACK) ? TCP_FLAG_ECE : (TCP_FLAG_ECE | TCP_FLAG_CWR);
@@ -498,5 +501,5 @@ int bypass_shape (struct __sk_buff *skb)
     }
     if (ret > 0)
         s_stat ((tcp_flags & TCP_FLAG_ACK) ? BYPASS_STAT_SHAPED_SYNACK : BYPASS_STAT_SHAPED_SYN);
-    return TC_ACT_OK;
+    return BYPASS_TC_PASS;
 }

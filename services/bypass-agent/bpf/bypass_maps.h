@@ -10,7 +10,7 @@
  *   - observe: count the segment, remember its TSval/TSecr and hand it to the host stack
  *              unchanged (no parameters); the agent reads the peers' last TSvals from it
  *              before it freezes the legs.
- * A segment whose 4-tuple is not in the table goes to the host stack untouched (TC_ACT_OK).
+ * A segment whose 4-tuple is not in the table goes to the host stack untouched (BYPASS_TC_PASS).
  *
  * FIN, RST (and SYN, a sign of a stale entry) of a flow go to user space once per flow and
  * kind through the ring buffer BYPASS_EVENTS_NAME as struct bypass_event.
@@ -30,6 +30,11 @@
 #define BYPASS_STATS_NAME  "bypass_stats"
 #define BYPASS_PROG_NAME   "bypass_ingress"
 #define BYPASS_MAX_FLOWS   65536
+
+/* What both programs return for a packet they let pass: TC_ACT_UNSPEC, no verdict. The
+ * packet goes on as if no filter were there, and filters of other tools after ours on the
+ * same hook still run (TC_ACT_OK would end the hook's filter chain). */
+#define BYPASS_TC_PASS     (-1)
 #define BYPASS_EVENTS_SIZE (256 * 1024)
 
 /* Key: the segment as it arrives on the proxy's interface (network byte order). */

@@ -4,7 +4,9 @@
  * proxy's two sockets with TCP_REPAIR, installs the splice computed from what it read, closes
  * them silently, and checks that megabytes flow end to end in both directions (veth hands
  * the program GSO and CHECKSUM_PARTIAL segments), that FINs reach the agent as events, and,
- * as a negative control, that the same splice without timestamp translation stalls.
+ * as a negative control, that the same splice without timestamp translation stalls. Another
+ * tool's tc filter placed after ours still sees the packets (ours give no verdict when they
+ * let a packet pass).
  * Needs root (exits 77, skipped, otherwise). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,6 +31,10 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
 
 #include "bypass_dp.h"
 
@@ -628,11 +634,64 @@ static void test_veth_negative_control_no_ts_translation_stalls (void **state)
     s_conn_close (&cn);
 }
 
+/* Another tool's filter after ours: a tc program that counts every packet (in an array
+ * map) and gives no verdict either. */
+static int s_counter_prog (int map_fd)
+{
+    struct bpf_insn prog[] = {
+        {BPF_ST | BPF_MEM | BPF_W, 10, 0, -4, 0},                     /* key = 0 */
+        {BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_FD, 0, map_fd}, /* r1 = map */
+        {0, 0, 0, 0, 0},
+        {BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0}, /* r2 = &key */
+        {BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4},
+        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem},
+        {BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0}, /* none: skip */
+        {BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1},
+        {BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD}, /* (*value)++ */
+        {BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, -1},        /* TC_ACT_UNSPEC */
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    return bpf_prog_load (BPF_PROG_TYPE_SCHED_CLS, "hb_counter", "GPL", prog,
+                          sizeof prog / sizeof prog[0], NULL);
+}
+
+static void test_veth_filters_after_ours_still_run (void **state)
+{
+    LIBBPF_OPTS (bpf_tc_hook, hook, .ifindex = topo.ifindex_s1, .attach_point = BPF_TC_EGRESS);
+    LIBBPF_OPTS (bpf_tc_opts, opts, .handle = 0x77, .priority = 100);
+    uint32_t key = 0;
+    uint64_t count = 0;
+
+    s_enter (topo.fd_p);
+    assert_int_equal (bypass_dp_shape (topo.dp, topo.ifindex_s1), 0); /* ours, prio 1 */
+    int map = bpf_map_create (BPF_MAP_TYPE_ARRAY, "hb_count", 4, 8, 1, NULL);
+    assert_true (map >= 0);
+    int prog = s_counter_prog (map);
+    assert_true (prog >= 0);
+    opts.prog_fd = prog;
+    assert_int_equal (bpf_tc_attach (&hook, &opts), 0);
+    s_enter (topo.fd_root);
+
+    /* spliced segments are redirected to this egress: our shaper sees them first */
+    s_splice_and_transfer (false);
+
+    assert_int_equal (bpf_map_lookup_elem (map, &key, &count), 0);
+    print_message ("the filter after ours saw %llu packets\n", (unsigned long long) count);
+    assert_true (count > 100);
+    s_enter (topo.fd_p);
+    opts.prog_fd = opts.prog_id = opts.flags = 0;
+    assert_int_equal (bpf_tc_detach (&hook, &opts), 0);
+    s_enter (topo.fd_root);
+    close (prog);
+    close (map);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_veth_splice_carries_data),
         cmocka_unit_test (test_veth_splice_checksums_verified),
+        cmocka_unit_test (test_veth_filters_after_ours_still_run),
         cmocka_unit_test (test_veth_negative_control_no_ts_translation_stalls),
     };
 
