@@ -60,7 +60,5 @@ void relay_origins_destroy (relay_origins_t **self_p);
 int relay_origins_take (relay_origins_t *self, const char *host, uint16_t port);
 /* Keeps fd (connected to host:port, between two messages) for reuse; takes ownership. */
 void relay_origins_put (relay_origins_t *self, const char *host, uint16_t port, int fd);
-/* How many are idle now. */
-size_t relay_origins_idle (const relay_origins_t *self);
 
 #endif

@@ -141,8 +141,3 @@ void relay_origins_put (relay_origins_t *self, const char *host, uint16_t port, 
     self->head = e;
     self->n++;
 }
-
-size_t relay_origins_idle (const relay_origins_t *self)
-{
-    return self->n;
-}

@@ -190,6 +190,21 @@ static __always_inline void s_event (struct bypass_flow_val *val, const struct b
     bpf_ringbuf_submit (ev, 0);
 }
 
+/* The offset of the TCP header of an unfragmented IPv4 TCP segment behind Ethernet, 0 for
+ * any other frame. */
+static __always_inline __u32 s_tcp4_offset (void *data, void *end)
+{
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *) (eth + 1);
+
+    if ((void *) (eth + 1) > end || eth->h_proto != bpf_htons (ETH_P_IP))
+        return 0;
+    if ((void *) (ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5 ||
+        (ip->frag_off & bpf_htons (IP_MF_OFFSET)))
+        return 0;
+    return ETH_HLEN + ip->ihl * 4;
+}
+
 /* Rewrites the segment per p; the headers up to l4off + optlen + 20 are linear. Returns the
  * redirect verdict, 0 when the host stack takes it (out_port 0), -1 when a helper failed. */
 static __always_inline int s_splice (struct __sk_buff *skb, const struct bypass_flow_key *key,
@@ -266,23 +281,17 @@ int bypass_ingress (struct __sk_buff *skb)
 {
     void *data = (void *) (long) skb->data;
     void *end = (void *) (long) skb->data_end;
-    struct ethhdr *eth = data;
     struct iphdr *ip;
     struct tcphdr *tcp;
     struct bypass_flow_key key;
     struct bypass_flow_val *val;
     struct opt_layout lo = {};
-    __u32 l4off, hdr_end, optlen;
+    __u32 l4off = s_tcp4_offset (data, end), hdr_end, optlen;
     __u8 tcp_flags;
     int ret;
 
-    if ((void *) (eth + 1) > end || eth->h_proto != bpf_htons (ETH_P_IP))
+    if (!l4off)
         return BYPASS_TC_PASS;
-    ip = (void *) (eth + 1);
-    if ((void *) (ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5 ||
-        (ip->frag_off & bpf_htons (IP_MF_OFFSET)))
-        return BYPASS_TC_PASS;
-    l4off = ETH_HLEN + ip->ihl * 4;
 
     /* the TCP header (with options) must be in the linear part: pull the headers only */
     if (data + l4off + sizeof (struct tcphdr) > end) {
@@ -434,21 +443,15 @@ int bypass_shape (struct __sk_buff *skb)
 {
     void *data = (void *) (long) skb->data;
     void *end = (void *) (long) skb->data_end;
-    struct ethhdr *eth = data;
-    struct iphdr *ip;
+    struct iphdr *ip = data + ETH_HLEN;
     struct tcphdr *tcp;
-    __u32 l4off, optlen, strip = 0;
+    __u32 l4off = s_tcp4_offset (data, end), optlen, strip = 0;
     __u16 flags_old, flags_new;
     __u8 tcp_flags;
     int ret;
 
-    if ((void *) (eth + 1) > end || eth->h_proto != bpf_htons (ETH_P_IP))
+    if (!l4off)
         return BYPASS_TC_PASS;
-    ip = (void *) (eth + 1);
-    if ((void *) (ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5 ||
-        (ip->frag_off & bpf_htons (IP_MF_OFFSET)))
-        return BYPASS_TC_PASS;
-    l4off = ETH_HLEN + ip->ihl * 4;
     if (data + l4off + sizeof (struct tcphdr) > end)
         return BYPASS_TC_PASS; /* a SYN is small: its headers are linear */
     tcp = data + l4off;

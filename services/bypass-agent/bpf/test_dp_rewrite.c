@@ -424,17 +424,13 @@ typedef struct {
     struct __sk_buff ctx;
 } run_t;
 
-/* Runs the program once on the segment; gso_segs/gso_size go into the skb. */
-static run_t s_run_bytes (const uint8_t *in, size_t len, uint32_t gso_segs, uint32_t gso_size)
+/* Runs program prog_fd once on the frame, with the skb fields of ctx. */
+static run_t s_run_prog (int prog_fd, const uint8_t *in, size_t len, struct __sk_buff ctx)
 {
     run_t r;
-    struct __sk_buff ctx;
     LIBBPF_OPTS (bpf_test_run_opts, opts);
 
     memset (&r, 0, sizeof (r));
-    memset (&ctx, 0, sizeof (ctx));
-    ctx.gso_segs = gso_segs;
-    ctx.gso_size = gso_size;
     opts.data_in = in;
     opts.data_size_in = (uint32_t) len;
     opts.data_out = r.out;
@@ -444,10 +440,17 @@ static run_t s_run_bytes (const uint8_t *in, size_t len, uint32_t gso_segs, uint
     opts.ctx_out = &r.ctx;
     opts.ctx_size_out = sizeof (r.ctx);
     opts.repeat = 1;
-    assert_int_equal (bpf_prog_test_run_opts (bypass_dp_prog_fd (dp), &opts), 0);
+    assert_int_equal (bpf_prog_test_run_opts (prog_fd, &opts), 0);
     r.out_len = opts.data_size_out;
     r.retval = (int) opts.retval;
     return r;
+}
+
+/* Runs the data plane once on the segment; gso_segs/gso_size go into the skb. */
+static run_t s_run_bytes (const uint8_t *in, size_t len, uint32_t gso_segs, uint32_t gso_size)
+{
+    struct __sk_buff ctx = {.gso_segs = gso_segs, .gso_size = gso_size};
+    return s_run_prog (bypass_dp_prog_fd (dp), in, len, ctx);
 }
 
 static run_t s_run (const seg_t *s)
@@ -1041,26 +1044,10 @@ static void test_flow_table_api (void **state)
 /* Runs the shaper once on the segment with skb->mark. */
 static run_t s_shape_run (const seg_t *s, uint32_t mark)
 {
-    run_t r;
     uint8_t in[256];
     size_t len = s_build (s, in);
-    struct __sk_buff ctx;
-    LIBBPF_OPTS (bpf_test_run_opts, opts);
-
-    memset (&r, 0, sizeof (r));
-    memset (&ctx, 0, sizeof (ctx));
-    ctx.mark = mark;
-    opts.data_in = in;
-    opts.data_size_in = (uint32_t) len;
-    opts.data_out = r.out;
-    opts.data_size_out = sizeof (r.out);
-    opts.ctx_in = &ctx;
-    opts.ctx_size_in = sizeof (ctx);
-    opts.repeat = 1;
-    assert_int_equal (bpf_prog_test_run_opts (bypass_dp_shape_prog_fd (dp), &opts), 0);
-    r.out_len = opts.data_size_out;
-    r.retval = (int) opts.retval;
-    return r;
+    struct __sk_buff ctx = {.mark = mark};
+    return s_run_prog (bypass_dp_shape_prog_fd (dp), in, len, ctx);
 }
 
 static void s_raw (opt_t *op, const uint8_t *bytes, size_t n)
