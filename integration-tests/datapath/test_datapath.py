@@ -3,6 +3,7 @@ direct, through one relay and through two (ingress -> relay -> relay -> target),
 HTTP/1.1 and the HTTP/2 proxy ports; policy decisions; bad input answered clearly while
 other clients keep being served."""
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -65,15 +66,17 @@ def targets(tmp_path_factory):
 
 
 @pytest.fixture
-def overlay(suite):
+def overlay(suite, targets):
     """controller, policy engine, ingress (node edge), relays on nodes core and far;
-    links edge -> core -> far."""
+    links edge -> core -> far. The proxies trust the TLS target's certificate for https://
+    URLs that they fetch themselves."""
     s = suite
     s.start_controller()
     s.start_service("policy")
-    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"))
-    s.start_service("relay", "relay-core", extra=("--node", "core"))
-    s.start_service("relay", "relay-far", extra=("--node", "far"))
+    ca = ("--origin-ca-file", str(targets["cert"]))
+    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000", *ca))
+    s.start_service("relay", "relay-core", extra=("--node", "core", *ca))
+    s.start_service("relay", "relay-far", extra=("--node", "far", *ca))
     for relay in ("relay-core", "relay-far"):  # listening before the routes name them
         wait_for(lambda: "relay listening on" in s.daemons[relay].log_text(), 10,
                  what=f"{relay} listening")
@@ -320,6 +323,78 @@ def test_plain_http_absolute_form(overlay, targets, tmp_path, mode):
         asked = f"http request done target=127.0.0.1:{targets['http']} status=200" in log
         assert asked == (name == exit_relay), (name, mode)
         assert f"tunnel done target=127.0.0.1:{targets['http']}" not in log or name != exit_relay
+
+
+def https_via_proxy(port, urls, timeout=10):
+    """GET each https:// URL in absolute form on one plain connection to the proxy (what a
+    client configured with http_proxy for https does when it hands TLS to the proxy):
+    [(status, body)]."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    out = []
+    try:
+        for url in urls:
+            c.request("GET", url)
+            r = c.getresponse()
+            out.append((r.status, r.read()))
+    finally:
+        c.close()
+    return out
+
+
+def relay_metric(s, relay, name):
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{s.port(relay, 'metrics')}/metrics", timeout=5).read().decode()
+    m = re.search(rf'^hermes_{name}{{[^}}]*instance="{relay}"}} (\d+)$', text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_https_urls_are_fetched_in_tls_by_the_proxy(overlay, targets, tmp_path, mode):
+    """GET https://... in absolute form: the proxy that leaves toward the origin (the ingress
+    on a direct route, else the exit relay) speaks TLS to the origin, checking its
+    certificate against origin_ca_file and the URL's host; the exit relay keeps its TLS
+    connection to the origin for the next client. A certificate from an unknown CA, or one
+    for another name, is refused with 502 and the reason."""
+    s = overlay
+    set_policy(s, MODES[mode])
+    port = s.port("ingress-1", "http")
+    url = f"https://localhost:{targets['tls']}/hello"
+    body = b"hello over end-to-end TLS\n"
+    assert https_via_proxy(port, [url] * 3) == [(200, body)] * 3  # one kept-alive client
+    exit_relay = {"direct": None, "one-relay": "relay-core", "two-relays": "relay-far"}[mode]
+    for name in ("relay-core", "relay-far"):
+        log = s.daemons[name].log_text()
+        asked = f"http request done target=localhost:{targets['tls']} status=200" in log
+        assert asked == (name == exit_relay), (name, mode)
+    if exit_relay:
+        before = relay_metric(s, exit_relay, "relay_origin_reused")
+        for _ in range(3):  # three more clients: the exit relay's TLS connection serves them
+            assert https_via_proxy(port, [url]) == [(200, body)]
+        wait_for(lambda: relay_metric(s, exit_relay, "relay_origin_reused") >= before + 3, 5,
+                 what=f"{exit_relay} reusing its TLS connection to the origin")
+    # the certificate names localhost, not 127.0.0.1
+    [(status, why)] = https_via_proxy(port, [f"https://127.0.0.1:{targets['tls']}/hello"])
+    assert status == 502 and b"TLS with the origin" in why and b"certificate" in why, why
+    # a certificate from a CA the proxies do not trust
+    cert, key = tmp_path / "other.crt", tmp_path / "other.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out",
+                    str(cert)], check=True, capture_output=True, timeout=30)
+    other = free_port()
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "tls_target.py"), str(other),
+                          str(cert), str(key)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", other)) == 0, 10,
+                 what="the untrusted TLS target")
+        [(status, why)] = https_via_proxy(port, [f"https://localhost:{other}/hello"])
+        assert status == 502 and b"TLS with the origin" in why and b"certificate" in why, why
+    finally:
+        p.terminate()
+        p.wait(5)
+    # and the trusted origin is still served
+    assert https_via_proxy(port, [url]) == [(200, body)]
 
 
 def test_a_second_relay_on_a_port_in_use_does_not_start(overlay, targets):

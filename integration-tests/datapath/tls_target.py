@@ -6,6 +6,8 @@ import sys
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a proxy may send its next request on it
+
     def do_GET(self):
         body = b"hello over end-to-end TLS\n"
         self.send_response(200)

@@ -6,6 +6,9 @@
 #include "hms_routes.h"
 #include "ingress_int.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,7 @@ const hms_cfg_key_t ingress_keys[] = {
      "the bypass agent's Unix socket: flows the policy marks bypass are offered to it"},
     {"bypass_after_ms", HMS_CFG_INT, "100",
      "how long a bypass-eligible flow is relayed before its sockets are offered"},
+    HMS_ORIGIN_CA_KEY,
     {"splice", HMS_CFG_BOOL, "true",
      "relay direct TCP flows with splice(2), without copying their bytes through the proxy"},
     {"optimistic_connect", HMS_CFG_BOOL, "false",
@@ -99,6 +103,14 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
             hms_error ("worker %d: %s", hms_worker_index (worker), err);
             continue;
         }
+        /* the proxy fronts' clients speak first: a connection wakes us once its request (or
+         * ClientHello) is there, not once for the handshake and again for the bytes. Not the
+         * transparent front: it carries protocols whose server speaks first. */
+        int defer_s = 1;
+        if (i != INGRESS_FRONT_TRANSPARENT &&
+            setsockopt (w->lfd[i], IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof defer_s) != 0)
+            hms_warning ("worker %d: TCP_DEFER_ACCEPT: %s", hms_worker_index (worker),
+                         strerror (errno));
         ev_io_init (&w->accept_w[i], s_on_accept, w->lfd[i], EV_READ);
         w->accept_w[i].data = w;
         ev_io_start (w->loop, &w->accept_w[i]);
@@ -200,6 +212,11 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
                 !(self->relay_tls =
                       hms_pki_tls_ctx (tls_dir, "ingress", false, false, true, err, errlen))))
         rc = -1;
+    if (!rc && hms_origin_tls_config (hms_config_str (cfg, "origin_ca_file"), &self->origin_tls,
+                                      self->origin_tls_why, sizeof self->origin_tls_why)) {
+        snprintf (err, errlen, "%s", self->origin_tls_why);
+        rc = -1;
+    }
     if (rc) {
         for (int i = 0; i < 3; i++)
             if (probes[i] >= 0)
@@ -232,6 +249,7 @@ void ingress_destroy (ingress_t **self_p)
     hms_current_destroy (&self->config);
     hms_tls_ctx_destroy (&self->proxy_tls);
     hms_tls_ctx_destroy (&self->relay_tls);
+    hms_tls_ctx_destroy (&self->origin_tls);
     json_decref (self->users);
     free (self);
     *self_p = NULL;

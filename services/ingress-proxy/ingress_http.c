@@ -1,4 +1,5 @@
-/* ingress_http: plain HTTP through the proxy (absolute-form requests, "GET http://host/..."),
+/* ingress_http: HTTP through the proxy (absolute-form requests, "GET http://host/..." and
+ * "GET https://host/...", which the proxy fetches in TLS itself),
  * message by message on a kept-alive client connection: each request is decided by the
  * policy engine (protocol http, method, path), rewritten to origin-form without hop-by-hop
  * headers, and sent to the origin with its body as it came (Content-Length or chunked);
@@ -56,8 +57,9 @@ typedef struct {
     hms_pool_req_t *pool_req;
     /* the upstream: a socket to the origin, or a CONNECT stream to it through relays */
     s_up_kind_t up;
-    char up_key[320]; /* host:port@route of the open upstream, for reuse */
-    int up_fd;
+    char up_key[320];          /* host:port@route of the open upstream, for reuse */
+    hms_origin_conn_t up_conn; /* S_UP_FD: the origin connection, plain or TLS */
+    bool https;                /* the request in progress is for an https:// URL */
     ev_io up_io;
     hms_h2_stream_t *up_stream;
     bool up_ready;     /* bytes may go to the upstream */
@@ -105,7 +107,7 @@ static void s_upstream_close (s_http_t *h)
 {
     if (h->up == S_UP_FD) {
         ev_io_stop (h->w->loop, &h->up_io);
-        close (h->up_fd);
+        hms_origin_close (&h->up_conn);
     } else if (h->up == S_UP_STREAM && h->up_stream) {
         hms_h2_stream_orphan (h->up_stream);
         if (h->up_unconsumed)
@@ -115,7 +117,6 @@ static void s_upstream_close (s_http_t *h)
     }
     h->up = S_UP_NONE;
     h->up_stream = NULL;
-    h->up_fd = -1;
     h->up_ready = false;
     h->up_end_sent = false;
     h->up_eof = false;
@@ -254,10 +255,7 @@ static void s_next_request (s_http_t *h)
         s_reply_error (h, 400, why);
         return;
     }
-    if (url.https) {
-        s_reply_error (h, 501, "https:// URLs go through CONNECT (the client's own TLS)");
-        return;
-    }
+    h->https = url.https;
     if (hms_h1_body_init (&h->req_body, &head, false, false, why, sizeof why)) {
         s_reply_error (h, 400, why);
         return;
@@ -316,39 +314,56 @@ static void s_up_update (s_http_t *h)
 {
     if (h->up != S_UP_FD)
         return;
-    int events = 0;
     /* read while the client keeps up; an idle kept-alive origin is read too, to see it close */
-    if (!h->up_eof && h->state != S_WAIT && hms_buf_size (h->to_client) < S_QUEUE_MAX)
-        events |= EV_READ;
-    if (hms_buf_size (h->to_up) > 0)
-        events |= EV_WRITE;
+    bool may_read = !h->up_eof && h->state != S_WAIT && hms_buf_size (h->to_client) < S_QUEUE_MAX;
+    int events = hms_origin_events (&h->up_conn, may_read, hms_buf_size (h->to_up) > 0);
     if (h->up_io.events != events || !ev_is_active (&h->up_io)) {
         ev_io_stop (h->w->loop, &h->up_io);
-        ev_io_set (&h->up_io, h->up_fd, events);
+        ev_io_set (&h->up_io, h->up_conn.fd, events);
         if (events)
             ev_io_start (h->w->loop, &h->up_io);
     }
+    /* answer bytes the TLS session holds: the socket will not say so */
+    if (may_read && hms_origin_pending (&h->up_conn))
+        ev_feed_event (h->w->loop, &h->up_io, EV_READ);
 }
 
 static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
 {
     s_http_t *h = w->data;
-    if (revents & EV_WRITE) {
-        if (hms_buf_write_fd (h->to_up, h->up_fd) < 0 && errno != EAGAIN) {
-            s_reply_error (h, 502, strerror (errno));
+    /* both ways on any event: a TLS handshake or record may need either */
+    if (hms_buf_size (h->to_up) > 0 || (revents & EV_WRITE)) {
+        if (hms_origin_write (&h->up_conn, h->to_up) < 0) {
+            s_reply_error (h, 502, h->up_conn.why);
             return;
         }
     }
-    if (revents & EV_READ) {
+    if (revents & EV_READ || hms_origin_pending (&h->up_conn) || !h->up_conn.ready) {
         char buf[65536];
-        ssize_t n = read (h->up_fd, buf, sizeof buf);
+        ssize_t n = hms_origin_read (&h->up_conn, buf, sizeof buf);
         if (n > 0) {
             s_on_up_bytes (h, buf, (size_t) n);
             return;
         }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        if (n == 0) {
             h->up_eof = true;
             s_on_up_bytes (h, NULL, 0);
+            return;
+        }
+        if (n == -1) {
+            bool waiting = h->state == S_RESP || h->state == S_REQ_BODY;
+            if (waiting && !h->resp_head_done) {
+                s_reply_error (h, 502, h->up_conn.why);
+                return;
+            }
+            if (waiting) { /* an answer cut short is not taken as whole: the client is closed */
+                hms_info ("http response cut short client=%s target=%s:%u why=\"%s\"", h->peer,
+                          h->host, h->port, h->up_conn.why);
+                h->close_after = true;
+                h->state = S_DONE;
+            }
+            s_upstream_close (h); /* between requests: this upstream is just not reused */
+            s_pump (h);
             return;
         }
     }
@@ -468,9 +483,12 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
         s_reply_error (h, strstr (why, "no answer within") ? 504 : 502, why);
         return;
     }
+    if (hms_origin_open (&h->up_conn, fd, h->https ? h->w->ingress->origin_tls : NULL, h->host)) {
+        s_reply_error (h, 502, h->up_conn.why);
+        return;
+    }
     atomic_fetch_add (&h->w->ingress->counters.direct, 1);
     h->up = S_UP_FD;
-    h->up_fd = fd;
     h->up_ready = true;
     ev_io_init (&h->up_io, s_on_up_io, fd, 0);
     h->up_io.data = h;
@@ -507,7 +525,7 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     nva[n++] = (nghttp2_nv){(uint8_t *) (name), (uint8_t *) (value), (nlen), (vlen),               \
                             NGHTTP2_NV_FLAG_NONE}
     S_NV (":method", method, 7, strlen (method));
-    S_NV (":scheme", "http", 7, 4);
+    S_NV (":scheme", h->https ? "https" : "http", 7, h->https ? 5 : 4);
     S_NV (":authority", authority, 10, strlen (authority));
     S_NV (":path", path, 5, strlen (path));
     S_NV (HMS_HDR_DEST, dest, sizeof HMS_HDR_DEST - 1, strlen (dest));
@@ -566,8 +584,13 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     }
     bool overlay =
         d->action == HMS_DECISION_ROUTE && d->route[0] && strcmp (d->route, ingress->node) != 0;
+    if (!overlay && h->https && !ingress->origin_tls) {
+        s_reply_error (h, 502, ingress->origin_tls_why);
+        return;
+    }
     char key[320];
-    snprintf (key, sizeof key, "%s:%u@%s", h->host, h->port, overlay ? d->route : "");
+    snprintf (key, sizeof key, "%s://%s:%u@%s", h->https ? "https" : "http", h->host, h->port,
+              overlay ? d->route : "");
     h->state = S_REQ_BODY;
     h->up_h2 = overlay;
     if (!overlay)
@@ -873,7 +896,7 @@ void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const ch
     s_http_t *h = hms_alloc (sizeof *h);
     h->w = w;
     h->fd = fd;
-    h->up_fd = -1;
+    h->up_conn.fd = -1;
     snprintf (h->peer, sizeof h->peer, "%s", peer);
     snprintf (h->user, sizeof h->user, "%s", user ? user : "");
     h->in_cap = len + 65536;

@@ -8,6 +8,7 @@
 #include "hms_decide.h"
 #include "hms_h2.h"
 #include "hms_net.h"
+#include "hms_origin.h"
 #include "hms_pool.h"
 #include "hms_tls.h"
 #include "hms_worker.h"
@@ -34,8 +35,10 @@ struct ingress {
     int connect_timeout_ms, idle_timeout_ms, policy_timeout_ms, head_timeout_ms;
     char policy_endpoint[256];
     char keys_dir[1024];
-    hms_tls_ctx_t *proxy_tls; /* the HTTP/2 proxy port (server, clients need no cert) */
-    hms_tls_ctx_t *relay_tls; /* to relays (client, mutual) */
+    hms_tls_ctx_t *proxy_tls;  /* the HTTP/2 proxy port (server, clients need no cert) */
+    hms_tls_ctx_t *relay_tls;  /* to relays (client, mutual) */
+    hms_tls_ctx_t *origin_tls; /* checks https origins on direct routes (origin_ca_file) */
+    char origin_tls_why[512];  /* why origin_tls is NULL */
     hms_current_t *config;
     json_t *users;            /* proxy users, or NULL when no authentication is asked */
     char bypass_socket[1024]; /* the bypass agent's socket, "" when not used */

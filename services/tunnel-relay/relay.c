@@ -9,6 +9,7 @@
 #include "hms_log.h"
 #include "hms_pki.h"
 #include "hms_net.h"
+#include "hms_origin.h"
 #include "hms_pool.h"
 #include "hms_routes.h"
 #include "hms_tls.h"
@@ -29,6 +30,10 @@ const hms_cfg_key_t relay_keys[] = {
     {"workers", HMS_CFG_INT, "1", "worker threads, each with its own loop"},
     {"connect_timeout_ms", HMS_CFG_INT, "5000", "limit for connecting to a target or relay"},
     {"idle_timeout_ms", HMS_CFG_INT, "300000", "a tunnel idle this long is closed"},
+    HMS_ORIGIN_CA_KEY,
+    {"origin_keep_per_host", HMS_CFG_INT, "1024",
+     "idle origin connections kept per worker for one scheme, host and port (0: none)"},
+    {"origin_keep_max", HMS_CFG_INT, "4096", "idle origin connections kept per worker in all"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -189,25 +194,28 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
     const char *dest = hms_h2_stream_header (in, HMS_HDR_DEST);
     snprintf (f->dest, sizeof f->dest, "%s", dest ? dest : "");
     bool here = !dest || !*dest || strcmp (dest, relay->node) == 0;
-    /* a plain HTTP request that leaves the overlay here goes to the origin itself */
-    if (!is_connect && !proto && here && scheme && strcmp (scheme, "http") == 0 && authority) {
+    bool http_scheme = scheme && (strcmp (scheme, "http") == 0 || strcmp (scheme, "https") == 0);
+    /* an http:// or https:// request that leaves the overlay here goes to the origin itself */
+    if (!is_connect && !proto && here && http_scheme && authority) {
+        bool tls = strcmp (scheme, "https") == 0;
         char with_port[300];
         snprintf (with_port, sizeof with_port,
-                  strrchr (authority, ':') && !strchr (strrchr (authority, ':'), ']') ? "%s"
-                                                                                      : "%s:80",
+                  strrchr (authority, ':') && !strchr (strrchr (authority, ':'), ']')
+                      ? "%s"
+                      : (tls ? "%s:443" : "%s:80"),
                   authority);
         if (hms_h1_parse_authority (with_port, strlen (with_port), f->host, sizeof f->host,
                                     &f->port, why, sizeof why) == 0) {
             atomic_fetch_add (&relay->terminated, 1);
-            relay_http_terminate (w, in, f->host, f->port);
+            relay_http_terminate (w, in, tls, f->host, f->port);
             free (f);
             return;
         }
     }
     f->tunnel = hms_tunnel_new (w->loop, relay->idle_timeout_ms, s_flow_done, f);
     hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_A, in);
-    if (proto || (!is_connect && (!scheme || strcmp (scheme, "http") != 0))) {
-        s_refuse (f, 501, "this relay carries CONNECT tunnels and http:// requests");
+    if (proto || (!is_connect && !http_scheme)) {
+        s_refuse (f, 501, "this relay carries CONNECT tunnels and http:// and https:// requests");
         return;
     }
     if (!authority ||
@@ -314,7 +322,8 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
         ev_io_start (w->loop, &w->accept_w);
     }
     w->pool = hms_pool_new (w->loop, relay->client_tls, relay->connect_timeout_ms);
-    w->origins = relay_origins_new (w->loop);
+    w->origins = relay_origins_new (w->loop, (size_t) w->relay->origin_keep_max,
+                                    (size_t) w->relay->origin_keep_per_host);
     hms_worker_set_data (worker, w);
     hms_worker_track (worker, s_stop_pool, w);
     if (w->lfd >= 0)
@@ -346,8 +355,22 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
     self->workers_n = (int) hms_config_int (cfg, "workers");
     self->connect_timeout_ms = (int) hms_config_int (cfg, "connect_timeout_ms");
     self->idle_timeout_ms = (int) hms_config_int (cfg, "idle_timeout_ms");
+    self->origin_keep_max = (int) hms_config_int (cfg, "origin_keep_max");
+    self->origin_keep_per_host = (int) hms_config_int (cfg, "origin_keep_per_host");
     if (self->workers_n < 1 || self->workers_n > RELAY_MAX_WORKERS) {
         snprintf (err, errlen, "workers must be 1 to %d", RELAY_MAX_WORKERS);
+        free (self);
+        return NULL;
+    }
+    if (self->origin_keep_max < 0 || self->origin_keep_max > 100000 ||
+        self->origin_keep_per_host < 0 || self->origin_keep_per_host > 100000) {
+        snprintf (err, errlen, "origin_keep_max and origin_keep_per_host must be 0 to 100000");
+        free (self);
+        return NULL;
+    }
+    if (hms_origin_tls_config (hms_config_str (cfg, "origin_ca_file"), &self->origin_tls,
+                               self->origin_tls_why, sizeof self->origin_tls_why)) {
+        snprintf (err, errlen, "%s", self->origin_tls_why);
         free (self);
         return NULL;
     }
@@ -391,6 +414,7 @@ void relay_destroy (relay_t **self_p)
     hms_current_destroy (&self->config);
     hms_tls_ctx_destroy (&self->server_tls);
     hms_tls_ctx_destroy (&self->client_tls);
+    hms_tls_ctx_destroy (&self->origin_tls);
     free (self);
     *self_p = NULL;
 }

@@ -1,10 +1,11 @@
-/* relay_http: plain HTTP requests (not CONNECT) at a relay. Forwarded as requests to the
- * next relay of the route, or, at the exit node, sent to the origin over HTTP/1.1: the
- * request's body as it arrives (chunked when it has no length), the origin's answer turned
- * back into an HTTP/2 response. After a complete answer that allows it, the origin
- * connection is kept for the next request to the same host:port (relay_origin.c); a
- * request without a body goes out on a kept connection, and once more on a new one when
- * the origin had closed the kept one without answering (the race of every keep-alive). */
+/* relay_http: http:// and https:// requests (not CONNECT) whose route ends at this relay:
+ * sent to the origin over HTTP/1.1 (in TLS for https, the origin's certificate checked
+ * against origin_ca_file and the URL's host): the request's body as it arrives (chunked when
+ * it has no length), the origin's answer turned back into an HTTP/2 response. After a
+ * complete answer that allows it, the origin connection is kept for the next request to the
+ * same scheme, host and port (relay_origin.c); a request without a body goes out on a kept
+ * connection, and once more on a new one when the origin had closed the kept one without
+ * answering (the race of every keep-alive). */
 #include "hms_alloc.h"
 #include "hms_buf.h"
 #include "hms_dial.h"
@@ -27,7 +28,8 @@ typedef struct {
     hms_h2_stream_t *in;
     hms_worker_item_t *item;
     hms_dial_t *dial;
-    int fd;
+    hms_origin_conn_t conn;
+    bool tls; /* https: the origin connection is TLS */
     ev_io io;
     hms_buf_t *to_origin;
     bool chunked_req;
@@ -57,9 +59,9 @@ static void s_free (s_req_t *r)
     hms_worker_untrack (r->w->worker, r->item);
     if (r->dial)
         hms_dial_cancel (r->dial);
-    if (r->fd >= 0) {
+    if (r->conn.fd >= 0) {
         ev_io_stop (r->w->loop, &r->io);
-        close (r->fd);
+        hms_origin_close (&r->conn);
     }
     hms_buf_destroy (&r->to_origin);
     free (r->resp);
@@ -87,21 +89,26 @@ static void s_finish (s_req_t *r, int status, const char *why)
     s_free (r);
 }
 
+static bool s_may_read (s_req_t *r)
+{
+    return !r->in_closed && hms_h2_stream_queued (r->in) < S_QUEUE_MAX;
+}
+
 static void s_update (s_req_t *r)
 {
-    if (r->fd < 0)
+    if (r->conn.fd < 0)
         return;
-    int events = 0;
-    if (hms_buf_size (r->to_origin) > 0)
-        events |= EV_WRITE;
-    if (!r->in_closed && hms_h2_stream_queued (r->in) < S_QUEUE_MAX)
-        events |= EV_READ;
+    bool may_read = s_may_read (r);
+    int events = hms_origin_events (&r->conn, may_read, hms_buf_size (r->to_origin) > 0);
     if (r->io.events != events || !ev_is_active (&r->io)) {
         ev_io_stop (r->w->loop, &r->io);
-        ev_io_set (&r->io, r->fd, events);
+        ev_io_set (&r->io, r->conn.fd, events);
         if (events)
             ev_io_start (r->w->loop, &r->io);
     }
+    /* answer bytes the TLS session holds: the socket will not say so */
+    if (may_read && hms_origin_pending (&r->conn))
+        ev_feed_event (r->w->loop, &r->io, EV_READ);
 }
 
 static int s_body_out (void *arg, const char *data, size_t len)
@@ -225,8 +232,7 @@ static bool s_retry (s_req_t *r, const char *why)
     if (!r->reused || r->retried || r->answered || !r->bodyless)
         return false;
     ev_io_stop (r->w->loop, &r->io);
-    close (r->fd);
-    r->fd = -1;
+    hms_origin_close (&r->conn);
     r->reused = false;
     r->retried = true;
     hms_buf_destroy (&r->to_origin);
@@ -248,20 +254,20 @@ static void s_release_origin (s_req_t *r)
     ev_io_stop (r->w->loop, &r->io);
     if (r->origin_keep && !r->extra && r->in_end && hms_buf_size (r->to_origin) == 0 &&
         r->w->origins)
-        relay_origins_put (r->w->origins, r->host, r->port, r->fd);
+        relay_origins_put (r->w->origins, r->tls, r->host, r->port, &r->conn);
     else
-        close (r->fd);
-    r->fd = -1;
+        hms_origin_close (&r->conn);
 }
 
 static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
 {
     s_req_t *r = w->data;
-    if (revents & EV_WRITE) {
-        ssize_t n = hms_buf_write_fd (r->to_origin, r->fd);
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            if (!s_retry (r, strerror (errno)))
-                s_finish (r, 502, strerror (errno));
+    /* both ways on any event: a TLS handshake or record may need either */
+    if (hms_buf_size (r->to_origin) > 0 || (revents & EV_WRITE)) {
+        ssize_t n = hms_origin_write (&r->conn, r->to_origin);
+        if (n < 0) {
+            if (!s_retry (r, r->conn.why))
+                s_finish (r, 502, r->conn.why);
             return;
         }
         if (n > 0 && r->in_unconsumed) {
@@ -270,16 +276,24 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
             hms_h2_stream_consume (r->in, give);
         }
     }
-    if (revents & EV_READ) {
+    /* read while the client keeps up, at most a few records per wake-up */
+    for (int i = 0; i < 4 && s_may_read (r); i++) {
         char buf[65536];
-        ssize_t n = recv (r->fd, buf, sizeof buf, 0);
-        int rc = 0;
+        ssize_t n = hms_origin_read (&r->conn, buf, sizeof buf);
+        if (n == HMS_ORIGIN_AGAIN)
+            break;
+        int rc;
         if (n > 0) {
             r->answered = true;
             rc = s_from_origin (r, buf, (size_t) n);
-        } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            if (s_retry (r, n == 0 ? "closed" : strerror (errno)))
+        } else {
+            const char *why = n == 0 ? "closed" : r->conn.why;
+            if (s_retry (r, why))
                 return;
+            if (n < 0) { /* not an end: an answer cut short is not taken as whole */
+                s_finish (r, r->head_done ? 0 : 502, r->conn.why);
+                return;
+            }
             rc = s_from_origin (r, NULL, 0);
         }
         if (rc < 0)
@@ -288,6 +302,8 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
             s_release_origin (r);
             return;
         }
+        if (n <= 0)
+            break;
     }
     s_update (r);
 }
@@ -337,11 +353,10 @@ static void s_in_close (hms_h2_stream_t *s, uint32_t code, void *arg)
 static const hms_h2_stream_cbs_t s_in_cbs = {
     .on_data = s_in_data, .on_end = s_in_end, .on_sent = s_in_sent, .on_close = s_in_close};
 
-/* The request goes out on fd (new or kept). */
-static void s_attach (s_req_t *r, int fd)
+/* The request goes out on r->conn (new or kept). */
+static void s_attach (s_req_t *r)
 {
-    r->fd = fd;
-    ev_io_init (&r->io, s_on_io, fd, 0);
+    ev_io_init (&r->io, s_on_io, r->conn.fd, 0);
     r->io.data = r;
     s_update (r);
 }
@@ -354,7 +369,11 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
         s_finish (r, 502, why);
         return;
     }
-    s_attach (r, fd);
+    if (hms_origin_open (&r->conn, fd, r->tls ? r->w->relay->origin_tls : NULL, r->host)) {
+        s_finish (r, 502, r->conn.why);
+        return;
+    }
+    s_attach (r);
 }
 
 static void s_close_on_stop (void *obj)
@@ -362,12 +381,14 @@ static void s_close_on_stop (void *obj)
     s_finish (obj, 0, "shutting down");
 }
 
-void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, const char *host, uint16_t port)
+void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, const char *host,
+                           uint16_t port)
 {
     s_req_t *r = hms_alloc (sizeof *r);
     r->w = w;
     r->in = in;
-    r->fd = -1;
+    r->conn.fd = -1;
+    r->tls = tls;
     r->to_origin = hms_buf_new ();
     const char *method = hms_h2_stream_header (in, ":method");
     const char *path = hms_h2_stream_header (in, ":path");
@@ -409,11 +430,14 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, const char *h
     hms_buf_append (r->to_origin, r->head, head_len);
     hms_h2_stream_set_cbs (in, &s_in_cbs, r);
     r->item = hms_worker_track (w->worker, s_close_on_stop, r);
-    int fd = r->bodyless && w->origins ? relay_origins_take (w->origins, host, port) : -1;
-    if (fd >= 0) {
+    if (tls && !w->relay->origin_tls) {
+        s_finish (r, 502, w->relay->origin_tls_why);
+        return;
+    }
+    if (r->bodyless && w->origins && relay_origins_take (w->origins, tls, host, port, &r->conn)) {
         r->reused = true;
         atomic_fetch_add (&w->relay->origin_reused, 1);
-        s_attach (r, fd);
+        s_attach (r);
         return;
     }
     r->dial =

@@ -6,6 +6,7 @@
 #include "hms_current.h"
 #include "hms_h2.h"
 #include "hms_net.h"
+#include "hms_origin.h"
 #include "hms_pool.h"
 #include "hms_tls.h"
 #include "hms_worker.h"
@@ -15,10 +16,8 @@
 
 #define RELAY_MAX_WORKERS 64
 
-/* Idle origin connections kept per worker (relay_origin.c). */
-#define RELAY_ORIGIN_IDLE_MAX 64
-#define RELAY_ORIGIN_PER_HOST 8
-#define RELAY_ORIGIN_IDLE_S   15.0
+/* How long an idle origin connection is kept (relay_origin.c). */
+#define RELAY_ORIGIN_IDLE_S 15.0
 
 typedef struct relay_origins relay_origins_t;
 
@@ -42,23 +41,32 @@ struct relay {
     int idle_timeout_ms;
     hms_tls_ctx_t *server_tls;
     hms_tls_ctx_t *client_tls;
+    hms_tls_ctx_t *origin_tls; /* checks https origins (origin_ca_file); NULL: https refused */
+    char origin_tls_why[512];  /* why origin_tls is NULL */
+    int origin_keep_max, origin_keep_per_host;
     hms_current_t *config;
     hms_worker_t *workers[RELAY_MAX_WORKERS];
     atomic_uint_fast64_t terminated, forwarded, refused;
     atomic_uint_fast64_t origin_reused, origin_retried; /* plain HTTP at the exit */
 };
 
-/* A plain HTTP request whose route ends here: sent to the origin host:port over HTTP/1.1,
- * the answer returned on the stream. Takes the stream's callbacks over. */
-void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, const char *host, uint16_t port);
+/* A plain HTTP request whose route ends here: sent to the origin host:port over HTTP/1.1, in
+ * TLS when tls (an https:// URL), the answer returned on the stream. Takes the stream's
+ * callbacks over. */
+void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, const char *host,
+                           uint16_t port);
 
-/* Caller owns return value. */
-relay_origins_t *relay_origins_new (struct ev_loop *loop);
+/* At most max idle connections, per_host of them to one scheme, host and port (0: none kept).
+ * Caller owns return value. */
+relay_origins_t *relay_origins_new (struct ev_loop *loop, size_t max, size_t per_host);
 /* Closes every idle connection; nulls *self_p. */
 void relay_origins_destroy (relay_origins_t **self_p);
-/* An idle connection to host:port, checked alive (the caller owns the fd), or -1. */
-int relay_origins_take (relay_origins_t *self, const char *host, uint16_t port);
-/* Keeps fd (connected to host:port, between two messages) for reuse; takes ownership. */
-void relay_origins_put (relay_origins_t *self, const char *host, uint16_t port, int fd);
+/* An idle connection to host:port (TLS or plain), checked alive, moved into *out; false when
+ * there is none. */
+bool relay_origins_take (relay_origins_t *self, bool tls, const char *host, uint16_t port,
+                         hms_origin_conn_t *out);
+/* Keeps conn (to host:port, between two messages) for reuse: moved out of *conn. */
+void relay_origins_put (relay_origins_t *self, bool tls, const char *host, uint16_t port,
+                        hms_origin_conn_t *conn);
 
 #endif
