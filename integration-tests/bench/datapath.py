@@ -8,7 +8,10 @@ Measures, side by side in one run, the Hermes ingress and relays against no prox
   concurrent  1000 concurrent short HTTPS-like exchanges on loopback
   throughput  one tunnel, each direction, and the proxies' CPU seconds per GiB
   wan         1000 concurrent HTTPS-like exchanges across an emulated 20 ms RTT WAN
-              (network namespaces + an NFQUEUE delay line): direct vs ingress + relay
+              (network namespaces + an NFQUEUE delay line): direct vs ingress + relay with
+              the client's own TLS through CONNECT; and 1000 concurrent real HTTPS GETs of an
+              https:// URL (haproxy as the TLS origin): direct vs handed to the ingress in
+              absolute form, the relay near the origin fetching it in TLS
   idle        10,000 idle tunnels: RSS per tunnel of ingress + relay (squid, haproxy too)
 Prints tables, the verdict of each target (met / MISSED) and a JSON document (also written
 to $BUILD_DIR/bench/datapath.json, or --out). Exit 0 when the benchmark ran, even with
@@ -919,8 +922,8 @@ class NsHermes:
     """controller + policy engine + ingress in the client namespace, the relay in the
     server namespace, registering with the controller across the WAN."""
 
-    def __init__(self, wan, tmp):
-        self.wan, self.dir = wan, os.path.join(tmp, "hermes-wan")
+    def __init__(self, wan, tmp, origin_ca):
+        self.wan, self.dir, self.origin_ca = wan, os.path.join(tmp, "hermes-wan"), origin_ca
         os.makedirs(self.dir, exist_ok=True)
         self.keys = os.path.join(self.dir, "keys")
         r = subprocess.run([os.path.join(BIN, "hermesctl"), "keygen", "--dir", self.keys],
@@ -971,7 +974,8 @@ class NsHermes:
                                          "true"])
         self._start("relay", sns, [os.path.join(BIN, "hermes-relay"), *common, "--instance",
                                    "relay-core", "--node", "core", "--listen",
-                                   f"{self.wan.SERVER}:4433"])
+                                   f"{self.wan.SERVER}:4433", "--origin-ca-file",
+                                   self.origin_ca])
         self.ctl("node", "add", "edge")
         self.ctl("node", "add", "core", "--address", f"{self.wan.SERVER}:4433")
         self.ctl("link", "add", "edge", "core")
@@ -1011,6 +1015,75 @@ class NsHermes:
                 d.log.close()
 
 
+def start_https_origin(procs, tmp, wan, body_size):
+    """haproxy in the server namespace as an HTTPS origin: TLS (ECDSA P-256, a certificate
+    for the server's address), every GET answered with body_size bytes, keep-alive."""
+    d = os.path.join(tmp, "https-origin")
+    os.makedirs(d, exist_ok=True)
+    cert, key, pem = (os.path.join(d, n) for n in ("origin.crt", "origin.key", "origin.pem"))
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                        "/CN=bench-origin", "-addext", f"subjectAltName=IP:{wan.SERVER}",
+                        "-keyout", key, "-out", cert], capture_output=True, text=True,
+                       timeout=30)
+    if r.returncode != 0:
+        raise BenchError(f"openssl req (origin certificate): {r.stderr.strip()}")
+    with open(pem, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    body = os.path.join(d, "body")
+    with open(body, "wb") as f:
+        f.write(b"x" * body_size)
+    cfg = os.path.join(d, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(f"""global
+    maxconn {baseline_max_conns()}
+    tune.bufsize {max(16384, body_size) + 16384}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 30s
+frontend origin
+    bind {wan.SERVER}:8443 ssl crt {pem}
+    http-request return status 200 content-type application/octet-stream file {body}
+""")
+    p = procs.start("https-origin", ["ip", "netns", "exec", wan.ns["server"], "haproxy", "-f",
+                                     cfg, "-db"], os.path.join(d, "haproxy.log"))
+    wait_port(wan.SERVER, 8443, 10, "the HTTPS origin (haproxy)", p, ns=wan.ns["server"])
+    p.cert = cert
+    return p
+
+
+def https_load(connect, url, proxy, ns, ca=None, timeout=180, **opts):
+    """Runs hermes-https-load once and returns its JSON result (raises on failure)."""
+    argv = ["ip", "netns", "exec", ns, os.path.join(BIN, "hermes-https-load"), "--connect",
+            connect, "--url", url, "--proxy", proxy, "--timeout-s", str(timeout - 10)]
+    if ca:
+        argv += ["--ca", ca]
+    for k, v in opts.items():
+        if v is not None:
+            argv += ["--" + k.replace("_", "-"), str(v)]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"hermes-https-load via {connect} did not finish in {timeout}s")
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise BenchError(f"hermes-https-load via {connect}: no result (exit {r.returncode}): "
+                         f"{r.stderr.strip()[-400:]}")
+    res = json.loads(lines[-1])
+    if "error" in res:
+        raise BenchError(f"hermes-https-load via {connect} ({proxy}): {res['error']}")
+    return res
+
+
+# The WAN arms, in report order: (name, the arm its ratios compare with).
+WAN_ARMS = [("direct", None), ("hermes", "direct"), ("hermes-pipelined", "direct"),
+            ("hermes-optimistic", "direct"), ("https-direct", None),
+            ("hermes-https", "https-direct")]
+
+
 def part_wan(env, args):
     procs, tmp = env["procs"], env["tmp"]
     if not os.path.exists(os.path.join(BIN, "hermes-nfq-delay")):
@@ -1018,18 +1091,21 @@ def part_wan(env, args):
                          "run scripts/hermes bench datapath, which installs it")
     wan = Wan(procs, tmp, args.wan_rtt_ms)
     hermes = None
-    tgt = None
+    tgt = origin = None
     out = {}
     try:
         wan.up()
         cns, sns = wan.ns["client"], wan.ns["server"]
         tgt = start_target(procs, tmp, "target-wan", f"{wan.SERVER}:8080", ns=sns)
         target = f"{wan.SERVER}:8080"
+        size = int(args.rpc.split(",")[3])
+        origin = start_https_origin(procs, tmp, wan, size)
+        url = f"https://{wan.SERVER}:8443/"
         # the round trip as TCP sees it: connect + one 1 KiB echo = 2 RTT
         probe = pingpong("setup", target, "none", None, ns=cns, count=10, warmup=2, size=1024)
         out["measured_rtt_ms"] = round(probe["p50_us"] / 2000.0, 2)
         log(f"wan: measured RTT {out['measured_rtt_ms']} ms (target {args.wan_rtt_ms})")
-        hermes = NsHermes(wan, tmp)
+        hermes = NsHermes(wan, tmp, origin.cert)
         hermes.up()
         rel = hermes.daemons["relay"].proc.pid
         runs = []
@@ -1057,6 +1133,27 @@ def part_wan(env, args):
             pingpong("rpc", connect, proxy, target, ns=cns, count=200, concurrency=100,
                      rpc=args.rpc, pipeline=pipe)
             runs.append((name, None, wave, light))
+        # real HTTPS: the client's own TLS to the origin, or the URL handed to the ingress
+        ing = hermes.daemons["ingress"].proc.pid
+        for name, connect, proxy in (("https-direct", f"{wan.SERVER}:8443", "none"),
+                                     ("hermes-https", "127.0.0.1:3128", "h1")):
+            def wave(path, connect=connect, proxy=proxy, conc=args.concurrency):
+                c0 = cpu_seconds([ing, rel]) if proxy != "none" else 0.0
+                r = https_load(connect, url, proxy, cns, ca=origin.cert, count=conc,
+                               concurrency=conc, flow_timeout_s=60, samples=path)
+                if proxy != "none":
+                    r["proxy_cpu_s"] = cpu_seconds([ing, rel]) - c0
+                hermes.check_alive()
+                return r
+
+            def light(path, wave=wave):
+                return wave(path, conc=args.wan_light)
+            # warm at the wave's size: the exit relay then holds as many kept TLS connections
+            # to the origin as a wave needs (the other arms keep nothing between waves)
+            log(f"wan: warm-up {name}")
+            https_load(connect, url, proxy, cns, ca=origin.cert, count=args.concurrency,
+                       concurrency=args.concurrency)
+            runs.append((name, None, wave, light))
         log(f"wan: {args.wan_waves} waves of {args.concurrency} over {len(runs)} arms")
         out.update(waves([r[:3] for r in runs], args.wan_waves, tmp, "wan"))
         if args.wan_light:
@@ -1070,6 +1167,8 @@ def part_wan(env, args):
             hermes.stop()
         if tgt:
             procs.stop(tgt)
+        if origin:
+            procs.stop(origin)
         out["delay_line"] = wan.delay_stats()
         wan.down()
     return out
@@ -1162,13 +1261,14 @@ def verdicts(R, args):
                 f"Hermes {h / 1000:.2f} ms vs haproxy {b / 1000:.2f} ms ({h / b:.2f}x)",
                 h <= b and cc[arm]["failed"] == 0)
     w = R.get("wan")
-    for arm in ("hermes", "hermes-pipelined", "hermes-optimistic"):
-        if not (w and "direct" in w and arm in w):
+    for arm, base in WAN_ARMS:
+        if not (w and base and base in w and arm in w):
             continue
         for q in ("p50", "p99"):
-            h, d = w[arm][f"{q}_us"], w["direct"][f"{q}_us"]
-            add(f"WAN overlay ({arm}) {q} <= 0.5x direct", f"overlay {h / 1000:.1f} ms vs direct "
-                f"{d / 1000:.1f} ms ({h / d:.2f}x)", h <= 0.5 * d and w[arm]["failed"] == 0)
+            h, d = w[arm][f"{q}_us"], w[base][f"{q}_us"]
+            add(f"WAN overlay ({arm}) {q} <= 0.5x {base}", f"overlay {h / 1000:.1f} ms vs "
+                f"{base} {d / 1000:.1f} ms ({h / d:.2f}x)",
+                h <= 0.5 * d and w[arm]["failed"] == 0)
     idle = R.get("idle", {}).get("hermes-relay")
     if idle:
         k = idle["kib_per_tunnel"]["total"]
@@ -1232,29 +1332,21 @@ def report(R, args):
               "descriptors each allow), RSS KiB per tunnel", ["arm", "open", "failed", "ingress", "relay", "total"], rows)
     if "wan" in R:
         w = R["wan"]
-        d = w.get("direct")
         rows = []
-        for a in ("direct", "hermes", "hermes-pipelined", "hermes-optimistic"):
-            if a not in w:
-                continue
-            r = w[a]
-            rows.append([a, fmt(r["p50_us"] / 1000, 1), fmt(r["p99_us"] / 1000, 1),
-                         fmt(r["wave_s_mean"], 2), r["failed"],
-                         fmt(r["p50_us"] / d["p50_us"], 2) if d else "-",
-                         fmt(r["p99_us"] / d["p99_us"], 2) if d else "-"])
-        lt = w.get("light", {})
-        ld = lt.get("direct")
-        for a in ("direct", "hermes", "hermes-pipelined", "hermes-optimistic"):
-            if a not in lt:
-                continue
-            r = lt[a]
-            rows.append([f"{a} ({args.wan_light} at once)", fmt(r["p50_us"] / 1000, 1),
-                         fmt(r["p99_us"] / 1000, 1), fmt(r["wave_s_mean"], 2), r["failed"],
-                         fmt(r["p50_us"] / ld["p50_us"], 2) if ld else "-",
-                         fmt(r["p99_us"] / ld["p99_us"], 2) if ld else "-"])
-        table(f"WAN: {args.concurrency} HTTPS-like exchanges started at once, {args.wan_waves} "
-              f"waves, RTT {w.get('measured_rtt_ms')} ms measured ({args.wan_rtt_ms} ms set)",
-              ["arm", "p50 ms", "p99 ms", "wave s", "failed", "p50 vs direct", "p99 vs direct"],
+        for res, tag in ((w, ""), (w.get("light", {}), f" ({args.wan_light} at once)")):
+            for a, base in WAN_ARMS:
+                if a not in res:
+                    continue
+                r, d = res[a], res.get(base or a)
+                rows.append([a + tag, fmt(r["p50_us"] / 1000, 1), fmt(r["p99_us"] / 1000, 1),
+                             fmt(r["wave_s_mean"], 2), r["failed"],
+                             fmt(r["p50_us"] / d["p50_us"], 2) if d else "-",
+                             fmt(r["p99_us"] / d["p99_us"], 2) if d else "-", base or a])
+        table(f"WAN: {args.concurrency} exchanges started at once, {args.wan_waves} waves, RTT "
+              f"{w.get('measured_rtt_ms')} ms measured ({args.wan_rtt_ms} ms set); HTTPS-like "
+              "through CONNECT (end-to-end TLS), and real HTTPS GETs (https-*: the relay near "
+              "the origin does the TLS)",
+              ["arm", "p50 ms", "p99 ms", "wave s", "failed", "p50 ratio", "p99 ratio", "vs"],
               rows)
     R["targets"] = verdicts(R, args)
     print("\nTargets")
