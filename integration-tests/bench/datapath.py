@@ -249,19 +249,24 @@ def pingpong(mode, connect, proxy="none", target=None, cpu=None, ns=None, timeou
             argv += ["--" + k.replace("_", "-"), str(v)]
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu)] + argv
+    return run_client(argv, f"hermes-pingpong {mode} via {connect} ({proxy})", ns, timeout)
+
+
+def run_client(argv, what, ns, timeout):
+    """Runs a benchmark client (in namespace ns when given) and returns the last JSON object
+    it printed; raises when it did not finish, printed none, or printed an error."""
     if ns:
         argv = ["ip", "netns", "exec", ns] + argv
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"hermes-pingpong {mode} via {connect} did not finish in {timeout}s")
+        raise BenchError(f"{what} did not finish in {timeout}s")
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if not lines:
-        raise BenchError(f"hermes-pingpong {mode} via {connect}: no result "
-                         f"(exit {r.returncode}): {r.stderr.strip()[-400:]}")
+        raise BenchError(f"{what}: no result (exit {r.returncode}): {r.stderr.strip()[-400:]}")
     res = json.loads(lines[-1])
     if "error" in res:
-        raise BenchError(f"hermes-pingpong {mode} via {connect} ({proxy}): {res['error']}")
+        raise BenchError(f"{what}: {res['error']}")
     return res
 
 
@@ -554,13 +559,15 @@ def stats(samples_us):
             "mean_us": round(sum(v) / len(v), 1) if v else 0.0}
 
 
-def rounds(env, args, names, tag, run):
-    """Runs every arm args.rounds times, arms interleaved round by round, and merges the
-    samples: a burst of other load on the machine then touches every arm, not one."""
+def rounds(env, args, names, tag, run, nrounds=None):
+    """Runs every arm nrounds (default args.rounds) times, arms interleaved round by round,
+    and merges the samples: a burst of other load on the machine then touches every arm, not
+    one."""
+    nrounds = nrounds or args.rounds
     acc = {n: [] for n in names}
-    for rd in range(args.rounds):
+    for rd in range(nrounds):
         for arm in ordered(env["arms"], names):
-            log(f"{tag}: {arm.name} (round {rd + 1}/{args.rounds})")
+            log(f"{tag}: {arm.name} (round {rd + 1}/{nrounds})")
             path = os.path.join(env["tmp"], f"{tag}-{arm.name}-{rd}.samples")
             run_arm(env, arm, lambda a: run(a, path))
             with open(path) as f:
@@ -578,10 +585,11 @@ def part_latency(env, args):
 
 def part_setup(env, args):
     pin(all_proxy_pids(env) + [env["target"].pid], {0})
-    per = max(1, args.setup_count // args.rounds)
+    per = max(1, args.setup_count // args.setup_rounds)
     return rounds(env, args, SETUP_ARMS, "setup", lambda a, path: pingpong(
         "setup", a.connect, a.proxy, a.target, cpu=0, count=per, user=a.user,
-        warmup=max(10, per // 10), size=1024, samples=path, pipeline=a.pipeline))
+        warmup=max(10, per // 10), size=1024, samples=path, pipeline=a.pipeline),
+        nrounds=args.setup_rounds)
 
 
 # haproxy in mode tcp needs no CONNECT round trip: a pipelining client makes the same number
@@ -1057,25 +1065,14 @@ frontend origin
 
 def https_load(connect, url, proxy, ns, ca=None, timeout=180, **opts):
     """Runs hermes-https-load once and returns its JSON result (raises on failure)."""
-    argv = ["ip", "netns", "exec", ns, os.path.join(BIN, "hermes-https-load"), "--connect",
-            connect, "--url", url, "--proxy", proxy, "--timeout-s", str(timeout - 10)]
+    argv = [os.path.join(BIN, "hermes-https-load"), "--connect", connect, "--url", url,
+            "--proxy", proxy, "--timeout-s", str(timeout - 10)]
     if ca:
         argv += ["--ca", ca]
     for k, v in opts.items():
         if v is not None:
             argv += ["--" + k.replace("_", "-"), str(v)]
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"hermes-https-load via {connect} did not finish in {timeout}s")
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        raise BenchError(f"hermes-https-load via {connect}: no result (exit {r.returncode}): "
-                         f"{r.stderr.strip()[-400:]}")
-    res = json.loads(lines[-1])
-    if "error" in res:
-        raise BenchError(f"hermes-https-load via {connect} ({proxy}): {res['error']}")
-    return res
+    return run_client(argv, f"hermes-https-load via {connect} ({proxy})", ns, timeout)
 
 
 # The WAN arms, in report order: (name, the arm its ratios compare with).
@@ -1371,6 +1368,9 @@ def parse_args(argv):
     ap.add_argument("--lat-count", type=int, default=30000, help="round trips per arm")
     ap.add_argument("--lat-warmup", type=int, default=1000, help="per arm and round")
     ap.add_argument("--setup-count", type=int, default=3000, help="connections per arm")
+    ap.add_argument("--setup-rounds", type=int, default=10,
+                    help="setup: rounds over all arms, interleaved (fewer: the p50 of an arm "
+                         "swings by 20%% with the VM's drift between arms)")
     ap.add_argument("--concurrency", type=int, default=1000,
                     help="exchanges started at once in one wave (concurrent, wan)")
     ap.add_argument("--conc-waves", type=int, default=8,
@@ -1392,7 +1392,7 @@ def parse_args(argv):
     bad = [p for p in args.parts if p not in PARTS]
     if bad:
         ap.error(f"unknown part(s) {bad}: choose from {PARTS}")
-    for name in ("rounds", "lat_count", "setup_count", "concurrency", "conc_waves", "bulk_mib",
+    for name in ("rounds", "lat_count", "setup_count", "setup_rounds", "concurrency", "conc_waves", "bulk_mib",
                  "idle_tunnels", "wan_waves"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
