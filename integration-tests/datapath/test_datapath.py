@@ -52,7 +52,7 @@ def targets(tmp_path_factory):
                     "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out",
                     str(cert)], check=True, capture_output=True, timeout=30)
     procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "tls_target.py"),
-                                   str(tls_port), str(cert), str(key)],
+                                   str(tls_port), str(cert), str(key), str(root)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for port in (http_port, tls_port):
         wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10,
@@ -372,6 +372,17 @@ def test_https_urls_are_fetched_in_tls_by_the_proxy(overlay, targets, tmp_path, 
             assert https_via_proxy(port, [url]) == [(200, body)]
         wait_for(lambda: relay_metric(s, exit_relay, "relay_origin_reused") >= before + 3, 5,
                  what=f"{exit_relay} reusing its TLS connection to the origin")
+    # 100 MiB from the TLS origin, byte-exact, on the same kept connections
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        c.request("GET", f"https://localhost:{targets['tls']}/big.bin")
+        r = c.getresponse()
+        h = hashlib.sha256()
+        while chunk := r.read(1 << 20):
+            h.update(chunk)
+        assert r.status == 200 and h.hexdigest() == targets["digest"]
+    finally:
+        c.close()
     # the certificate names localhost, not 127.0.0.1
     [(status, why)] = https_via_proxy(port, [f"https://127.0.0.1:{targets['tls']}/hello"])
     assert status == 502 and b"TLS with the origin" in why and b"certificate" in why, why
