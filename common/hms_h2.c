@@ -315,6 +315,7 @@ static void s_flush (hms_h2_conn_t *self)
         }
         bool more = hms_buf_size (self->out) >= HMS_H2_OUT_MAX; /* nghttp2 may have more */
         bool blocked = false;
+        hms_tls_batch (self->tls, true); /* the records leave together, not a send each */
         while (hms_buf_size (self->out) > 0 && !hms_tls_want_write (self->tls)) {
             uint8_t record[16384];
             size_t len = hms_buf_copy (self->out, record, sizeof record);
@@ -335,6 +336,14 @@ static void s_flush (hms_h2_conn_t *self)
                 break;
             }
         }
+        int rc = hms_tls_batch (self->tls, false);
+        if (rc < 0) {
+            char why[256];
+            snprintf (why, sizeof why, "TLS: %s", hms_tls_error (self->tls));
+            s_fail (self, why);
+            return;
+        }
+        blocked |= rc > 0;
         if (!more || blocked || hms_tls_want_write (self->tls) || hms_buf_size (self->out) > 0)
             break;
     }

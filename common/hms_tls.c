@@ -62,9 +62,15 @@ struct hms_tls {
      * record's header and body cost no system call each. */
     unsigned char *rbuf;
     size_t rbuf_off, rbuf_len;
+    /* Between hms_tls_batch (true) and (false), the records GnuTLS pushes are combined here
+     * and leave in one send at the end (or when it is full): wc[wc_off .. wc_off + wc_len). */
+    bool batching;
+    unsigned char *wc;
+    size_t wc_off, wc_len;
 };
 
 #define S_RBUF 65536
+#define S_WC   (4 * (16384 + 256)) /* four full records with their overhead */
 
 static ssize_t s_pull (gnutls_transport_ptr_t ptr, void *data, size_t len)
 {
@@ -98,9 +104,48 @@ static int s_pull_timeout (gnutls_transport_ptr_t ptr, unsigned int ms)
     return poll (&p, 1, (int) ms);
 }
 
+/* Sends what the batch combined, as far as the socket takes it: 0 (all sent, or the rest
+ * waits for writable: wc_len > 0), -1 with errno on a socket error. */
+static int s_wc_send (hms_tls_t *self)
+{
+    while (self->wc_len > 0) {
+        ssize_t n = send (self->fd, self->wc + self->wc_off, self->wc_len, MSG_NOSIGNAL);
+        if (n > 0) {
+            self->wc_off += (size_t) n;
+            self->wc_len -= (size_t) n;
+        } else if (n < 0 && errno == EINTR)
+            continue;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        else
+            return -1;
+    }
+    self->wc_off = 0;
+    return 0;
+}
+
 static ssize_t s_push (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 {
     hms_tls_t *self = ptr;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    /* what a batch combined goes before anything else */
+    if (self->wc_len > 0 && (!self->batching || self->wc_off + self->wc_len + total > S_WC)) {
+        if (s_wc_send (self) < 0 || self->wc_len > 0) {
+            gnutls_transport_set_errno (self->session, self->wc_len > 0 ? EAGAIN : errno);
+            return -1;
+        }
+    }
+    if (self->batching && total <= S_WC - self->wc_off - self->wc_len) {
+        if (!self->wc)
+            self->wc = hms_alloc_raw (S_WC);
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy (self->wc + self->wc_off + self->wc_len, iov[i].iov_base, iov[i].iov_len);
+            self->wc_len += iov[i].iov_len;
+        }
+        return (ssize_t) total;
+    }
     struct msghdr msg = {.msg_iov = (struct iovec *) iov, .msg_iovlen = (size_t) iovcnt};
     ssize_t n = sendmsg (self->fd, &msg, MSG_NOSIGNAL);
     if (n < 0)
@@ -552,6 +597,7 @@ void hms_tls_destroy (hms_tls_t **self_p)
     free (self->server_name);
     free (self->pend);
     free (self->rbuf);
+    free (self->wc);
     free (self->alpn);
     free (self->peer_name);
     free (self);
@@ -655,9 +701,18 @@ ssize_t hms_tls_read (hms_tls_t *self, void *buf, size_t len)
     }
 }
 
-/* Sends what hms_tls_write held back: 0 nothing left, HMS_TLS_WANT_WRITE, or -1. */
+/* Sends what hms_tls_write held back (and, outside a batch, what a batch combined): 0
+ * nothing left, HMS_TLS_WANT_WRITE, or -1. */
 static int s_flush (hms_tls_t *self)
 {
+    if (!self->batching && self->wc_len > 0) {
+        if (s_wc_send (self) < 0) {
+            s_fail_text (self, "write", strerror (errno));
+            return -1;
+        }
+        if (self->wc_len > 0)
+            return HMS_TLS_WANT_WRITE;
+    }
     while (self->pend_len > 0) {
         ssize_t n = self->inflight ? gnutls_record_send (self->session, NULL, 0)
                                    : gnutls_record_send (self->session, self->pend + self->pend_off,
@@ -741,7 +796,16 @@ size_t hms_tls_pending (hms_tls_t *self)
 
 bool hms_tls_want_write (hms_tls_t *self)
 {
-    return self->state != S_FAILED && (self->pend_len > 0 || self->blocked_write);
+    return self->state != S_FAILED &&
+           (self->pend_len > 0 || self->blocked_write || (!self->batching && self->wc_len > 0));
+}
+
+int hms_tls_batch (hms_tls_t *self, bool on)
+{
+    if (self->state == S_FAILED)
+        return -1;
+    self->batching = on;
+    return on ? 0 : s_flush (self);
 }
 
 int hms_tls_bye (hms_tls_t *self)

@@ -97,8 +97,15 @@ ssize_t hms_tls_read (hms_tls_t *self, void *buf, size_t len);
  * could be accepted, or HMS_TLS_ERROR. An error found after some bytes were accepted is
  * returned by the next call. len 0 only flushes and returns 0 (or HMS_TLS_AGAIN). */
 ssize_t hms_tls_write (hms_tls_t *self, const void *buf, size_t len);
-/* Sends the record held back by hms_tls_write: 0 nothing left, HMS_TLS_WANT_WRITE, or -1. */
+/* Sends the record held back by hms_tls_write (and what a batch left): 0 nothing left,
+ * HMS_TLS_WANT_WRITE, or -1. */
 int hms_tls_flush (hms_tls_t *self);
+/* Batching: between hms_tls_batch (self, true) and hms_tls_batch (self, false), the records
+ * of several hms_tls_write calls are combined and leave in one send (up to four full records
+ * at a time) instead of one send each. Ending the batch sends them: 0 all sent,
+ * HMS_TLS_WANT_WRITE (the rest goes with hms_tls_flush once writable; hms_tls_want_write is
+ * true), or -1. Starting returns 0. */
+int hms_tls_batch (hms_tls_t *self, bool on);
 /* Decrypted bytes readable now without touching the socket. */
 size_t hms_tls_pending (hms_tls_t *self);
 /* True while the session needs the socket to become writable: a record is held back, or the

@@ -33,6 +33,7 @@ typedef struct {
     bool bulk;          /* a read from this end filled the buffer: splice from now on */
     bool held;          /* what is queued toward this end waits for more (hms_tunnel_hold) */
     ev_timer hold;
+    ev_prepare flush; /* socket ends: writes what streams queued, before the loop waits */
 } s_end_t;
 
 struct hms_tunnel {
@@ -148,6 +149,7 @@ static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
     for (int i = 0; i < 2; i++) {
         s_end_t *e = &self->end[i];
         ev_timer_stop (self->loop, &e->hold);
+        ev_prepare_stop (self->loop, &e->flush);
         if (e->kind == S_FD && e->held && hms_buf_size (e->out) > 0) {
             e->held = false; /* what waited goes before the end (a 200 before a reset) */
             (void) s_write_buf (e);
@@ -448,12 +450,34 @@ static void s_on_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void
     s_end_t *other = s_other (e);
     s_touch (e->tunnel);
     e->unconsumed += len;
-    s_forward (e, data, len);
-    if (other->kind == S_FD) {
-        if (!s_flush_fd (other))
-            return;
-        s_update_fd (other);
+    if (other->kind != S_FD) {
+        s_forward (e, data, len);
+        return;
     }
+    /* A connection's read hands its frames' data over piece by piece (a frame split across
+     * two TLS records comes in two): queued, it goes to the socket in one write once the
+     * read is done, not a write (and a wake-up of the reader) per piece. */
+    if (other->held) {
+        other->held = false;
+        ev_timer_stop (e->tunnel->loop, &other->hold);
+    }
+    hms_buf_append (other->out, data, len);
+    if (!ev_is_active (&other->flush))
+        ev_prepare_start (e->tunnel->loop, &other->flush);
+}
+
+static void s_on_flush (struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    s_end_t *e = w->data;
+    hms_tunnel_t *self = e->tunnel;
+    ev_prepare_stop (loop, w);
+    if (self->paused || e->held || !s_flush_fd (e))
+        return;
+    s_maybe_shut (e);
+    if (s_check_done (self))
+        return;
+    s_update_fd (e);
+    s_update_fd (s_other (e));
 }
 
 static void s_on_end (hms_h2_stream_t *s, void *arg)
@@ -587,6 +611,8 @@ void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd)
         (void) s_write_buf (e);
     ev_io_init (&e->io, s_on_io, fd, 0);
     e->io.data = e;
+    ev_prepare_init (&e->flush, s_on_flush);
+    e->flush.data = e;
     s_attached (e);
 }
 

@@ -547,10 +547,11 @@ static unsigned char s_pattern (size_t i, int side)
 
 /* 1 MiB each way at once over small socket buffers, writes from a scratch buffer that is
  * scribbled over after each call (hms_tls_write copies), reads in small pieces that leave
- * data pending inside the session. */
-static void test_round_trip (void **state)
+ * data pending inside the session. Batched: three writes a wake between hms_tls_batch (true)
+ * and (false), whose records leave combined (and wait in the batch when the socket is
+ * full). */
+static void s_round_trip (bool batched)
 {
-    (void) state;
     enum { TOTAL = 1 << 20, WCHUNK = 50000, RCHUNK = 1000, READS_PER_WAKE = 8 };
     s_end_t server = {s_pki, s_pki, "relay", "h2"};
     s_end_t client = {s_pki, s_pki, "ingress", "h2"};
@@ -577,18 +578,31 @@ static void test_round_trip (void **state)
         bool pending = false;
         for (int i = 0; i < 2; i++) {
             if (sent[i] < TOTAL) {
-                size_t len = TOTAL - sent[i] < WCHUNK ? TOTAL - sent[i] : WCHUNK;
-                for (size_t k = 0; k < len; k++)
-                    scratch[k] = s_pattern (sent[i] + k, i);
-                ssize_t n = hms_tls_write (t[i], scratch, len);
-                memset (scratch, 0xee, sizeof scratch);
-                if (n == HMS_TLS_AGAIN)
-                    again++;
-                else if (n < 0)
-                    fail_msg ("write: %s", hms_tls_error (t[i]));
-                else {
+                if (batched)
+                    assert_int_equal (hms_tls_batch (t[i], true), 0);
+                for (int w = 0; w < (batched ? 3 : 1) && sent[i] < TOTAL; w++) {
+                    size_t len = TOTAL - sent[i] < WCHUNK ? TOTAL - sent[i] : WCHUNK;
+                    for (size_t k = 0; k < len; k++)
+                        scratch[k] = s_pattern (sent[i] + k, i);
+                    ssize_t n = hms_tls_write (t[i], scratch, len);
+                    memset (scratch, 0xee, sizeof scratch);
+                    if (n == HMS_TLS_AGAIN) {
+                        again++;
+                        break;
+                    }
+                    if (n < 0)
+                        fail_msg ("write: %s", hms_tls_error (t[i]));
                     partial += (size_t) n < len;
                     sent[i] += (size_t) n;
+                    if ((size_t) n < len)
+                        break;
+                }
+                if (batched) {
+                    int rc = hms_tls_batch (t[i], false);
+                    if (rc < 0)
+                        fail_msg ("end of batch: %s", hms_tls_error (t[i]));
+                    again += rc > 0;
+                    assert_true (rc == 0 || hms_tls_want_write (t[i]));
                 }
             } else if (hms_tls_flush (t[i]) < 0)
                 fail_msg ("flush: %s", hms_tls_error (t[i]));
@@ -657,6 +671,16 @@ static void test_round_trip (void **state)
     free (got[0]);
     free (got[1]);
     s_pair_close (&p);
+}
+
+static void test_round_trip (void **state)
+{
+    s_round_trip (false);
+}
+
+static void test_round_trip_batched (void **state)
+{
+    s_round_trip (true);
 }
 
 static void test_truncation (void **state)
@@ -754,13 +778,13 @@ static void test_ctx_outlived (void **state)
 int main (void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_pki_files),     cmocka_unit_test (test_pki_idempotent),
-        cmocka_unit_test (test_pki_errors),    cmocka_unit_test (test_pki_external_verify),
-        cmocka_unit_test (test_handshake_ok),  cmocka_unit_test (test_no_client_cert),
-        cmocka_unit_test (test_other_ca),      cmocka_unit_test (test_wrong_name),
-        cmocka_unit_test (test_alpn_mismatch), cmocka_unit_test (test_round_trip),
-        cmocka_unit_test (test_truncation),    cmocka_unit_test (test_ctx_errors),
-        cmocka_unit_test (test_ctx_outlived),
+        cmocka_unit_test (test_pki_files),          cmocka_unit_test (test_pki_idempotent),
+        cmocka_unit_test (test_pki_errors),         cmocka_unit_test (test_pki_external_verify),
+        cmocka_unit_test (test_handshake_ok),       cmocka_unit_test (test_no_client_cert),
+        cmocka_unit_test (test_other_ca),           cmocka_unit_test (test_wrong_name),
+        cmocka_unit_test (test_alpn_mismatch),      cmocka_unit_test (test_round_trip),
+        cmocka_unit_test (test_round_trip_batched), cmocka_unit_test (test_truncation),
+        cmocka_unit_test (test_ctx_errors),         cmocka_unit_test (test_ctx_outlived),
     };
     return cmocka_run_group_tests (tests, s_group_setup, s_group_teardown);
 }
