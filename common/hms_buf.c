@@ -76,6 +76,14 @@ void hms_buf_append (hms_buf_t *self, const void *data, size_t len)
     }
 }
 
+void hms_buf_shrink (hms_buf_t *self)
+{
+    if (self->size == 0) {
+        free (self->spare);
+        self->spare = NULL;
+    }
+}
+
 size_t hms_buf_size (const hms_buf_t *self)
 {
     return self->size;

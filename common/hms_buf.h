@@ -26,6 +26,8 @@ size_t hms_buf_read (hms_buf_t *self, void *out, size_t len);
 size_t hms_buf_copy (const hms_buf_t *self, void *out, size_t len);
 /* Drops the first n bytes (n <= size). */
 void hms_buf_drain (hms_buf_t *self, size_t n);
+/* Frees the chunk an empty buffer keeps for reuse (an idle queue then holds no data memory). */
+void hms_buf_shrink (hms_buf_t *self);
 /* Writes as much as the non-blocking fd takes; returns bytes written, or -1 with errno
  * (EAGAIN when nothing could be written). */
 ssize_t hms_buf_write_fd (hms_buf_t *self, int fd);

@@ -473,6 +473,7 @@ static void s_on_flush (struct ev_loop *loop, ev_prepare *w, int revents)
     ev_prepare_stop (loop, w);
     if (self->paused || e->held || !s_flush_fd (e))
         return;
+    hms_buf_shrink (e->out); /* a tunnel that goes quiet now keeps no 16 KiB chunk */
     s_maybe_shut (e);
     if (s_check_done (self))
         return;
