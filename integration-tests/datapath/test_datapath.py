@@ -408,6 +408,29 @@ def test_https_urls_are_fetched_in_tls_by_the_proxy(overlay, targets, tmp_path, 
     assert https_via_proxy(port, [url]) == [(200, body)]
 
 
+@pytest.mark.parametrize("mode", ["direct", "one-relay"])
+def test_an_origin_that_stalls_its_tls_handshake_is_answered_504(overlay, targets, mode):
+    """An https origin that accepts the connection and never answers the ClientHello: the
+    proxy fetching the URL (ingress or exit relay) answers 504 once its connect timeout has
+    passed, says why, and goes on serving."""
+    s = overlay
+    set_policy(s, MODES[mode])
+    port = s.port("ingress-1", "http")
+    with socket.socket() as stall:  # the kernel accepts for it; nobody reads
+        stall.bind(("127.0.0.1", 0))
+        stall.listen(8)
+        t0 = time.monotonic()
+        [(status, why)] = https_via_proxy(
+            port, [f"https://localhost:{stall.getsockname()[1]}/"], timeout=15)
+        took = time.monotonic() - t0
+    limit = 2.0 if mode == "direct" else 5.0  # the ingress's --connect-timeout-ms, a relay's
+    assert status == 504, (status, why)
+    assert b"did not finish the TLS handshake within" in why, why
+    assert limit - 0.5 < took < limit + 3, took
+    assert https_via_proxy(port, [f"https://localhost:{targets['tls']}/hello"]) == \
+        [(200, b"hello over end-to-end TLS\n")]
+
+
 def test_a_second_relay_on_a_port_in_use_does_not_start(overlay, targets):
     """Our listeners share their port among a daemon's workers (SO_REUSEPORT), which would
     also let a second daemon join and take half of the first one's connections: a daemon

@@ -59,6 +59,8 @@ typedef struct {
     s_up_kind_t up;
     char up_key[320];          /* host:port@route of the open upstream, for reuse */
     hms_origin_conn_t up_conn; /* S_UP_FD: the origin connection, plain or TLS */
+    ev_timer up_timer;         /* the origin's TLS handshake must end within the connect
+                                  timeout */
     bool https;                /* the request in progress is for an https:// URL */
     ev_io up_io;
     hms_h2_stream_t *up_stream;
@@ -105,6 +107,7 @@ static void s_free (s_http_t *h)
 
 static void s_upstream_close (s_http_t *h)
 {
+    ev_timer_stop (h->w->loop, &h->up_timer);
     if (h->up == S_UP_FD) {
         ev_io_stop (h->w->loop, &h->up_io);
         hms_origin_close (&h->up_conn);
@@ -338,6 +341,8 @@ static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
     }
+    if (h->up_conn.ready) /* the request head went out behind the handshake */
+        ev_timer_stop (loop, &h->up_timer);
     if (revents & EV_READ || hms_origin_pending (&h->up_conn) || !h->up_conn.ready) {
         char buf[65536];
         ssize_t n = hms_origin_read (&h->up_conn, buf, sizeof buf);
@@ -368,6 +373,15 @@ static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
         }
     }
     s_pump (h);
+}
+
+static void s_on_up_timer (struct ev_loop *loop, ev_timer *w, int revents)
+{
+    s_http_t *h = w->data;
+    char why[160];
+    snprintf (why, sizeof why, "the origin did not finish the TLS handshake within %d ms",
+              h->w->ingress->connect_timeout_ms);
+    s_reply_error (h, 504, why);
 }
 
 /* ---- the upstream as an HTTP/2 request through the overlay ---------------------------- */
@@ -488,6 +502,10 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
         return;
     }
     atomic_fetch_add (&h->w->ingress->counters.direct, 1);
+    if (!h->up_conn.ready) {
+        ev_timer_set (&h->up_timer, h->w->ingress->connect_timeout_ms / 1000.0, 0);
+        ev_timer_start (h->w->loop, &h->up_timer);
+    }
     h->up = S_UP_FD;
     h->up_ready = true;
     ev_io_init (&h->up_io, s_on_up_io, fd, 0);
@@ -909,6 +927,8 @@ void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const ch
     h->io.data = h;
     ev_timer_init (&h->timer, s_on_timer, w->ingress->idle_timeout_ms / 1000.0, 0);
     h->timer.data = h;
+    ev_timer_init (&h->up_timer, s_on_up_timer, 0, 0);
+    h->up_timer.data = h;
     h->state = S_REQ_HEAD;
     h->item = hms_worker_track (w->worker, s_close_on_stop, h);
     s_next_request (h);

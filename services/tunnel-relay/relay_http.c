@@ -29,7 +29,8 @@ typedef struct {
     hms_worker_item_t *item;
     hms_dial_t *dial;
     hms_origin_conn_t conn;
-    bool tls; /* https: the origin connection is TLS */
+    bool tls;          /* https: the origin connection is TLS */
+    ev_timer hs_timer; /* its handshake must end within the connect timeout */
     ev_io io;
     hms_buf_t *to_origin;
     bool chunked_req;
@@ -59,6 +60,7 @@ static void s_free (s_req_t *r)
     hms_worker_untrack (r->w->worker, r->item);
     if (r->dial)
         hms_dial_cancel (r->dial);
+    ev_timer_stop (r->w->loop, &r->hs_timer);
     if (r->conn.fd >= 0) {
         ev_io_stop (r->w->loop, &r->io);
         hms_origin_close (&r->conn);
@@ -276,6 +278,8 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
             hms_h2_stream_consume (r->in, give);
         }
     }
+    if (r->conn.ready) /* the request head went out behind the handshake */
+        ev_timer_stop (loop, &r->hs_timer);
     /* read while the client keeps up, at most a few records per wake-up */
     for (int i = 0; i < 4 && s_may_read (r); i++) {
         char buf[65536];
@@ -373,7 +377,18 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
         s_finish (r, 502, r->conn.why);
         return;
     }
+    if (!r->conn.ready)
+        ev_timer_start (r->w->loop, &r->hs_timer);
     s_attach (r);
+}
+
+static void s_on_hs_timer (struct ev_loop *loop, ev_timer *t, int revents)
+{
+    s_req_t *r = t->data;
+    char why[160];
+    snprintf (why, sizeof why, "the origin did not finish the TLS handshake within %d ms",
+              r->w->relay->connect_timeout_ms);
+    s_finish (r, 504, why);
 }
 
 static void s_close_on_stop (void *obj)
@@ -389,6 +404,8 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, con
     r->in = in;
     r->conn.fd = -1;
     r->tls = tls;
+    ev_timer_init (&r->hs_timer, s_on_hs_timer, w->relay->connect_timeout_ms / 1000.0, 0);
+    r->hs_timer.data = r;
     r->to_origin = hms_buf_new ();
     const char *method = hms_h2_stream_header (in, ":method");
     const char *path = hms_h2_stream_header (in, ":path");
