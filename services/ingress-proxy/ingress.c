@@ -34,6 +34,7 @@ const hms_cfg_key_t ingress_keys[] = {
     {"bypass_after_ms", HMS_CFG_INT, "100",
      "how long a bypass-eligible flow is relayed before its sockets are offered"},
     HMS_ORIGIN_CA_KEY,
+    HMS_ORIGIN_POOL_KEYS,
     {"splice", HMS_CFG_BOOL, "true",
      "relay direct TCP flows with splice(2), without copying their bytes through the proxy"},
     {"optimistic_connect", HMS_CFG_BOOL, "false",
@@ -116,6 +117,9 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
         ev_io_start (w->loop, &w->accept_w[i]);
     }
     w->pool = hms_pool_new (w->loop, ingress->relay_tls, ingress->connect_timeout_ms);
+    w->origins =
+        hms_origin_pool_new (w->loop, (size_t) ingress->origin_keep_max,
+                             (size_t) ingress->origin_keep_per_host, HMS_ORIGIN_POOL_IDLE_S);
     hms_worker_track (worker, s_stop_upstreams, w);
     hms_worker_track (worker, s_stop_listening, w); /* newest: closed first */
     w->decider = hms_decider_new (w->loop, ingress->policy_endpoint, ingress->keys_dir, "ingress",
@@ -133,6 +137,7 @@ static void s_worker_fini (hms_worker_t *worker, void *arg)
     ingress_bypass_close (w);
     zlistx_destroy (&w->offers);
     hms_pool_destroy (&w->pool);
+    hms_origin_pool_destroy (&w->origins);
     hms_decider_destroy (&w->decider);
     free (w);
 }
@@ -161,8 +166,17 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
     self->idle_timeout_ms = (int) hms_config_int (cfg, "idle_timeout_ms");
     self->policy_timeout_ms = (int) hms_config_int (cfg, "policy_timeout_ms");
     self->head_timeout_ms = (int) hms_config_int (cfg, "head_timeout_ms");
+    self->origin_keep_max = (int) hms_config_int (cfg, "origin_keep_max");
+    self->origin_keep_per_host = (int) hms_config_int (cfg, "origin_keep_per_host");
     if (self->workers_n < 1 || self->workers_n > INGRESS_MAX_WORKERS) {
         snprintf (err, errlen, "workers must be 1 to %d", INGRESS_MAX_WORKERS);
+        free (self);
+        return NULL;
+    }
+    if (self->origin_keep_max < 0 || self->origin_keep_max > HMS_ORIGIN_POOL_KEEP_LIMIT ||
+        self->origin_keep_per_host < 0 || self->origin_keep_per_host > HMS_ORIGIN_POOL_KEEP_LIMIT) {
+        snprintf (err, errlen, "origin_keep_max and origin_keep_per_host must be 0 to %d",
+                  HMS_ORIGIN_POOL_KEEP_LIMIT);
         free (self);
         return NULL;
     }
@@ -263,7 +277,7 @@ int ingress_validate (void *arg, const json_t *config, char *err, size_t errlen)
 json_t *ingress_stats (void *arg)
 {
     ingress_counters_t *c = &((ingress_t *) arg)->counters;
-    return json_pack ("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ingress_offers",
+    return json_pack ("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ingress_offers",
                       (json_int_t) atomic_load (&c->offers), "ingress_offloaded",
                       (json_int_t) atomic_load (&c->offloaded), "ingress_offload_refused",
                       (json_int_t) atomic_load (&c->offload_refused), "ingress_flows",
@@ -272,7 +286,9 @@ json_t *ingress_stats (void *arg)
                       (json_int_t) atomic_load (&c->overlay), "ingress_denied",
                       (json_int_t) atomic_load (&c->denied), "ingress_failed",
                       (json_int_t) atomic_load (&c->failed), "ingress_bad_requests",
-                      (json_int_t) atomic_load (&c->bad_requests));
+                      (json_int_t) atomic_load (&c->bad_requests), "ingress_origin_reused",
+                      (json_int_t) atomic_load (&c->origin_reused), "ingress_origin_retried",
+                      (json_int_t) atomic_load (&c->origin_retried));
 }
 
 void ingress_apply (void *arg, json_t *config, int64_t version)

@@ -57,11 +57,18 @@ typedef struct {
     hms_pool_req_t *pool_req;
     /* the upstream: a socket to the origin, or a CONNECT stream to it through relays */
     s_up_kind_t up;
-    char up_key[320];          /* host:port@route of the open upstream, for reuse */
-    hms_origin_conn_t up_conn; /* S_UP_FD: the origin connection, plain or TLS */
-    ev_timer up_timer;         /* the origin's TLS handshake must end within the connect
-                                  timeout */
-    bool https;                /* the request in progress is for an https:// URL */
+    char up_key[320];                  /* scheme://host:port@route of the upstream */
+    hms_origin_conn_t up_conn;         /* S_UP_FD: the origin connection, plain or TLS */
+    char up_host[HMS_H1_MAX_HOST + 1]; /* ... and the origin it leads to */
+    uint16_t up_port;
+    bool up_https;
+    bool up_idle;      /* between two messages: may serve another client (the worker's pool) */
+    bool up_reused;    /* kept from an earlier request: the origin may close it any moment */
+    bool up_answered;  /* the origin sent something for the request in progress */
+    bool bodyless;     /* the request in progress has no body: it can be sent again */
+    ev_timer up_timer; /* the origin's TLS handshake must end within the connect
+                          timeout */
+    bool https;        /* the request in progress is for an https:// URL */
     ev_io up_io;
     hms_h2_stream_t *up_stream;
     bool up_ready;     /* bytes may go to the upstream */
@@ -82,6 +89,8 @@ typedef struct {
 
 static void s_pump (s_http_t *h);
 static void s_upstream_close (s_http_t *h);
+static void s_up_attach (s_http_t *h, hms_origin_conn_t *conn, bool reused);
+static bool s_retry (s_http_t *h, const char *why);
 
 static void s_free (s_http_t *h)
 {
@@ -110,7 +119,12 @@ static void s_upstream_close (s_http_t *h)
     ev_timer_stop (h->w->loop, &h->up_timer);
     if (h->up == S_UP_FD) {
         ev_io_stop (h->w->loop, &h->up_io);
-        hms_origin_close (&h->up_conn);
+        /* between two messages, it serves the next client of the same origin */
+        if (h->up_idle && !h->up_eof && h->up_conn.ready && hms_buf_size (h->to_up) == 0 &&
+            h->w->origins)
+            hms_origin_pool_put (h->w->origins, h->up_https, h->up_host, h->up_port, &h->up_conn);
+        else
+            hms_origin_close (&h->up_conn);
     } else if (h->up == S_UP_STREAM && h->up_stream) {
         hms_h2_stream_orphan (h->up_stream);
         if (h->up_unconsumed)
@@ -119,6 +133,7 @@ static void s_upstream_close (s_http_t *h)
             hms_h2_stream_reset (h->up_stream, NGHTTP2_CANCEL);
     }
     h->up = S_UP_NONE;
+    h->up_idle = false;
     h->up_stream = NULL;
     h->up_ready = false;
     h->up_end_sent = false;
@@ -263,6 +278,7 @@ static void s_next_request (s_http_t *h)
         s_reply_error (h, 400, why);
         return;
     }
+    h->bodyless = h->req_body.kind == HMS_H1_BODY_NONE;
     snprintf (h->host, sizeof h->host, "%s", url.host);
     h->port = url.port;
     h->head_request = head.method_len == 4 && memcmp (head.method, "HEAD", 4) == 0;
@@ -347,8 +363,15 @@ static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
         char buf[65536];
         ssize_t n = hms_origin_read (&h->up_conn, buf, sizeof buf);
         if (n > 0) {
+            h->up_answered = true;
+            h->up_idle = false; /* whatever it is, nobody asked for it while idle */
             s_on_up_bytes (h, buf, (size_t) n);
             return;
+        }
+        if (n == 0 || n == -1) {
+            h->up_idle = false;
+            if (s_retry (h, n == 0 ? "closed" : h->up_conn.why))
+                return;
         }
         if (n == 0) {
             h->up_eof = true;
@@ -497,20 +520,71 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
         s_reply_error (h, strstr (why, "no answer within") ? 504 : 502, why);
         return;
     }
-    if (hms_origin_open (&h->up_conn, fd, h->https ? h->w->ingress->origin_tls : NULL, h->host)) {
-        s_reply_error (h, 502, h->up_conn.why);
+    hms_origin_conn_t conn;
+    if (hms_origin_open (&conn, fd, h->https ? h->w->ingress->origin_tls : NULL, h->host)) {
+        s_reply_error (h, 502, conn.why);
         return;
     }
+    s_up_attach (h, &conn, false);
+}
+
+/* The request in progress goes out on conn (new, or kept from an earlier request). */
+static void s_up_attach (s_http_t *h, hms_origin_conn_t *conn, bool reused)
+{
     atomic_fetch_add (&h->w->ingress->counters.direct, 1);
+    hms_origin_move (&h->up_conn, conn);
+    snprintf (h->up_host, sizeof h->up_host, "%s", h->host);
+    h->up_port = h->port;
+    h->up_https = h->https;
+    h->up_reused = reused;
+    h->up_answered = false;
     if (!h->up_conn.ready) {
         ev_timer_set (&h->up_timer, h->w->ingress->connect_timeout_ms / 1000.0, 0);
         ev_timer_start (h->w->loop, &h->up_timer);
     }
     h->up = S_UP_FD;
     h->up_ready = true;
-    ev_io_init (&h->up_io, s_on_up_io, fd, 0);
+    ev_io_init (&h->up_io, s_on_up_io, h->up_conn.fd, 0);
     h->up_io.data = h;
     s_pump (h);
+}
+
+/* A connection to h->host:h->port for the request in progress: a kept one for a request
+ * without a body (which can be sent again if the origin closed it meanwhile), else a new one. */
+static void s_up_open (s_http_t *h)
+{
+    hms_origin_conn_t conn;
+    if (h->bodyless && h->w->origins &&
+        hms_origin_pool_take (h->w->origins, h->https, h->host, h->port, &conn)) {
+        atomic_fetch_add (&h->w->ingress->counters.origin_reused, 1);
+        s_up_attach (h, &conn, true);
+        return;
+    }
+    h->dial = hms_dial_start (h->w->loop, h->host, h->port, h->w->ingress->connect_timeout_ms, NULL,
+                              s_on_dialed, h);
+}
+
+/* A kept connection that the origin closed (or reset) before answering: the request (without
+ * a body, so nothing of it is lost) goes once more on a new connection. True when it does. */
+static bool s_retry (s_http_t *h, const char *why)
+{
+    if (h->up != S_UP_FD || !h->up_reused || h->up_answered || !h->bodyless || !h->req_head ||
+        (h->state != S_RESP && h->state != S_REQ_BODY))
+        return false;
+    ev_io_stop (h->w->loop, &h->up_io);
+    ev_timer_stop (h->w->loop, &h->up_timer);
+    hms_origin_close (&h->up_conn);
+    h->up = S_UP_NONE;
+    h->up_ready = false;
+    hms_buf_drain (h->to_up, hms_buf_size (h->to_up));
+    hms_buf_append (h->to_up, h->req_head, strlen (h->req_head));
+    atomic_fetch_add (&h->w->ingress->counters.origin_retried, 1);
+    hms_info ("http request target=%s:%u: the kept origin connection closed before an answer "
+              "(%s): sending it on a new one",
+              h->host, h->port, why);
+    h->dial = hms_dial_start (h->w->loop, h->host, h->port, h->w->ingress->connect_timeout_ms, NULL,
+                              s_on_dialed, h);
+    return true;
 }
 
 static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
@@ -613,10 +687,6 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     h->up_h2 = overlay;
     if (!overlay)
         hms_buf_append (h->to_up, h->req_head, strlen (h->req_head));
-    if (!overlay && h->up == S_UP_FD && strcmp (key, h->up_key) == 0 && !h->up_eof) {
-        s_pump (h); /* the open upstream to this origin serves the next request too */
-        return;
-    }
     char *pending = NULL; /* keep the new head: closing the old upstream empties to_up */
     size_t plen = hms_buf_size (h->to_up);
     pending = hms_alloc (plen);
@@ -626,8 +696,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     free (pending);
     snprintf (h->up_key, sizeof h->up_key, "%s", key);
     if (!overlay) {
-        h->dial = hms_dial_start (h->w->loop, h->host, h->port, ingress->connect_timeout_ms, NULL,
-                                  s_on_dialed, h);
+        s_up_open (h);
         return;
     }
     json_t *config = hms_current_get (ingress->config, NULL);
@@ -765,7 +834,11 @@ static void s_on_up_bytes (s_http_t *h, const char *data, size_t len)
     }
     if (done == 1) {
         h->state = S_DONE;
-        if (h->up_eof || !h->resp_keep_alive)
+        /* whole answer, whole request: the connection goes to the worker's pool at once, for
+         * this client's next request or anyone else's */
+        h->up_idle = h->up == S_UP_FD && !h->up_eof && h->resp_keep_alive && h->req_done &&
+                     hms_buf_size (h->to_up) == 0;
+        if (h->up_idle || h->up_eof || !h->resp_keep_alive)
             s_upstream_close (h);
     }
     s_pump (h);

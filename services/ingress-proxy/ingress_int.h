@@ -9,6 +9,7 @@
 #include "hms_h2.h"
 #include "hms_net.h"
 #include "hms_origin.h"
+#include "hms_origin_pool.h"
 #include "hms_pool.h"
 #include "hms_tls.h"
 #include "hms_worker.h"
@@ -25,6 +26,7 @@ typedef enum { INGRESS_FRONT_H1, INGRESS_FRONT_H2, INGRESS_FRONT_TRANSPARENT } i
 typedef struct {
     atomic_uint_fast64_t flows, direct, overlay, denied, failed, bad_requests;
     atomic_uint_fast64_t offers, offloaded, offload_refused;
+    atomic_uint_fast64_t origin_reused, origin_retried; /* direct http(s):// requests */
 } ingress_counters_t;
 
 struct ingress {
@@ -39,6 +41,7 @@ struct ingress {
     hms_tls_ctx_t *relay_tls;  /* to relays (client, mutual) */
     hms_tls_ctx_t *origin_tls; /* checks https origins on direct routes (origin_ca_file) */
     char origin_tls_why[512];  /* why origin_tls is NULL */
+    int origin_keep_max, origin_keep_per_host;
     hms_current_t *config;
     json_t *users;            /* proxy users, or NULL when no authentication is asked */
     char bypass_socket[1024]; /* the bypass agent's socket, "" when not used */
@@ -56,6 +59,7 @@ typedef struct {
     int lfd[3];
     ev_io accept_w[3];
     hms_pool_t *pool;
+    hms_origin_pool_t *origins; /* idle connections to origins of direct http(s):// requests */
     hms_decider_t *decider;
     bypass_client_t *bypass; /* connection to the bypass agent, NULL when none */
     ev_io bypass_w;

@@ -31,9 +31,7 @@ const hms_cfg_key_t relay_keys[] = {
     {"connect_timeout_ms", HMS_CFG_INT, "5000", "limit for connecting to a target or relay"},
     {"idle_timeout_ms", HMS_CFG_INT, "300000", "a tunnel idle this long is closed"},
     HMS_ORIGIN_CA_KEY,
-    {"origin_keep_per_host", HMS_CFG_INT, "1024",
-     "idle origin connections kept per worker for one scheme, host and port (0: none)"},
-    {"origin_keep_max", HMS_CFG_INT, "4096", "idle origin connections kept per worker in all"},
+    HMS_ORIGIN_POOL_KEYS,
     {NULL, 0, NULL, NULL},
 };
 
@@ -302,7 +300,7 @@ static void s_stop_pool (void *obj)
 {
     relay_worker_t *w = obj;
     hms_pool_shutdown (w->pool);
-    relay_origins_destroy (&w->origins);
+    hms_origin_pool_destroy (&w->origins);
 }
 
 static void s_worker_init (hms_worker_t *worker, void *arg)
@@ -322,8 +320,9 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
         ev_io_start (w->loop, &w->accept_w);
     }
     w->pool = hms_pool_new (w->loop, relay->client_tls, relay->connect_timeout_ms);
-    w->origins = relay_origins_new (w->loop, (size_t) w->relay->origin_keep_max,
-                                    (size_t) w->relay->origin_keep_per_host);
+    w->origins =
+        hms_origin_pool_new (w->loop, (size_t) w->relay->origin_keep_max,
+                             (size_t) w->relay->origin_keep_per_host, HMS_ORIGIN_POOL_IDLE_S);
     hms_worker_set_data (worker, w);
     hms_worker_track (worker, s_stop_pool, w);
     if (w->lfd >= 0)
@@ -334,7 +333,7 @@ static void s_worker_fini (hms_worker_t *worker, void *arg)
 {
     relay_worker_t *w = hms_worker_data (worker);
     hms_pool_destroy (&w->pool);
-    relay_origins_destroy (&w->origins);
+    hms_origin_pool_destroy (&w->origins);
     free (w);
 }
 
@@ -362,9 +361,10 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
         free (self);
         return NULL;
     }
-    if (self->origin_keep_max < 0 || self->origin_keep_max > 100000 ||
-        self->origin_keep_per_host < 0 || self->origin_keep_per_host > 100000) {
-        snprintf (err, errlen, "origin_keep_max and origin_keep_per_host must be 0 to 100000");
+    if (self->origin_keep_max < 0 || self->origin_keep_max > HMS_ORIGIN_POOL_KEEP_LIMIT ||
+        self->origin_keep_per_host < 0 || self->origin_keep_per_host > HMS_ORIGIN_POOL_KEEP_LIMIT) {
+        snprintf (err, errlen, "origin_keep_max and origin_keep_per_host must be 0 to %d",
+                  HMS_ORIGIN_POOL_KEEP_LIMIT);
         free (self);
         return NULL;
     }

@@ -3,7 +3,7 @@
  * against origin_ca_file and the URL's host): the request's body as it arrives (chunked when
  * it has no length), the origin's answer turned back into an HTTP/2 response. After a
  * complete answer that allows it, the origin connection is kept for the next request to the
- * same scheme, host and port (relay_origin.c); a request without a body goes out on a kept
+ * same scheme, host and port (hms_origin_pool); a request without a body goes out on a kept
  * connection, and once more on a new one when the origin had closed the kept one without
  * answering (the race of every keep-alive). */
 #include "hms_alloc.h"
@@ -256,7 +256,7 @@ static void s_release_origin (s_req_t *r)
     ev_io_stop (r->w->loop, &r->io);
     if (r->origin_keep && !r->extra && r->in_end && hms_buf_size (r->to_origin) == 0 &&
         r->w->origins)
-        relay_origins_put (r->w->origins, r->tls, r->host, r->port, &r->conn);
+        hms_origin_pool_put (r->w->origins, r->tls, r->host, r->port, &r->conn);
     else
         hms_origin_close (&r->conn);
 }
@@ -451,7 +451,7 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, con
         s_finish (r, 502, w->relay->origin_tls_why);
         return;
     }
-    if (r->bodyless && w->origins && relay_origins_take (w->origins, tls, host, port, &r->conn)) {
+    if (r->bodyless && w->origins && hms_origin_pool_take (w->origins, tls, host, port, &r->conn)) {
         r->reused = true;
         atomic_fetch_add (&w->relay->origin_reused, 1);
         s_attach (r);

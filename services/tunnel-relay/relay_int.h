@@ -1,5 +1,5 @@
-/* relay_int: what the relay's modules share: the daemon and a worker's state, the handler
- * of plain HTTP requests (relay_http.c) and its idle origin connections (relay_origin.c). */
+/* relay_int: what the relay's modules share: the daemon and a worker's state, and the handler
+ * of http:// and https:// requests (relay_http.c). */
 #ifndef RELAY_INT_H_INCLUDED
 #define RELAY_INT_H_INCLUDED
 
@@ -7,6 +7,7 @@
 #include "hms_h2.h"
 #include "hms_net.h"
 #include "hms_origin.h"
+#include "hms_origin_pool.h"
 #include "hms_pool.h"
 #include "hms_tls.h"
 #include "hms_worker.h"
@@ -16,11 +17,6 @@
 
 #define RELAY_MAX_WORKERS 64
 
-/* How long an idle origin connection is kept (relay_origin.c). */
-#define RELAY_ORIGIN_IDLE_S 15.0
-
-typedef struct relay_origins relay_origins_t;
-
 typedef struct {
     relay_t *relay;
     hms_worker_t *worker;
@@ -28,7 +24,7 @@ typedef struct {
     int lfd;
     ev_io accept_w;
     hms_pool_t *pool;
-    relay_origins_t *origins;
+    hms_origin_pool_t *origins;
     size_t conns;
 } relay_worker_t;
 
@@ -55,18 +51,5 @@ struct relay {
  * callbacks over. */
 void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, const char *host,
                            uint16_t port);
-
-/* At most max idle connections, per_host of them to one scheme, host and port (0: none kept).
- * Caller owns return value. */
-relay_origins_t *relay_origins_new (struct ev_loop *loop, size_t max, size_t per_host);
-/* Closes every idle connection; nulls *self_p. */
-void relay_origins_destroy (relay_origins_t **self_p);
-/* An idle connection to host:port (TLS or plain), checked alive, moved into *out; false when
- * there is none. */
-bool relay_origins_take (relay_origins_t *self, bool tls, const char *host, uint16_t port,
-                         hms_origin_conn_t *out);
-/* Keeps conn (to host:port, between two messages) for reuse: moved out of *conn. */
-void relay_origins_put (relay_origins_t *self, bool tls, const char *host, uint16_t port,
-                        hms_origin_conn_t *conn);
 
 #endif

@@ -1,13 +1,8 @@
-/* relay_origin: a worker's idle HTTP/1.1 connections to origins (plain or TLS), kept after
- * a complete answer so that the next request to the same scheme, host and port skips the TCP
- * and TLS handshakes. A kept connection is watched while idle: the origin closing it (or
- * sending anything) and the idle timeout drop it. Limits per worker: origin_keep_max in all
- * (the oldest goes first) and origin_keep_per_host per scheme, host and port (config keys);
- * the newest of an origin is reused first. Taking and keeping cost O(1): a hash of origins,
- * each with its stack of connections, and one list of all by age. */
+/* hms_origin_pool: a worker's idle connections to origins (see hms_origin_pool.h). Taking
+ * and keeping cost O(1): a hash of origins, each with its stack of connections, and one list
+ * of all by age. */
+#include "hms_origin_pool.h"
 #include "hms_alloc.h"
-#include "hms_origin.h"
-#include "relay_int.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -16,7 +11,7 @@
 typedef struct s_bucket s_bucket_t;
 
 typedef struct s_idle {
-    relay_origins_t *owner;
+    hms_origin_pool_t *owner;
     s_bucket_t *bucket;
     hms_origin_conn_t conn;
     ev_io io;
@@ -32,12 +27,13 @@ struct s_bucket {
     size_t n;
 };
 
-struct relay_origins {
+struct hms_origin_pool {
     struct ev_loop *loop;
     zhashx_t *buckets; /* key -> s_bucket_t */
     s_idle_t *newest, *oldest;
     size_t n;
     size_t max, per_host;
+    double idle_s;
 };
 
 static void s_bucket_free (void **item)
@@ -46,10 +42,12 @@ static void s_bucket_free (void **item)
     *item = NULL;
 }
 
-relay_origins_t *relay_origins_new (struct ev_loop *loop, size_t max, size_t per_host)
+hms_origin_pool_t *hms_origin_pool_new (struct ev_loop *loop, size_t max, size_t per_host,
+                                        double idle_s)
 {
-    relay_origins_t *self = hms_alloc (sizeof *self);
+    hms_origin_pool_t *self = hms_alloc (sizeof *self);
     self->loop = loop;
+    self->idle_s = idle_s;
     self->max = max;
     self->per_host = per_host;
     self->buckets = zhashx_new ();
@@ -58,7 +56,7 @@ relay_origins_t *relay_origins_new (struct ev_loop *loop, size_t max, size_t per
 }
 
 /* Unlinks e from both lists, and forgets its origin when it was the last one. */
-static void s_unlink (relay_origins_t *self, s_idle_t *e)
+static void s_unlink (hms_origin_pool_t *self, s_idle_t *e)
 {
     if (e->prev)
         e->prev->next = e->next;
@@ -85,16 +83,16 @@ static void s_unlink (relay_origins_t *self, s_idle_t *e)
 }
 
 /* Unlinks, closes and frees one idle connection. */
-static void s_drop (relay_origins_t *self, s_idle_t *e)
+static void s_drop (hms_origin_pool_t *self, s_idle_t *e)
 {
     s_unlink (self, e);
     hms_origin_close (&e->conn);
     free (e);
 }
 
-void relay_origins_destroy (relay_origins_t **self_p)
+void hms_origin_pool_destroy (hms_origin_pool_t **self_p)
 {
-    relay_origins_t *self = *self_p;
+    hms_origin_pool_t *self = *self_p;
     if (!self)
         return;
     while (self->newest)
@@ -125,8 +123,8 @@ static void s_key (char *key, size_t len, bool tls, const char *host, uint16_t p
     snprintf (key, len, "%s://%s:%u", tls ? "https" : "http", host, port);
 }
 
-bool relay_origins_take (relay_origins_t *self, bool tls, const char *host, uint16_t port,
-                         hms_origin_conn_t *out)
+bool hms_origin_pool_take (hms_origin_pool_t *self, bool tls, const char *host, uint16_t port,
+                           hms_origin_conn_t *out)
 {
     char key[300];
     s_key (key, sizeof key, tls, host, port);
@@ -146,8 +144,8 @@ bool relay_origins_take (relay_origins_t *self, bool tls, const char *host, uint
     return false;
 }
 
-void relay_origins_put (relay_origins_t *self, bool tls, const char *host, uint16_t port,
-                        hms_origin_conn_t *conn)
+void hms_origin_pool_put (hms_origin_pool_t *self, bool tls, const char *host, uint16_t port,
+                          hms_origin_conn_t *conn)
 {
     if (!self->max || !self->per_host) {
         hms_origin_close (conn);
@@ -172,7 +170,7 @@ void relay_origins_put (relay_origins_t *self, bool tls, const char *host, uint1
     ev_io_init (&e->io, s_on_idle_io, e->conn.fd, EV_READ);
     e->io.data = e;
     ev_io_start (self->loop, &e->io);
-    ev_timer_init (&e->timer, s_on_idle_timer, RELAY_ORIGIN_IDLE_S, 0);
+    ev_timer_init (&e->timer, s_on_idle_timer, self->idle_s, 0);
     e->timer.data = e;
     ev_timer_start (self->loop, &e->timer);
     e->next = self->newest;

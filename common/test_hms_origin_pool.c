@@ -1,5 +1,5 @@
-/* Unit tests of relay_origin, the exit relay's pool of idle origin connections: the newest of
- * an origin is reused first, the per-origin and the overall limits drop the oldest, origins
+/* Unit tests of hms_origin_pool, the pool of idle origin connections: the newest of an origin
+ * is reused first, the per-origin and the overall limits drop the oldest, origins
  * are told apart by scheme, host and port, and a connection the origin closed while idle is
  * never handed out. Plain connections over socketpairs; no network. */
 #include <setjmp.h>
@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "relay_int.h"
+#include "hms_origin_pool.h"
 
 /* A plain "origin connection": our end of a socketpair, the origin's end in *peer. */
 static hms_origin_conn_t s_conn (int *peer)
@@ -26,10 +26,10 @@ static hms_origin_conn_t s_conn (int *peer)
     return c;
 }
 
-static bool s_take_fd (relay_origins_t *p, bool tls, const char *host, uint16_t port, int *fd)
+static bool s_take_fd (hms_origin_pool_t *p, bool tls, const char *host, uint16_t port, int *fd)
 {
     hms_origin_conn_t c;
-    if (!relay_origins_take (p, tls, host, port, &c))
+    if (!hms_origin_pool_take (p, tls, host, port, &c))
         return false;
     *fd = c.fd;
     hms_origin_close (&c);
@@ -39,12 +39,12 @@ static bool s_take_fd (relay_origins_t *p, bool tls, const char *host, uint16_t 
 static void test_newest_first_and_per_origin_limit (void **state)
 {
     struct ev_loop *loop = ev_loop_new (0);
-    relay_origins_t *p = relay_origins_new (loop, 100, 3);
+    hms_origin_pool_t *p = hms_origin_pool_new (loop, 100, 3, 15.0);
     int peers[4], fds[4];
     for (int i = 0; i < 4; i++) {
         hms_origin_conn_t c = s_conn (&peers[i]);
         fds[i] = c.fd;
-        relay_origins_put (p, false, "a", 80, &c);
+        hms_origin_pool_put (p, false, "a", 80, &c);
         assert_int_equal (c.fd, -1); /* moved into the pool */
     }
     /* 3 per origin: the oldest (0) went; the newest comes back first */
@@ -61,7 +61,7 @@ static void test_newest_first_and_per_origin_limit (void **state)
     assert_int_equal (read (peers[0], &b, 1), 0);
     for (int i = 0; i < 4; i++)
         close (peers[i]);
-    relay_origins_destroy (&p);
+    hms_origin_pool_destroy (&p);
     assert_null (p);
     ev_loop_destroy (loop);
 }
@@ -69,13 +69,13 @@ static void test_newest_first_and_per_origin_limit (void **state)
 static void test_origins_apart_and_overall_limit (void **state)
 {
     struct ev_loop *loop = ev_loop_new (0);
-    relay_origins_t *p = relay_origins_new (loop, 3, 10);
+    hms_origin_pool_t *p = hms_origin_pool_new (loop, 3, 10, 15.0);
     int peers[4];
     const char *hosts[4] = {"a", "b", "a", "c"};
     bool tls[4] = {false, false, true, false};
     for (int i = 0; i < 4; i++) {
         hms_origin_conn_t c = s_conn (&peers[i]);
-        relay_origins_put (p, tls[i], hosts[i], 80, &c);
+        hms_origin_pool_put (p, tls[i], hosts[i], 80, &c);
     }
     int fd;
     /* 3 in all: the oldest of all (http://a:80) went */
@@ -88,20 +88,20 @@ static void test_origins_apart_and_overall_limit (void **state)
     assert_false (s_take_fd (p, false, "c", 80, &fd));
     for (int i = 0; i < 4; i++)
         close (peers[i]);
-    relay_origins_destroy (&p);
+    hms_origin_pool_destroy (&p);
     ev_loop_destroy (loop);
 }
 
 static void test_closed_while_idle_is_not_handed_out (void **state)
 {
     struct ev_loop *loop = ev_loop_new (0);
-    relay_origins_t *p = relay_origins_new (loop, 10, 10);
+    hms_origin_pool_t *p = hms_origin_pool_new (loop, 10, 10, 15.0);
     int old_peer, new_peer, talk_peer;
     hms_origin_conn_t c = s_conn (&old_peer);
     int old_fd = c.fd;
-    relay_origins_put (p, false, "a", 80, &c);
+    hms_origin_pool_put (p, false, "a", 80, &c);
     c = s_conn (&new_peer);
-    relay_origins_put (p, false, "a", 80, &c);
+    hms_origin_pool_put (p, false, "a", 80, &c);
     /* the newest one's origin closes it; the older one is still good */
     close (new_peer);
     int fd;
@@ -111,30 +111,30 @@ static void test_closed_while_idle_is_not_handed_out (void **state)
     /* an origin that sends bytes nobody asked for: not reusable either, and the watcher drops
      * it while idle */
     c = s_conn (&talk_peer);
-    relay_origins_put (p, false, "a", 80, &c);
+    hms_origin_pool_put (p, false, "a", 80, &c);
     assert_int_equal (write (talk_peer, "x", 1), 1);
     ev_run (loop, EVRUN_NOWAIT);
     assert_false (s_take_fd (p, false, "a", 80, &fd));
     close (old_peer);
     close (talk_peer);
-    relay_origins_destroy (&p);
+    hms_origin_pool_destroy (&p);
     ev_loop_destroy (loop);
 }
 
 static void test_nothing_kept_when_limits_are_zero (void **state)
 {
     struct ev_loop *loop = ev_loop_new (0);
-    relay_origins_t *p = relay_origins_new (loop, 0, 0);
+    hms_origin_pool_t *p = hms_origin_pool_new (loop, 0, 0, 15.0);
     int peer;
     hms_origin_conn_t c = s_conn (&peer);
-    relay_origins_put (p, false, "a", 80, &c);
+    hms_origin_pool_put (p, false, "a", 80, &c);
     assert_int_equal (c.fd, -1);
     char b;
     assert_int_equal (read (peer, &b, 1), 0); /* closed at once */
     int fd;
     assert_false (s_take_fd (p, false, "a", 80, &fd));
     close (peer);
-    relay_origins_destroy (&p);
+    hms_origin_pool_destroy (&p);
     ev_loop_destroy (loop);
 }
 
