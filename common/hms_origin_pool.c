@@ -5,6 +5,7 @@
 #include "hms_alloc.h"
 
 #include <czmq.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +36,23 @@ struct hms_origin_pool {
     size_t max, per_host;
     double idle_s;
 };
+
+int hms_origin_pool_limits (hms_config_t *cfg, hms_origin_pool_limits_t *out, char *err,
+                            size_t errlen)
+{
+    const char *keys[2] = {"origin_keep_max", "origin_keep_per_host"};
+    size_t *values[2] = {&out->max, &out->per_host};
+    for (int i = 0; i < 2; i++) {
+        int64_t v = hms_config_int (cfg, keys[i]);
+        if (v < 0 || v > HMS_ORIGIN_POOL_KEEP_LIMIT) {
+            snprintf (err, errlen, "%s must be 0 to %d, not %" PRId64, keys[i],
+                      HMS_ORIGIN_POOL_KEEP_LIMIT, v);
+            return -1;
+        }
+        *values[i] = (size_t) v;
+    }
+    return 0;
+}
 
 static void s_bucket_free (void **item)
 {

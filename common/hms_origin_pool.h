@@ -8,6 +8,7 @@
 #ifndef HMS_ORIGIN_POOL_H_INCLUDED
 #define HMS_ORIGIN_POOL_H_INCLUDED
 
+#include "hms_config.h"
 #include "hms_origin.h"
 
 #include <ev.h>
@@ -28,6 +29,15 @@
 #define HMS_ORIGIN_POOL_IDLE_S 15.0
 
 typedef struct hms_origin_pool hms_origin_pool_t;
+
+/* What the keys above say. */
+typedef struct {
+    size_t max, per_host;
+} hms_origin_pool_limits_t;
+
+/* Reads the keys above from cfg: 0, or -1 with err saying which value is out of range. */
+int hms_origin_pool_limits (hms_config_t *cfg, hms_origin_pool_limits_t *out, char *err,
+                            size_t errlen);
 
 /* At most max idle connections, per_host of them to one origin (0: none kept), each for
  * idle_s. Caller owns return value. */

@@ -454,76 +454,61 @@ def test_a_second_relay_on_a_port_in_use_does_not_start(overlay, targets):
         assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
 
 
-def test_ingress_keeps_origin_connections_across_clients(overlay, targets):
-    """On a direct route the ingress fetches http:// and https:// URLs itself: after a whole
-    answer its origin connection goes to the worker's pool, and the next client's request to
-    that origin goes out on it (no new TCP or TLS handshake). An origin that closes a kept
-    connection instead of answering costs nothing: the request goes once more on a new one."""
-    s = overlay
-    set_policy(s, MODES["direct"])
+def check_origin_connections_kept(s, targets, keeper):
+    """Three clients one after the other, one origin connection; an origin that closes a
+    kept connection instead of answering (the keep-alive race) costs nothing: the request
+    goes once more on a new connection (keeper logs it); a request with a body never goes out
+    on a kept connection (it could not be sent again)."""
     base = f"http://127.0.0.1:{targets['http']}"
     log = targets["origin_log"]
     ports = re.compile(r"^127\.0\.0\.1:(\d+) \"GET /hello\.txt ", re.M)
     start = len(log.read_text())
-    for _ in range(3):  # three clients, one after the other
+    for _ in range(3):
         r = curl("-x", s.http, f"{base}/hello.txt")
         assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
     seen = wait_for(lambda: (lambda p: p if len(p) == 3 else None)(
         ports.findall(log.read_text()[start:])), 5, what="the origin's log of 3 requests")
-    assert len(set(seen)) == 1, f"the ingress opened {len(set(seen))} origin connections"
+    assert len(set(seen)) == 1, f"{keeper} opened {len(set(seen))} origin connections"
     r = curl("-x", s.http, f"{base}/drop-next")
     assert r.returncode == 0 and r.stdout == b"dropping the next request\n", r.stderr
     r = curl("-x", s.http, f"{base}/hello.txt")
     assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
     assert re.search(r"dropped /hello\.txt", log.read_text()[start:])
     assert f"http request target=127.0.0.1:{targets['http']}: the kept origin connection " \
-           "closed before an answer" in s.daemons["ingress-1"].log_text()
-    # https: three clients, one TLS connection to the origin
+           "closed before an answer" in s.daemons[keeper].log_text()
+    r = curl("-x", s.http, "--data-binary", "abc", f"{base}/upload")
+    assert r.returncode == 0 and r.stdout.endswith(b" 3\n"), (r.stdout, r.stderr)
+
+
+def test_ingress_keeps_origin_connections_across_clients(overlay, targets):
+    """On a direct route the ingress fetches http:// and https:// URLs itself: once an answer
+    is whole its origin connection goes to the worker's pool, and the next request to that
+    origin, from any client, goes out on it (no new TCP or TLS handshake)."""
+    s = overlay
+    set_policy(s, MODES["direct"])
+    check_origin_connections_kept(s, targets, "ingress-1")
+
     def reused():
         rows = s.ctl_json("stats", "--kind", "ingress")
         return rows[0]["stats"].get("ingress_origin_reused", 0) if rows else 0
     url = f"https://localhost:{targets['tls']}/hello"
-    assert https_via_proxy(s.port("ingress-1", "http"), [url]) == \
-        [(200, b"hello over end-to-end TLS\n")]
+    ok = [(200, b"hello over end-to-end TLS\n")]
+    assert https_via_proxy(s.port("ingress-1", "http"), [url]) == ok
     before = wait_for(lambda: reused() or None, 10, what="the ingress's stats")
-    for _ in range(3):
-        assert https_via_proxy(s.port("ingress-1", "http"), [url]) == \
-            [(200, b"hello over end-to-end TLS\n")]
+    for _ in range(3):  # three more clients, one TLS connection
+        assert https_via_proxy(s.port("ingress-1", "http"), [url]) == ok
     wait_for(lambda: reused() >= before + 3, 10,
              what="the ingress reusing its TLS connection to the origin")
 
 
 @pytest.mark.parametrize("mode", ["one-relay", "two-relays"])
 def test_exit_relay_keeps_origin_connections(overlay, targets, mode):
-    """Plain HTTP requests that leave the overlay at a relay: the exit relay keeps its
-    connection to the origin after a complete answer, and the next requests to that origin
-    (from other clients) go out on it. An origin that closes a kept connection instead of
-    answering (the keep-alive race) costs nothing: the request goes once more on a new
-    connection."""
+    """http:// requests that leave the overlay at a relay: the exit relay keeps its
+    connection to the origin after a whole answer, for the next request from any client."""
     s = overlay
     set_policy(s, MODES[mode])
-    base = f"http://127.0.0.1:{targets['http']}"
-    exit_relay = {"one-relay": "relay-core", "two-relays": "relay-far"}[mode]
-    log = targets["origin_log"]
-    ports = re.compile(r"^127\.0\.0\.1:(\d+) \"GET /hello\.txt ", re.M)
-    start = len(log.read_text())
-    for _ in range(3):  # three clients, one after the other
-        r = curl("-x", s.http, f"{base}/hello.txt")
-        assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
-    seen = wait_for(lambda: (lambda p: p if len(p) == 3 else None)(
-        ports.findall(log.read_text()[start:])), 5, what="the origin's log of 3 requests")
-    assert len(set(seen)) == 1, f"the exit relay opened {len(set(seen))} origin connections"
-
-    r = curl("-x", s.http, f"{base}/drop-next")
-    assert r.returncode == 0 and r.stdout == b"dropping the next request\n", r.stderr
-    r = curl("-x", s.http, f"{base}/hello.txt")
-    assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
-    assert re.search(r"dropped /hello\.txt", log.read_text()[start:])
-    assert f"http request target=127.0.0.1:{targets['http']}: the kept origin connection " \
-           "closed before an answer" in s.daemons[exit_relay].log_text()
-    # a request with a body never goes out on a kept connection (it could not be sent again)
-    r = curl("-x", s.http, "--data-binary", "abc", f"{base}/upload")
-    assert r.returncode == 0 and r.stdout.endswith(b" 3\n"), (r.stdout, r.stderr)
+    check_origin_connections_kept(s, targets,
+                                  {"one-relay": "relay-core", "two-relays": "relay-far"}[mode])
 
 
 def test_proxy_users_and_per_user_address_space(overlay, tmp_path):

@@ -41,7 +41,7 @@ struct ingress {
     hms_tls_ctx_t *relay_tls;  /* to relays (client, mutual) */
     hms_tls_ctx_t *origin_tls; /* checks https origins on direct routes (origin_ca_file) */
     char origin_tls_why[512];  /* why origin_tls is NULL */
-    int origin_keep_max, origin_keep_per_host;
+    hms_origin_pool_limits_t origin_keep;
     hms_current_t *config;
     json_t *users;            /* proxy users, or NULL when no authentication is asked */
     char bypass_socket[1024]; /* the bypass agent's socket, "" when not used */

@@ -320,9 +320,8 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
         ev_io_start (w->loop, &w->accept_w);
     }
     w->pool = hms_pool_new (w->loop, relay->client_tls, relay->connect_timeout_ms);
-    w->origins =
-        hms_origin_pool_new (w->loop, (size_t) w->relay->origin_keep_max,
-                             (size_t) w->relay->origin_keep_per_host, HMS_ORIGIN_POOL_IDLE_S);
+    w->origins = hms_origin_pool_new (w->loop, w->relay->origin_keep.max,
+                                      w->relay->origin_keep.per_host, HMS_ORIGIN_POOL_IDLE_S);
     hms_worker_set_data (worker, w);
     hms_worker_track (worker, s_stop_pool, w);
     if (w->lfd >= 0)
@@ -354,17 +353,12 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
     self->workers_n = (int) hms_config_int (cfg, "workers");
     self->connect_timeout_ms = (int) hms_config_int (cfg, "connect_timeout_ms");
     self->idle_timeout_ms = (int) hms_config_int (cfg, "idle_timeout_ms");
-    self->origin_keep_max = (int) hms_config_int (cfg, "origin_keep_max");
-    self->origin_keep_per_host = (int) hms_config_int (cfg, "origin_keep_per_host");
     if (self->workers_n < 1 || self->workers_n > RELAY_MAX_WORKERS) {
         snprintf (err, errlen, "workers must be 1 to %d", RELAY_MAX_WORKERS);
         free (self);
         return NULL;
     }
-    if (self->origin_keep_max < 0 || self->origin_keep_max > HMS_ORIGIN_POOL_KEEP_LIMIT ||
-        self->origin_keep_per_host < 0 || self->origin_keep_per_host > HMS_ORIGIN_POOL_KEEP_LIMIT) {
-        snprintf (err, errlen, "origin_keep_max and origin_keep_per_host must be 0 to %d",
-                  HMS_ORIGIN_POOL_KEEP_LIMIT);
+    if (hms_origin_pool_limits (cfg, &self->origin_keep, err, errlen)) {
         free (self);
         return NULL;
     }

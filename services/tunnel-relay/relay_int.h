@@ -39,7 +39,7 @@ struct relay {
     hms_tls_ctx_t *client_tls;
     hms_tls_ctx_t *origin_tls; /* checks https origins (origin_ca_file); NULL: https refused */
     char origin_tls_why[512];  /* why origin_tls is NULL */
-    int origin_keep_max, origin_keep_per_host;
+    hms_origin_pool_limits_t origin_keep;
     hms_current_t *config;
     hms_worker_t *workers[RELAY_MAX_WORKERS];
     atomic_uint_fast64_t terminated, forwarded, refused;
