@@ -431,6 +431,39 @@ def test_an_origin_that_stalls_its_tls_handshake_is_answered_504(overlay, target
         [(200, b"hello over end-to-end TLS\n")]
 
 
+def test_an_origin_that_never_answers_is_answered_504_after_the_idle_timeout(overlay, targets):
+    """A plain http:// origin that takes the request and never answers: the proxy fetching
+    it gives up once the origin has been silent for its --idle-timeout-ms, answers 504 and
+    says why (an ingress on a direct route, and an exit relay, each with a short timeout);
+    the others keep being served."""
+    s = overlay
+    s.start_service("ingress", "ingress-quick", extra=("--node", "edge", "--idle-timeout-ms",
+                                                       "1500"))
+    s.start_service("relay", "relay-quick", extra=("--node", "quick", "--idle-timeout-ms",
+                                                   "1500"))
+    wait_for(lambda: "relay listening on" in s.daemons["relay-quick"].log_text(), 10,
+             what="relay-quick listening")
+    s.ctl("node", "add", "quick", "--address", f"127.0.0.1:{s.port('relay-quick', 'tunnel')}")
+    s.ctl("link", "add", "edge", "quick")
+    with socket.socket() as stall:  # the kernel accepts and takes the request; nobody answers
+        stall.bind(("127.0.0.1", 0))
+        stall.listen(8)
+        url = f"http://127.0.0.1:{stall.getsockname()[1]}/slow"
+        for name, policy in (("ingress-quick", MODES["direct"]),
+                             ("ingress-1", {"id": "all", "priority": 1000, "action": "route",
+                                            "route": "quick"})):
+            set_policy(s, policy)
+            t0 = time.monotonic()
+            r = curl("-x", f"http://127.0.0.1:{s.port(name, 'http')}", "-sS", "-o", "/dev/null",
+                     "-w", "%{http_code}", url, timeout=20)
+            took = time.monotonic() - t0
+            assert r.stdout == b"504", (name, r.stdout, r.stderr)
+            assert 1.0 < took < 6, (name, took)
+        assert "the origin sent nothing for 1500 ms" in s.daemons["relay-quick"].log_text()
+    r = curl("-x", s.http, f"http://127.0.0.1:{targets['http']}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+
+
 def test_a_second_relay_on_a_port_in_use_does_not_start(overlay, targets):
     """Our listeners share their port among a daemon's workers (SO_REUSEPORT), which would
     also let a second daemon join and take half of the first one's connections: a daemon

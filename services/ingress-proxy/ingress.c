@@ -24,7 +24,9 @@ const hms_cfg_key_t ingress_keys[] = {
     {"tls_dir", HMS_CFG_STRING, NULL, "CA and certificates (default: KEYS_DIR/tls)"},
     {"workers", HMS_CFG_INT, "1", "worker threads, each with its own loop and listeners"},
     {"connect_timeout_ms", HMS_CFG_INT, "5000", "limit for connecting to a target or relay"},
-    {"idle_timeout_ms", HMS_CFG_INT, "300000", "a tunnel idle this long is closed"},
+    {"idle_timeout_ms", HMS_CFG_INT, "300000",
+     "a tunnel idle this long is closed; an origin silent this long while it owes an answer "
+     "is given up (504)"},
     {"policy_timeout_ms", HMS_CFG_INT, "1000",
      "a flow the policy engine does not decide in "
      "this time is refused (503)"},

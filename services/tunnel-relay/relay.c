@@ -29,7 +29,9 @@ const hms_cfg_key_t relay_keys[] = {
     {"tls_dir", HMS_CFG_STRING, NULL, "CA and certificates (default: KEYS_DIR/tls)"},
     {"workers", HMS_CFG_INT, "1", "worker threads, each with its own loop"},
     {"connect_timeout_ms", HMS_CFG_INT, "5000", "limit for connecting to a target or relay"},
-    {"idle_timeout_ms", HMS_CFG_INT, "300000", "a tunnel idle this long is closed"},
+    {"idle_timeout_ms", HMS_CFG_INT, "300000",
+     "a tunnel idle this long is closed; an origin silent this long while it owes an answer "
+     "is given up (504)"},
     HMS_ORIGIN_CA_KEY,
     HMS_ORIGIN_POOL_KEYS,
     {NULL, 0, NULL, NULL},

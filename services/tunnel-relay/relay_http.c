@@ -29,8 +29,10 @@ typedef struct {
     hms_worker_item_t *item;
     hms_dial_t *dial;
     hms_origin_conn_t conn;
-    bool tls;          /* https: the origin connection is TLS */
-    ev_timer hs_timer; /* its handshake must end within the connect timeout */
+    bool tls;         /* https: the origin connection is TLS */
+    ev_timer timer;   /* the origin's TLS handshake must end within the connect timeout;
+                         then it may be silent for at most the idle timeout */
+    bool handshaking; /* timer times the handshake */
     ev_io io;
     hms_buf_t *to_origin;
     bool chunked_req;
@@ -60,7 +62,7 @@ static void s_free (s_req_t *r)
     hms_worker_untrack (r->w->worker, r->item);
     if (r->dial)
         hms_dial_cancel (r->dial);
-    ev_timer_stop (r->w->loop, &r->hs_timer);
+    ev_timer_stop (r->w->loop, &r->timer);
     if (r->conn.fd >= 0) {
         ev_io_stop (r->w->loop, &r->io);
         hms_origin_close (&r->conn);
@@ -225,6 +227,7 @@ static int s_from_origin (s_req_t *r, const char *data, size_t len)
 }
 
 static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg);
+static void s_timer_answer (s_req_t *r);
 
 /* A kept connection that the origin closed (or reset) before answering: the request goes
  * once more on a new connection, if it has no body (then nothing of it is lost). True when
@@ -254,6 +257,7 @@ static bool s_retry (s_req_t *r, const char *why)
 static void s_release_origin (s_req_t *r)
 {
     ev_io_stop (r->w->loop, &r->io);
+    ev_timer_stop (r->w->loop, &r->timer);
     if (r->origin_keep && !r->extra && r->in_end && hms_buf_size (r->to_origin) == 0 &&
         r->w->origins)
         hms_origin_pool_put (r->w->origins, r->tls, r->host, r->port, &r->conn);
@@ -277,9 +281,13 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
             r->in_unconsumed -= give;
             hms_h2_stream_consume (r->in, give);
         }
+        if (n > 0)
+            ev_timer_again (loop, &r->timer);
     }
-    if (r->conn.ready) /* the request head went out behind the handshake */
-        ev_timer_stop (loop, &r->hs_timer);
+    if (r->handshaking && r->conn.ready) { /* from now on the answer is timed */
+        r->handshaking = false;
+        s_timer_answer (r);
+    }
     /* read while the client keeps up, at most a few records per wake-up */
     for (int i = 0; i < 4 && s_may_read (r); i++) {
         char buf[65536];
@@ -289,6 +297,7 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
         int rc;
         if (n > 0) {
             r->answered = true;
+            ev_timer_again (loop, &r->timer);
             rc = s_from_origin (r, buf, (size_t) n);
         } else {
             const char *why = n == 0 ? "closed" : r->conn.why;
@@ -357,9 +366,15 @@ static void s_in_close (hms_h2_stream_t *s, uint32_t code, void *arg)
 static const hms_h2_stream_cbs_t s_in_cbs = {
     .on_data = s_in_data, .on_end = s_in_end, .on_sent = s_in_sent, .on_close = s_in_close};
 
-/* The request goes out on r->conn (new or kept). */
+/* The request goes out on r->conn (new or kept): its handshake, else its answer, is timed. */
 static void s_attach (s_req_t *r)
 {
+    r->handshaking = !r->conn.ready;
+    if (r->handshaking) {
+        ev_timer_set (&r->timer, r->w->relay->connect_timeout_ms / 1000.0, 0);
+        ev_timer_start (r->w->loop, &r->timer);
+    } else
+        s_timer_answer (r);
     ev_io_init (&r->io, s_on_io, r->conn.fd, 0);
     r->io.data = r;
     s_update (r);
@@ -377,18 +392,29 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
         s_finish (r, 502, r->conn.why);
         return;
     }
-    if (!r->conn.ready)
-        ev_timer_start (r->w->loop, &r->hs_timer);
     s_attach (r);
 }
 
-static void s_on_hs_timer (struct ev_loop *loop, ev_timer *t, int revents)
+/* Times the answer: the origin may be silent for at most the idle timeout (restarted by
+ * every byte either way). */
+static void s_timer_answer (s_req_t *r)
+{
+    ev_timer_stop (r->w->loop, &r->timer);
+    ev_timer_set (&r->timer, 0, r->w->relay->idle_timeout_ms / 1000.0);
+    ev_timer_again (r->w->loop, &r->timer);
+}
+
+static void s_on_timer (struct ev_loop *loop, ev_timer *t, int revents)
 {
     s_req_t *r = t->data;
     char why[160];
-    snprintf (why, sizeof why, "the origin did not finish the TLS handshake within %d ms",
-              r->w->relay->connect_timeout_ms);
-    s_finish (r, 504, why);
+    if (r->handshaking)
+        snprintf (why, sizeof why, "the origin did not finish the TLS handshake within %d ms",
+                  r->w->relay->connect_timeout_ms);
+    else
+        snprintf (why, sizeof why, "the origin sent nothing for %d ms",
+                  r->w->relay->idle_timeout_ms);
+    s_finish (r, r->head_done ? 0 : 504, why); /* cut short: the client must not take it whole */
 }
 
 static void s_close_on_stop (void *obj)
@@ -404,8 +430,8 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, con
     r->in = in;
     r->conn.fd = -1;
     r->tls = tls;
-    ev_timer_init (&r->hs_timer, s_on_hs_timer, w->relay->connect_timeout_ms / 1000.0, 0);
-    r->hs_timer.data = r;
+    ev_timer_init (&r->timer, s_on_timer, 0, 0);
+    r->timer.data = r;
     r->to_origin = hms_buf_new ();
     const char *method = hms_h2_stream_header (in, ":method");
     const char *path = hms_h2_stream_header (in, ":path");
