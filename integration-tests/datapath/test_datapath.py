@@ -383,6 +383,9 @@ def test_https_urls_are_fetched_in_tls_by_the_proxy(overlay, targets, tmp_path, 
         assert r.status == 200 and h.hexdigest() == targets["digest"]
     finally:
         c.close()
+    # an origin that does not speak TLS at all
+    [(status, why)] = https_via_proxy(port, [f"https://localhost:{targets['http']}/hello.txt"])
+    assert status == 502 and b"TLS with the origin" in why, why
     # the certificate names localhost, not 127.0.0.1
     [(status, why)] = https_via_proxy(port, [f"https://127.0.0.1:{targets['tls']}/hello"])
     assert status == 502 and b"TLS with the origin" in why and b"certificate" in why, why
