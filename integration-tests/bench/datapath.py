@@ -1106,51 +1106,43 @@ def part_wan(env, args):
         hermes.up()
         rel = hermes.daemons["relay"].proc.pid
         runs = []
+
+        def arm(name, client, pids):
+            """One arm: its wave function (client(path, conc), plus the proxies' CPU time
+            when pids, then a check that the daemons are all still up) and a light one."""
+            def wave(path, conc=args.concurrency):
+                c0 = cpu_seconds(pids) if pids else 0.0
+                r = client(path, conc)
+                if pids:
+                    r["proxy_cpu_s"] = cpu_seconds(pids) - c0
+                hermes.check_alive()
+                return r
+            runs.append((name, None, wave, lambda path: wave(path, conc=args.wan_light)))
+
         for name, connect, proxy, pipe, ingress in (
                 ("direct", target, "none", False, None),
                 ("hermes", "127.0.0.1:3128", "h1", False, "ingress"),
                 ("hermes-pipelined", "127.0.0.1:3128", "h1", True, "ingress"),
                 ("hermes-optimistic", "127.0.0.1:3138", "h1", False, "ingress-opt")):
-            ing = hermes.daemons[ingress].proc.pid if ingress else None
-
-            def wave(path, connect=connect, proxy=proxy, pipe=pipe, conc=args.concurrency,
-                     ing=ing):
-                c0 = cpu_seconds([ing, rel]) if proxy != "none" else 0.0
-                r = pingpong("rpc", connect, proxy, target, ns=cns, count=conc,
-                             concurrency=conc, rpc=args.rpc, pipeline=pipe,
-                             flow_timeout_s=60, timeout=180, samples=path)
-                if proxy != "none":
-                    r["proxy_cpu_s"] = cpu_seconds([ing, rel]) - c0
-                hermes.check_alive()
-                return r
-
-            def light(path, wave=wave):
-                return wave(path, conc=args.wan_light)
             log(f"wan: warm-up {name}")
             pingpong("rpc", connect, proxy, target, ns=cns, count=200, concurrency=100,
                      rpc=args.rpc, pipeline=pipe)
-            runs.append((name, None, wave, light))
+            arm(name, lambda path, conc, connect=connect, proxy=proxy, pipe=pipe: pingpong(
+                "rpc", connect, proxy, target, ns=cns, count=conc, concurrency=conc,
+                rpc=args.rpc, pipeline=pipe, flow_timeout_s=60, timeout=180, samples=path),
+                [hermes.daemons[ingress].proc.pid, rel] if ingress else None)
         # real HTTPS: the client's own TLS to the origin, or the URL handed to the ingress
-        ing = hermes.daemons["ingress"].proc.pid
         for name, connect, proxy in (("https-direct", f"{wan.SERVER}:8443", "none"),
                                      ("hermes-https", "127.0.0.1:3128", "h1")):
-            def wave(path, connect=connect, proxy=proxy, conc=args.concurrency):
-                c0 = cpu_seconds([ing, rel]) if proxy != "none" else 0.0
-                r = https_load(connect, url, proxy, cns, ca=origin.cert, count=conc,
-                               concurrency=conc, flow_timeout_s=60, samples=path)
-                if proxy != "none":
-                    r["proxy_cpu_s"] = cpu_seconds([ing, rel]) - c0
-                hermes.check_alive()
-                return r
-
-            def light(path, wave=wave):
-                return wave(path, conc=args.wan_light)
             # warm at the wave's size: the exit relay then holds as many kept TLS connections
             # to the origin as a wave needs (the other arms keep nothing between waves)
             log(f"wan: warm-up {name}")
             https_load(connect, url, proxy, cns, ca=origin.cert, count=args.concurrency,
                        concurrency=args.concurrency)
-            runs.append((name, None, wave, light))
+            arm(name, lambda path, conc, connect=connect, proxy=proxy: https_load(
+                connect, url, proxy, cns, ca=origin.cert, count=conc, concurrency=conc,
+                flow_timeout_s=60, samples=path),
+                [hermes.daemons["ingress"].proc.pid, rel] if proxy != "none" else None)
         log(f"wan: {args.wan_waves} waves of {args.concurrency} over {len(runs)} arms")
         out.update(waves([r[:3] for r in runs], args.wan_waves, tmp, "wan"))
         if args.wan_light:
