@@ -186,3 +186,60 @@ bool hms_origin_idle_check (hms_origin_conn_t *c)
     char b;
     return hms_tls_read (c->tls, &b, 1) == HMS_TLS_AGAIN;
 }
+
+/* ---- timing ------------------------------------------------------------------------------ */
+
+void hms_origin_timer_init (hms_origin_timer_t *t, void (*cb) (struct ev_loop *, ev_timer *, int),
+                            void *data, int connect_ms, int idle_ms)
+{
+    ev_timer_init (&t->w, cb, 0, 0);
+    t->w.data = data;
+    t->connect_ms = connect_ms;
+    t->idle_ms = idle_ms;
+}
+
+/* The answer is timed: a repeating timer, restarted by progress. (The handshake's is one
+ * shot: repeat 0.) */
+static void s_time_answer (struct ev_loop *loop, hms_origin_timer_t *t)
+{
+    ev_timer_stop (loop, &t->w);
+    ev_timer_set (&t->w, 0, t->idle_ms / 1000.0);
+    ev_timer_again (loop, &t->w);
+}
+
+void hms_origin_timer_arm (struct ev_loop *loop, hms_origin_timer_t *t, const hms_origin_conn_t *c)
+{
+    if (c->ready) {
+        s_time_answer (loop, t);
+        return;
+    }
+    ev_timer_stop (loop, &t->w);
+    ev_timer_set (&t->w, t->connect_ms / 1000.0, 0);
+    ev_timer_start (loop, &t->w);
+}
+
+void hms_origin_timer_progress (struct ev_loop *loop, hms_origin_timer_t *t,
+                                const hms_origin_conn_t *c, bool moved)
+{
+    if (!ev_is_active (&t->w) || !c->ready)
+        return;
+    if (t->w.repeat == 0) /* the handshake just ended: from now on the answer is timed */
+        s_time_answer (loop, t);
+    else if (moved)
+        ev_timer_again (loop, &t->w);
+}
+
+void hms_origin_timer_stop (struct ev_loop *loop, hms_origin_timer_t *t)
+{
+    ev_timer_stop (loop, &t->w);
+}
+
+void hms_origin_timer_why (const hms_origin_timer_t *t, const hms_origin_conn_t *c, char *why,
+                           size_t len)
+{
+    if (c->ready)
+        snprintf (why, len, "the origin sent nothing for %d ms", t->idle_ms);
+    else
+        snprintf (why, len, "the origin did not finish the TLS handshake within %d ms",
+                  t->connect_ms);
+}

@@ -17,6 +17,7 @@
 #include "hms_buf.h"
 #include "hms_tls.h"
 
+#include <ev.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -79,5 +80,26 @@ int hms_origin_events (const hms_origin_conn_t *c, bool want_read, bool want_wri
  * bookkeeping such as a post-handshake message was all there was), false when the origin
  * closed it or sent bytes nobody asked for. */
 bool hms_origin_idle_check (hms_origin_conn_t *c);
+
+/* Timing an origin that owes an answer: its TLS handshake must end within connect_ms, then
+ * it may be silent for at most idle_ms (every byte either way restarts the count). The owner
+ * arms it when a request goes out on a connection, reports each I/O step, and stops it once
+ * the answer is whole; the callback (w.data is the owner's) learns what expired from
+ * hms_origin_timer_why. Which of the two is timed follows from the connection's state. */
+typedef struct {
+    ev_timer w;
+    int connect_ms, idle_ms;
+} hms_origin_timer_t;
+
+void hms_origin_timer_init (hms_origin_timer_t *t, void (*cb) (struct ev_loop *, ev_timer *, int),
+                            void *data, int connect_ms, int idle_ms);
+void hms_origin_timer_arm (struct ev_loop *loop, hms_origin_timer_t *t, const hms_origin_conn_t *c);
+/* After an I/O step on c: moved says whether bytes went either way. */
+void hms_origin_timer_progress (struct ev_loop *loop, hms_origin_timer_t *t,
+                                const hms_origin_conn_t *c, bool moved);
+void hms_origin_timer_stop (struct ev_loop *loop, hms_origin_timer_t *t);
+/* What expired, for the 504 and the log. */
+void hms_origin_timer_why (const hms_origin_timer_t *t, const hms_origin_conn_t *c, char *why,
+                           size_t len);
 
 #endif

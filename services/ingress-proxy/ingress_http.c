@@ -62,15 +62,12 @@ typedef struct {
     char up_host[HMS_H1_MAX_HOST + 1]; /* ... and the origin it leads to */
     uint16_t up_port;
     bool up_https;
-    bool up_idle;        /* between two messages: may serve another client (the worker's pool) */
-    bool up_reused;      /* kept from an earlier request: the origin may close it any moment */
-    bool up_answered;    /* the origin sent something for the request in progress */
-    bool bodyless;       /* the request in progress has no body: it can be sent again */
-    ev_timer up_timer;   /* the origin's TLS handshake must end within the connect timeout;
-                            then, while a request is out, the origin may be silent for at most
-                            the idle timeout */
-    bool up_handshaking; /* up_timer times the handshake */
-    bool https;          /* the request in progress is for an https:// URL */
+    bool up_idle;     /* between two messages: may serve another client (the worker's pool) */
+    bool up_reused;   /* kept from an earlier request: the origin may close it any moment */
+    bool up_answered; /* the origin sent something for the request in progress */
+    bool bodyless;    /* the request in progress has no body: it can be sent again */
+    hms_origin_timer_t up_timer; /* its handshake, then its silence, are bounded */
+    bool https;                  /* the request in progress is for an https:// URL */
     ev_io up_io;
     hms_h2_stream_t *up_stream;
     bool up_ready;     /* bytes may go to the upstream */
@@ -93,7 +90,7 @@ static void s_pump (s_http_t *h);
 static void s_upstream_close (s_http_t *h);
 static void s_up_attach (s_http_t *h, hms_origin_conn_t *conn, bool reused);
 static bool s_retry (s_http_t *h, const char *why);
-static void s_up_timer_answer (s_http_t *h);
+static void s_cut_short (s_http_t *h, const char *why);
 
 static void s_free (s_http_t *h)
 {
@@ -119,7 +116,7 @@ static void s_free (s_http_t *h)
 
 static void s_upstream_close (s_http_t *h)
 {
-    ev_timer_stop (h->w->loop, &h->up_timer);
+    hms_origin_timer_stop (h->w->loop, &h->up_timer);
     if (h->up == S_UP_FD) {
         ev_io_stop (h->w->loop, &h->up_io);
         /* between two messages, it serves the next client of the same origin */
@@ -353,28 +350,23 @@ static void s_up_update (s_http_t *h)
 static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
 {
     s_http_t *h = w->data;
-    /* both ways on any event: a TLS handshake or record may need either */
+    /* on any event write what is queued: a TLS handshake or record may need either way */
+    ssize_t sent = 0;
     if (hms_buf_size (h->to_up) > 0 || (revents & EV_WRITE)) {
-        ssize_t n = hms_origin_write (&h->up_conn, h->to_up);
-        if (n < 0) {
+        sent = hms_origin_write (&h->up_conn, h->to_up);
+        if (sent < 0) {
             s_reply_error (h, 502, h->up_conn.why);
             return;
         }
-        if (n > 0)
-            ev_timer_again (loop, &h->up_timer);
     }
-    if (h->up_handshaking && h->up_conn.ready) { /* from now on the answer is timed */
-        h->up_handshaking = false;
-        s_up_timer_answer (h);
-    }
+    hms_origin_timer_progress (loop, &h->up_timer, &h->up_conn, sent > 0);
     if (revents & EV_READ || hms_origin_pending (&h->up_conn) || !h->up_conn.ready) {
         char buf[65536];
         ssize_t n = hms_origin_read (&h->up_conn, buf, sizeof buf);
         if (n > 0) {
             h->up_answered = true;
             h->up_idle = false; /* whatever it is, nobody asked for it while idle */
-            if (!h->up_handshaking)
-                ev_timer_again (loop, &h->up_timer);
+            hms_origin_timer_progress (loop, &h->up_timer, &h->up_conn, true);
             s_on_up_bytes (h, buf, (size_t) n);
             return;
         }
@@ -394,11 +386,9 @@ static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
                 s_reply_error (h, 502, h->up_conn.why);
                 return;
             }
-            if (waiting) { /* an answer cut short is not taken as whole: the client is closed */
-                hms_info ("http response cut short client=%s target=%s:%u why=\"%s\"", h->peer,
-                          h->host, h->port, h->up_conn.why);
-                h->close_after = true;
-                h->state = S_DONE;
+            if (waiting) {
+                s_cut_short (h, h->up_conn.why);
+                return;
             }
             s_upstream_close (h); /* between requests: this upstream is just not reused */
             s_pump (h);
@@ -408,36 +398,27 @@ static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
     s_pump (h);
 }
 
-/* Times the answer: the origin may be silent for at most the idle timeout (restarted by
- * every byte either way). */
-static void s_up_timer_answer (s_http_t *h)
+/* An answer cut short by the origin is not taken as whole: the client is closed once it has
+ * what came. */
+static void s_cut_short (s_http_t *h, const char *why)
 {
-    ev_timer_stop (h->w->loop, &h->up_timer);
-    ev_timer_set (&h->up_timer, 0, h->w->ingress->idle_timeout_ms / 1000.0);
-    ev_timer_again (h->w->loop, &h->up_timer);
-}
-
-static void s_on_up_timer (struct ev_loop *loop, ev_timer *w, int revents)
-{
-    s_http_t *h = w->data;
-    char why[160];
-    if (h->up_handshaking)
-        snprintf (why, sizeof why, "the origin did not finish the TLS handshake within %d ms",
-                  h->w->ingress->connect_timeout_ms);
-    else
-        snprintf (why, sizeof why, "the origin sent nothing for %d ms",
-                  h->w->ingress->idle_timeout_ms);
-    if (!h->resp_head_done) {
-        s_reply_error (h, 504, why);
-        return;
-    }
-    /* an answer cut short is not taken as whole: the client is closed */
     hms_info ("http response cut short client=%s target=%s:%u why=\"%s\"", h->peer, h->host,
               h->port, why);
     h->close_after = true;
     h->state = S_DONE;
     s_upstream_close (h);
     s_pump (h);
+}
+
+static void s_on_up_timer (struct ev_loop *loop, ev_timer *w, int revents)
+{
+    s_http_t *h = w->data;
+    char why[160];
+    hms_origin_timer_why (&h->up_timer, &h->up_conn, why, sizeof why);
+    if (h->resp_head_done)
+        s_cut_short (h, why);
+    else
+        s_reply_error (h, 504, why);
 }
 
 /* ---- the upstream as an HTTP/2 request through the overlay ---------------------------- */
@@ -571,12 +552,7 @@ static void s_up_attach (s_http_t *h, hms_origin_conn_t *conn, bool reused)
     h->up_https = h->https;
     h->up_reused = reused;
     h->up_answered = false;
-    h->up_handshaking = !h->up_conn.ready;
-    if (h->up_handshaking) {
-        ev_timer_set (&h->up_timer, h->w->ingress->connect_timeout_ms / 1000.0, 0);
-        ev_timer_start (h->w->loop, &h->up_timer);
-    } else
-        s_up_timer_answer (h);
+    hms_origin_timer_arm (h->w->loop, &h->up_timer, &h->up_conn);
     h->up = S_UP_FD;
     h->up_ready = true;
     ev_io_init (&h->up_io, s_on_up_io, h->up_conn.fd, 0);
@@ -607,7 +583,7 @@ static bool s_retry (s_http_t *h, const char *why)
         (h->state != S_RESP && h->state != S_REQ_BODY))
         return false;
     ev_io_stop (h->w->loop, &h->up_io);
-    ev_timer_stop (h->w->loop, &h->up_timer);
+    hms_origin_timer_stop (h->w->loop, &h->up_timer);
     hms_origin_close (&h->up_conn);
     h->up = S_UP_NONE;
     h->up_ready = false;
@@ -869,7 +845,7 @@ static void s_on_up_bytes (s_http_t *h, const char *data, size_t len)
     }
     if (done == 1) {
         h->state = S_DONE;
-        ev_timer_stop (h->w->loop, &h->up_timer); /* the answer is whole */
+        hms_origin_timer_stop (h->w->loop, &h->up_timer); /* the answer is whole */
         /* whole answer, whole request: the connection goes to the worker's pool at once, for
          * this client's next request or anyone else's */
         h->up_idle = h->up == S_UP_FD && !h->up_eof && h->resp_keep_alive && h->req_done &&
@@ -1036,8 +1012,8 @@ void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const ch
     h->io.data = h;
     ev_timer_init (&h->timer, s_on_timer, w->ingress->idle_timeout_ms / 1000.0, 0);
     h->timer.data = h;
-    ev_timer_init (&h->up_timer, s_on_up_timer, 0, 0);
-    h->up_timer.data = h;
+    hms_origin_timer_init (&h->up_timer, s_on_up_timer, h, w->ingress->connect_timeout_ms,
+                           w->ingress->idle_timeout_ms);
     h->state = S_REQ_HEAD;
     h->item = hms_worker_track (w->worker, s_close_on_stop, h);
     s_next_request (h);

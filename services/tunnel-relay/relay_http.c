@@ -29,10 +29,8 @@ typedef struct {
     hms_worker_item_t *item;
     hms_dial_t *dial;
     hms_origin_conn_t conn;
-    bool tls;         /* https: the origin connection is TLS */
-    ev_timer timer;   /* the origin's TLS handshake must end within the connect timeout;
-                         then it may be silent for at most the idle timeout */
-    bool handshaking; /* timer times the handshake */
+    bool tls;                 /* https: the origin connection is TLS */
+    hms_origin_timer_t timer; /* its handshake, then its silence, are bounded */
     ev_io io;
     hms_buf_t *to_origin;
     bool chunked_req;
@@ -62,7 +60,7 @@ static void s_free (s_req_t *r)
     hms_worker_untrack (r->w->worker, r->item);
     if (r->dial)
         hms_dial_cancel (r->dial);
-    ev_timer_stop (r->w->loop, &r->timer);
+    hms_origin_timer_stop (r->w->loop, &r->timer);
     if (r->conn.fd >= 0) {
         ev_io_stop (r->w->loop, &r->io);
         hms_origin_close (&r->conn);
@@ -227,7 +225,6 @@ static int s_from_origin (s_req_t *r, const char *data, size_t len)
 }
 
 static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg);
-static void s_timer_answer (s_req_t *r);
 
 /* A kept connection that the origin closed (or reset) before answering: the request goes
  * once more on a new connection, if it has no body (then nothing of it is lost). True when
@@ -257,7 +254,7 @@ static bool s_retry (s_req_t *r, const char *why)
 static void s_release_origin (s_req_t *r)
 {
     ev_io_stop (r->w->loop, &r->io);
-    ev_timer_stop (r->w->loop, &r->timer);
+    hms_origin_timer_stop (r->w->loop, &r->timer);
     if (r->origin_keep && !r->extra && r->in_end && hms_buf_size (r->to_origin) == 0 &&
         r->w->origins)
         hms_origin_pool_put (r->w->origins, r->tls, r->host, r->port, &r->conn);
@@ -268,7 +265,8 @@ static void s_release_origin (s_req_t *r)
 static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
 {
     s_req_t *r = w->data;
-    /* both ways on any event: a TLS handshake or record may need either */
+    /* on any event write what is queued: a TLS handshake or record may need either way */
+    ssize_t sent = 0;
     if (hms_buf_size (r->to_origin) > 0 || (revents & EV_WRITE)) {
         ssize_t n = hms_origin_write (&r->conn, r->to_origin);
         if (n < 0) {
@@ -281,15 +279,13 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
             r->in_unconsumed -= give;
             hms_h2_stream_consume (r->in, give);
         }
-        if (n > 0)
-            ev_timer_again (loop, &r->timer);
+        sent = n;
     }
-    if (r->handshaking && r->conn.ready) { /* from now on the answer is timed */
-        r->handshaking = false;
-        s_timer_answer (r);
-    }
-    /* read while the client keeps up, at most a few records per wake-up */
-    for (int i = 0; i < 4 && s_may_read (r); i++) {
+    hms_origin_timer_progress (loop, &r->timer, &r->conn, sent > 0);
+    /* read while the client keeps up, at most a few records per wake-up; the socket only
+     * when it said so (or a handshake is under way), the TLS session when it holds bytes */
+    bool readable = (revents & EV_READ) || !r->conn.ready || hms_origin_pending (&r->conn);
+    for (int i = 0; i < 4 && readable && s_may_read (r); i++) {
         char buf[65536];
         ssize_t n = hms_origin_read (&r->conn, buf, sizeof buf);
         if (n == HMS_ORIGIN_AGAIN)
@@ -297,7 +293,7 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
         int rc;
         if (n > 0) {
             r->answered = true;
-            ev_timer_again (loop, &r->timer);
+            hms_origin_timer_progress (loop, &r->timer, &r->conn, true);
             rc = s_from_origin (r, buf, (size_t) n);
         } else {
             const char *why = n == 0 ? "closed" : r->conn.why;
@@ -369,12 +365,7 @@ static const hms_h2_stream_cbs_t s_in_cbs = {
 /* The request goes out on r->conn (new or kept): its handshake, else its answer, is timed. */
 static void s_attach (s_req_t *r)
 {
-    r->handshaking = !r->conn.ready;
-    if (r->handshaking) {
-        ev_timer_set (&r->timer, r->w->relay->connect_timeout_ms / 1000.0, 0);
-        ev_timer_start (r->w->loop, &r->timer);
-    } else
-        s_timer_answer (r);
+    hms_origin_timer_arm (r->w->loop, &r->timer, &r->conn);
     ev_io_init (&r->io, s_on_io, r->conn.fd, 0);
     r->io.data = r;
     s_update (r);
@@ -395,25 +386,11 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
     s_attach (r);
 }
 
-/* Times the answer: the origin may be silent for at most the idle timeout (restarted by
- * every byte either way). */
-static void s_timer_answer (s_req_t *r)
-{
-    ev_timer_stop (r->w->loop, &r->timer);
-    ev_timer_set (&r->timer, 0, r->w->relay->idle_timeout_ms / 1000.0);
-    ev_timer_again (r->w->loop, &r->timer);
-}
-
 static void s_on_timer (struct ev_loop *loop, ev_timer *t, int revents)
 {
     s_req_t *r = t->data;
     char why[160];
-    if (r->handshaking)
-        snprintf (why, sizeof why, "the origin did not finish the TLS handshake within %d ms",
-                  r->w->relay->connect_timeout_ms);
-    else
-        snprintf (why, sizeof why, "the origin sent nothing for %d ms",
-                  r->w->relay->idle_timeout_ms);
+    hms_origin_timer_why (&r->timer, &r->conn, why, sizeof why);
     s_finish (r, r->head_done ? 0 : 504, why); /* cut short: the client must not take it whole */
 }
 
@@ -430,8 +407,8 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, con
     r->in = in;
     r->conn.fd = -1;
     r->tls = tls;
-    ev_timer_init (&r->timer, s_on_timer, 0, 0);
-    r->timer.data = r;
+    hms_origin_timer_init (&r->timer, s_on_timer, r, w->relay->connect_timeout_ms,
+                           w->relay->idle_timeout_ms);
     r->to_origin = hms_buf_new ();
     const char *method = hms_h2_stream_header (in, ":method");
     const char *path = hms_h2_stream_header (in, ":path");
