@@ -132,6 +132,12 @@ def cpu_seconds(pids):
     return total
 
 
+def children_cpu_seconds():
+    """CPU seconds (user + system) of this process's children that were waited for."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -613,7 +619,8 @@ def waves(arms_runs, nwaves, tmp, tag):
     """Runs each arm's wave function nwaves times, arms interleaved wave by wave (so that
     drift and other load on the machine touch every arm alike), and merges the samples.
     arms_runs: [(name, setup_fn or None, wave_fn(samples_path) -> result dict)]."""
-    acc = {name: {"samples": [], "totals": [], "failed": 0, "cpu": 0.0, "n": 0}
+    acc = {name: {"samples": [], "totals": [], "failed": 0, "cpu": 0.0, "load": 0.0,
+                  "client": 0.0, "n": 0}
            for name, _, _ in arms_runs}
     for w in range(nwaves):
         for name, setup, wave in arms_runs:
@@ -627,6 +634,8 @@ def waves(arms_runs, nwaves, tmp, tag):
             a["totals"].append(r["total_s"])
             a["failed"] += r["failed"] + r.get("unfinished", 0)
             a["cpu"] += r.get("proxy_cpu_s", 0.0)
+            a["client"] += r.get("client_cpu_s", 0.0)
+            a["load"] += r.get("client_cpu_s", 0.0) + r.get("target_cpu_s", 0.0)
             a["n"] += r["requests"]
             if r.get("first_error") and not a.get("first_error"):
                 a["first_error"] = r["first_error"]
@@ -641,6 +650,8 @@ def waves(arms_runs, nwaves, tmp, tag):
                      "wave_s_max": round(max(a["totals"]), 3),
                      "proxy_cpu_s": round(a["cpu"], 3),
                      "proxy_cpu_us_per_exchange": round(a["cpu"] / max(1, a["n"]) * 1e6, 1),
+                     "client_cpu_us_per_exchange": round(a["client"] / max(1, a["n"]) * 1e6, 1),
+                     "load_cpu_ms_per_wave": round(a["load"] / nwaves * 1e3, 1),
                      "first_error": a.get("first_error", "")}
     return out
 
@@ -658,10 +669,15 @@ def part_concurrent(env, args):
 
         def wave(path, a=arm):
             c0 = cpu_seconds(a.cpu_pids) if a.cpu_pids else 0.0
+            t0, k0 = cpu_seconds([env["target"].pid]), children_cpu_seconds()
             r = pingpong("rpc", a.connect, a.proxy, a.target, cpu=0, count=args.concurrency,
                          concurrency=args.concurrency, rpc=args.rpc, samples=path, user=a.user,
                          pipeline=a.pipeline)
             r["proxy_cpu_s"] = cpu_seconds(a.cpu_pids) - c0 if a.cpu_pids else 0.0
+            # the load's own CPU (CPU 0): the client (taskset and setpriv exec it, so it is
+            # this process's waited-for child) and the target
+            r["client_cpu_s"] = children_cpu_seconds() - k0
+            r["target_cpu_s"] = cpu_seconds([env["target"].pid]) - t0
             if a.policy:
                 env["hermes"].check_alive()
             return r
@@ -1246,8 +1262,12 @@ def verdicts(R, args):
                      ("hermes-transparent", "transparent front")):
         if cc and arm in cc and "haproxy" in cc:
             h, b = cc[arm]["p99_us"], cc["haproxy"]["p99_us"]
+            # the CPU the load (client + target, CPU 0) needed per wave in each arm: a CONNECT
+            # client's own extra work shows here, not in the proxy's column
+            lh, lb = cc[arm].get("load_cpu_ms_per_wave"), cc["haproxy"].get("load_cpu_ms_per_wave")
+            load = f"; load CPU {lh:.0f} vs {lb:.0f} ms per wave" if lh and lb else ""
             add(f"{args.concurrency} concurrent on loopback p99 <= haproxy's ({how})",
-                f"Hermes {h / 1000:.2f} ms vs haproxy {b / 1000:.2f} ms ({h / b:.2f}x)",
+                f"Hermes {h / 1000:.2f} ms vs haproxy {b / 1000:.2f} ms ({h / b:.2f}x){load}",
                 h <= b and cc[arm]["failed"] == 0)
     w = R.get("wan")
     for arm, base in WAN_ARMS:
@@ -1296,11 +1316,13 @@ def report(R, args):
     if "concurrent" in R:
         rows = [[a, fmt(r["p50_us"] / 1000, 2), fmt(r["p99_us"] / 1000, 2),
                  fmt(r["wave_s_mean"], 3), r["failed"], fmt(r["proxy_cpu_us_per_exchange"], 0),
-                 labels.get(a, "")]
+                 fmt(r.get("client_cpu_us_per_exchange", 0), 0),
+                 fmt(r.get("load_cpu_ms_per_wave", 0), 0), labels.get(a, "")]
                 for a, r in R["concurrent"].items()]
         table(f"{args.concurrency} HTTPS-like exchanges ({args.rpc} bytes) started at once, "
               f"{args.conc_waves} waves, loopback (load on CPU 0, proxies on CPU 1)",
-              ["arm", "p50 ms", "p99 ms", "wave s", "failed", "proxy cpu us/exch", "path"], rows)
+              ["arm", "p50 ms", "p99 ms", "wave s", "failed", "proxy cpu us/exch",
+               "client cpu us/exch", "load cpu ms/wave", "path"], rows)
     if "throughput" in R:
         rows = []
         for a, r in R["throughput"].items():
