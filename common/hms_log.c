@@ -1,10 +1,12 @@
-/* hms_log: line-oriented logging to stderr with run-time debug switches per subsystem. */
+/* hms_log: line-oriented logging to stderr with run-time debug switches per subsystem, and
+ * per-thread batching of access lines for event-loop threads. */
 #include "hms_log.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +18,45 @@ static hms_log_level_t s_level = HMS_LOG_INFO;
 static char s_debug[HMS_LOG_MAX_DEBUG][48];
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static const char *s_level_names[] = {"debug", "info", "warning", "error"};
+
+/* The lines an event-loop thread keeps until its loop waits (hms_log_batch_begin) */
+#define S_BATCH_MAX 16384
+static __thread char *s_batch; /* NULL: each line is written at once */
+static __thread size_t s_batch_len;
+
+static void s_write_all (const char *p, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write (STDERR_FILENO, p + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t) w;
+    }
+}
+
+void hms_log_batch_begin (void)
+{
+    if (!s_batch)
+        s_batch = malloc (S_BATCH_MAX); /* none: lines keep going out one by one */
+    s_batch_len = 0;
+}
+
+void hms_log_flush (void)
+{
+    if (s_batch && s_batch_len) {
+        s_write_all (s_batch, s_batch_len);
+        s_batch_len = 0;
+    }
+}
+
+void hms_log_batch_end (void)
+{
+    hms_log_flush ();
+    free (s_batch);
+    s_batch = NULL;
+}
 
 void hms_log_set_name (const char *name)
 {
@@ -69,12 +110,13 @@ bool hms_log_debug_on (const char *subsystem)
     return on;
 }
 
-static void s_vlog (hms_log_level_t level, int err, const char *fmt, va_list ap)
+static void s_vlog (hms_log_level_t level, int err, bool keep, const char *fmt, va_list ap)
 {
     if (level < s_level && level != HMS_LOG_DEBUG)
         return;
-    /* one line, one write(2): lines of several threads never interleave, and a busy proxy's
-     * per-flow lines cost one formatting pass each (the date is formatted once a second) */
+    /* whole lines per write(2): lines of several threads never interleave, and a busy
+     * proxy's per-flow lines cost one formatting pass each (the date is formatted once a
+     * second) */
     static __thread time_t stamp_sec = -1;
     static __thread char stamp[32];
     struct timespec ts;
@@ -97,21 +139,22 @@ static void s_vlog (hms_log_level_t level, int err, const char *fmt, va_list ap)
     if (len > sizeof line - 2)
         len = sizeof line - 2;
     line[len++] = '\n';
-    for (size_t off = 0; off < len;) {
-        ssize_t w = write (STDERR_FILENO, line + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t) w;
+    if (s_batch && keep) {
+        if (s_batch_len + len > S_BATCH_MAX)
+            hms_log_flush ();
+        memcpy (s_batch + s_batch_len, line, len);
+        s_batch_len += len;
+        return;
     }
+    hms_log_flush (); /* what this thread kept comes first */
+    s_write_all (line, len);
 }
 
 void hms_log (hms_log_level_t level, const char *fmt, ...)
 {
     va_list ap;
     va_start (ap, fmt);
-    s_vlog (level, 0, fmt, ap);
+    s_vlog (level, 0, false, fmt, ap);
     va_end (ap);
 }
 
@@ -120,6 +163,14 @@ void hms_log_sys (hms_log_level_t level, const char *fmt, ...)
     int err = errno;
     va_list ap;
     va_start (ap, fmt);
-    s_vlog (level, err, fmt, ap);
+    s_vlog (level, err, false, fmt, ap);
+    va_end (ap);
+}
+
+void hms_access (const char *fmt, ...)
+{
+    va_list ap;
+    va_start (ap, fmt);
+    s_vlog (HMS_LOG_INFO, 0, true, fmt, ap);
     va_end (ap);
 }

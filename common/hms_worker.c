@@ -1,6 +1,7 @@
 /* hms_worker: thread + libev loop + a posted-call queue behind an ev_async. */
 #include "hms_worker.h"
 #include "hms_alloc.h"
+#include "hms_log.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -29,6 +30,7 @@ struct hms_worker {
     void *data;
     struct ev_loop *loop;
     ev_async wake;
+    ev_prepare log_flush; /* the loop's kept log lines go out before it waits */
     pthread_t thread;
     pthread_mutex_t lock;
     s_call_t *calls, *last;
@@ -58,10 +60,19 @@ static void s_on_grace (struct ev_loop *loop, ev_timer *w, int revents)
     ev_break (loop, EVBREAK_ALL);
 }
 
+static void s_on_log_flush (struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    hms_log_flush ();
+}
+
 static void *s_thread (void *arg)
 {
     hms_worker_t *self = arg;
     s_current = self;
+    hms_log_batch_begin ();
+    ev_prepare_init (&self->log_flush, s_on_log_flush);
+    ev_prepare_start (self->loop, &self->log_flush);
+    ev_unref (self->loop); /* the flush alone does not keep the loop running */
     if (self->init)
         self->init (self, self->arg);
     ev_run (self->loop, 0);
@@ -91,6 +102,9 @@ static void *s_thread (void *arg)
      * in time */
     while (self->items)
         hms_worker_untrack (self, self->items);
+    ev_ref (self->loop);
+    ev_prepare_stop (self->loop, &self->log_flush);
+    hms_log_batch_end ();
     s_current = NULL;
     return NULL;
 }

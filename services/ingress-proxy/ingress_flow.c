@@ -82,9 +82,9 @@ static void s_tunnel_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, ui
 {
     s_flow_t *f = arg;
     f->tunnel = NULL;
-    hms_info ("flow done client=%s target=%s via=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->peer,
-              f->target, f->dest[0] ? f->dest : "direct", a_to_b + f->early_sent, b_to_a,
-              why ? "why=" : "clean", why ? why : "");
+    hms_access ("flow done client=%s target=%s via=%s up=%" PRIu64 " down=%" PRIu64 " %s%s",
+                f->peer, f->target, f->dest[0] ? f->dest : "direct", a_to_b + f->early_sent, b_to_a,
+                why ? "why=" : "clean", why ? why : "");
     s_free (f);
 }
 

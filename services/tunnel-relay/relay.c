@@ -67,8 +67,8 @@ static void s_flow_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, uint
         hms_h2_stream_orphan (f->out);
         hms_h2_stream_reset (f->out, NGHTTP2_CANCEL);
     }
-    hms_info ("tunnel done target=%s dest=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->target,
-              f->dest[0] ? f->dest : "-", a_to_b, b_to_a, why ? "why=" : "clean", why ? why : "");
+    hms_access ("tunnel done target=%s dest=%s up=%" PRIu64 " down=%" PRIu64 " %s%s", f->target,
+                f->dest[0] ? f->dest : "-", a_to_b, b_to_a, why ? "why=" : "clean", why ? why : "");
     free (f);
 }
 

@@ -355,7 +355,7 @@ static void s_in_close (hms_h2_stream_t *s, uint32_t code, void *arg)
     if (code)
         hms_debug ("relay.http", "client reset its request target=%s", r->target);
     else
-        hms_info ("http request done target=%s status=%d", r->target, r->status);
+        hms_access ("http request done target=%s status=%d", r->target, r->status);
     s_free (r); /* answered in full, or given up: either way nothing is left to do */
 }
 
