@@ -23,6 +23,8 @@ static const char *s_level_names[] = {"debug", "info", "warning", "error"};
 #define S_BATCH_MAX 16384
 static __thread char *s_batch; /* NULL: each line is written at once */
 static __thread size_t s_batch_len;
+static __thread hms_log_kept_fn *s_kept;
+static __thread void *s_kept_arg;
 
 static void s_write_all (const char *p, size_t len)
 {
@@ -36,11 +38,13 @@ static void s_write_all (const char *p, size_t len)
     }
 }
 
-void hms_log_batch_begin (void)
+void hms_log_batch_begin (hms_log_kept_fn *kept, void *arg)
 {
     if (!s_batch)
         s_batch = malloc (S_BATCH_MAX); /* none: lines keep going out one by one */
     s_batch_len = 0;
+    s_kept = kept;
+    s_kept_arg = arg;
 }
 
 void hms_log_flush (void)
@@ -56,6 +60,7 @@ void hms_log_batch_end (void)
     hms_log_flush ();
     free (s_batch);
     s_batch = NULL;
+    s_kept = NULL;
 }
 
 void hms_log_set_name (const char *name)
@@ -142,8 +147,11 @@ static void s_vlog (hms_log_level_t level, int err, bool keep, const char *fmt, 
     if (s_batch && keep) {
         if (s_batch_len + len > S_BATCH_MAX)
             hms_log_flush ();
+        bool first = s_batch_len == 0;
         memcpy (s_batch + s_batch_len, line, len);
         s_batch_len += len;
+        if (first && s_kept)
+            s_kept (s_kept_arg);
         return;
     }
     hms_log_flush (); /* what this thread kept comes first */

@@ -17,13 +17,17 @@ bool hms_log_debug_on (const char *subsystem);
 
 /* Access lines (hms_access): one per finished flow or request, at level info. An event-loop
  * thread that called hms_log_batch_begin keeps them and writes them together when its loop
- * is about to wait (hms_log_flush): one write(2) per loop turn instead of one per flow, which
+ * is about to wait (hms_log_flush): one write(2) per loop turn with flows ending, instead of
+ * one per flow, which
  * on a busy proxy is a file system write per flow saved. Every other line is written at
  * once, after what the thread kept (order holds), so a line logged before an answer is sent
  * is in the log before the answer leaves; an access line may follow its flow's last bytes by
  * a loop turn. A full batch is written when the next line does not fit; hms_log_batch_end
  * writes what is left. A crash loses at most the access lines of its loop turn. */
-void hms_log_batch_begin (void);
+typedef void (hms_log_kept_fn) (void *arg);
+/* kept (may be NULL) runs when a line goes into this thread's empty batch: the loop's cue to
+ * flush before it next waits. */
+void hms_log_batch_begin (hms_log_kept_fn *kept, void *arg);
 void hms_log_flush (void);
 void hms_log_batch_end (void);
 

