@@ -578,6 +578,18 @@ int hms_h2_respond (hms_h2_stream_t *s, int status, const nghttp2_nv *extra, siz
     return 0;
 }
 
+int hms_h2_respond_as (hms_h2_stream_t *stream, const hms_h2_stream_t *answer, bool has_body)
+{
+    nghttp2_nv nva[64];
+    size_t n = 0;
+    const char *name, *value;
+    for (size_t i = 0; n < 64 && hms_h2_stream_header_at (answer, i, &name, &value) == 0; i++)
+        if (name[0] != ':')
+            nva[n++] = (nghttp2_nv){(uint8_t *) name, (uint8_t *) value, strlen (name),
+                                    strlen (value), NGHTTP2_NV_FLAG_NONE};
+    return hms_h2_respond (stream, hms_h2_stream_status (answer), nva, n, has_body);
+}
+
 void hms_h2_stream_set_cbs (hms_h2_stream_t *s, const hms_h2_stream_cbs_t *cbs, void *arg)
 {
     s->cbs = *cbs;

@@ -83,6 +83,9 @@ hms_h2_stream_t *hms_h2_request (hms_h2_conn_t *conn, const nghttp2_nv *nva, siz
  * for hms_h2_stream_write. 0 or -1. */
 int hms_h2_respond (hms_h2_stream_t *stream, int status, const nghttp2_nv *extra, size_t n,
                     bool has_body);
+/* Server: answers a request with the status and regular headers of answer, a response
+ * received on another stream (a proxy passing an answer on). 0 or -1. */
+int hms_h2_respond_as (hms_h2_stream_t *stream, const hms_h2_stream_t *answer, bool has_body);
 void hms_h2_stream_set_cbs (hms_h2_stream_t *stream, const hms_h2_stream_cbs_t *cbs, void *arg);
 
 /* Lets go of a stream: its callbacks are dropped and whatever still arrives on it is

@@ -649,6 +649,13 @@ void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h
     s_attached (e);
 }
 
+void hms_tunnel_stream_ended (hms_tunnel_t *self, hms_tunnel_side_t side)
+{
+    s_end_t *e = &self->end[side];
+    if (e->kind == S_STREAM && !e->eof_in && e->stream)
+        s_on_end (e->stream, e);
+}
+
 void hms_tunnel_send (hms_tunnel_t *self, hms_tunnel_side_t side, const void *data, size_t len)
 {
     s_end_t *e = &self->end[side];

@@ -56,6 +56,9 @@ void hms_tunnel_splice (hms_tunnel_t *self, bool on);
 void hms_tunnel_hold (hms_tunnel_t *self, hms_tunnel_side_t side, int ms);
 /* Attaches a stream (the tunnel takes its callbacks, and ends or resets it). */
 void hms_tunnel_attach_stream (hms_tunnel_t *self, hms_tunnel_side_t side, hms_h2_stream_t *stream);
+/* The stream attached at side had ended (END_STREAM) before it was attached: the tunnel
+ * passes that end on, as if it had just arrived. */
+void hms_tunnel_stream_ended (hms_tunnel_t *self, hms_tunnel_side_t side);
 /* Queues bytes to deliver to side before anything else from the other side (a proxy's
  * "200 Connection established", or bytes read with a request head). */
 void hms_tunnel_send (hms_tunnel_t *self, hms_tunnel_side_t side, const void *data, size_t len);

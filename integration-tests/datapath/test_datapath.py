@@ -330,6 +330,60 @@ def test_plain_http_absolute_form(overlay, targets, tmp_path, mode):
         assert f"tunnel done target=127.0.0.1:{targets['http']}" not in log or name != exit_relay
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_plain_http_requests_on_the_http2_port(overlay, targets, tmp_path, mode):
+    """`curl --proxy-http2 -x https://ingress` with an http:// URL and no -p: the GET goes
+    on an HTTP/2 stream (no CONNECT), and the proxy fetches it (directly, or the exit relay
+    does): 100 MiB byte-exact, request bodies with and without a length, several requests
+    on one connection, the origin's 404 passed on, a deny answered 403 with the rule, and
+    hermes-* headers from the client not taken as routing."""
+    s = overlay
+    set_policy(s, MODES[mode])
+    h2 = ["--proxy-http2", "-x", s.h2, "--proxy-cacert", s.ca]
+    base = f"http://127.0.0.1:{targets['http']}"
+    out = tmp_path / "big.bin"
+    r = curl(*h2, "-w", "%{http_version}", f"{base}/big.bin", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sha256_file(out) == targets["digest"]
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "payload"
+    src.write_bytes(payload)
+    want = f"{hashlib.sha256(payload).hexdigest()} {len(payload)}\n".encode()
+    r = curl(*h2, "--data-binary", f"@{src}", f"{base}/upload")
+    assert r.returncode == 0 and r.stdout == want, (r.stdout, r.stderr)
+    r = curl(*h2, "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{src}",
+             f"{base}/upload")
+    assert r.returncode == 0 and r.stdout == want, (r.stdout, r.stderr)
+    # three URLs, one curl: one proxy connection, three streams
+    r = curl(*h2, "-v", f"{base}/hello.txt", f"{base}/hello.txt", f"{base}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n" * 3, (r.stdout, r.stderr)
+    assert r.stderr.count(b"Connected to 127.0.0.1") == 1, r.stderr
+    # a client's own routing headers are dropped, not followed
+    r = curl(*h2, "-H", "hermes-dest: nowhere", f"{base}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n", (r.stdout, r.stderr)
+    r = curl(*h2, "-o", "/dev/null", "-w", "%{http_code}", f"{base}/missing")
+    assert r.stdout == b"404"
+    exit_relay = {"direct": None, "one-relay": "relay-core", "two-relays": "relay-far"}[mode]
+    done = f"http request done target=127.0.0.1:{targets['http']} status=200"
+    if exit_relay:
+        wait_for(lambda: done in s.daemons[exit_relay].log_text(), 5,
+                 what=f"{exit_relay}'s request done line")
+    for name in ("relay-core", "relay-far"):
+        assert (done in s.daemons[name].log_text()) == (name == exit_relay), (name, mode)
+    # the policy sees the method and the path: a deny is a 403 naming the rule
+    set_policy(s, {"id": "no-uploads", "priority": 10, "action": "deny",
+                   "match": {"method": ["POST"]}})
+    r = curl(*h2, "-D", "-", "-o", "/dev/null", "--data-binary", "x", f"{base}/upload")
+    assert r.stdout.startswith(b"HTTP/2 403"), r.stdout
+    assert b"no-uploads" in r.stdout, r.stdout
+    log = s.daemons["ingress-1"].log_text()
+    assert f"denied client=127.0.0.1 target=127.0.0.1:{targets['http']} rule=no-uploads" in log
+    r = curl(*h2, f"{base}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+    s.ctl("policy", "del", "no-uploads")
+    s.wait_converged(expect=len([d for d in s.daemons.values() if d.alive()]) - 1, timeout=5)
+
+
 def https_via_proxy(port, urls, timeout=10):
     """GET each https:// URL in absolute form on one plain connection to the proxy (what a
     client configured with http_proxy for https does when it hands TLS to the proxy):

@@ -121,6 +121,15 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
     w->pool = hms_pool_new (w->loop, ingress->relay_tls, ingress->connect_timeout_ms);
     w->origins = hms_origin_pool_new (w->loop, ingress->origin_keep.max,
                                       ingress->origin_keep.per_host, HMS_ORIGIN_POOL_IDLE_S);
+    w->fetch = (hms_fetch_env_t){.loop = w->loop,
+                                 .worker = worker,
+                                 .connect_timeout_ms = ingress->connect_timeout_ms,
+                                 .idle_timeout_ms = ingress->idle_timeout_ms,
+                                 .origin_tls = ingress->origin_tls,
+                                 .origin_tls_why = ingress->origin_tls_why,
+                                 .origins = w->origins,
+                                 .reused = &ingress->counters.origin_reused,
+                                 .retried = &ingress->counters.origin_retried};
     hms_worker_track (worker, s_stop_upstreams, w);
     hms_worker_track (worker, s_stop_listening, w); /* newest: closed first */
     w->decider = hms_decider_new (w->loop, ingress->policy_endpoint, ingress->keys_dir, "ingress",

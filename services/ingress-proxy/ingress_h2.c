@@ -1,6 +1,8 @@
 /* ingress_h2: the HTTP/2 proxy front end over TLS (ALPN h2): every CONNECT stream a client
- * opens (curl --proxy-http2, nghttp, browsers) becomes a flow; anything else is refused on
- * its stream, never the connection. */
+ * opens (curl --proxy-http2, nghttp, browsers) becomes a flow, and every plain http:// or
+ * https:// request a request through the proxy (ingress_h2_http.c); anything else is refused
+ * on its stream, never the connection. */
+#include "hms_fetch.h"
 #include "hms_h1.h"
 #include "hms_log.h"
 #include "ingress_int.h"
@@ -27,8 +29,13 @@ static void s_on_request (hms_h2_stream_t *s, void *arg)
     s_conn_t *c = arg;
     const char *method = hms_h2_stream_header (s, ":method");
     const char *authority = hms_h2_stream_header (s, ":authority");
-    if (!method || strcmp (method, "CONNECT") != 0 || hms_h2_stream_header (s, ":protocol")) {
-        s_refuse (s, c, 501, "this proxy port carries CONNECT tunnels only");
+    const char *scheme = hms_h2_stream_header (s, ":scheme");
+    bool connect = method && strcmp (method, "CONNECT") == 0;
+    bool http =
+        !connect && scheme && (strcmp (scheme, "http") == 0 || strcmp (scheme, "https") == 0);
+    if (!method || hms_h2_stream_header (s, ":protocol") || (!connect && !http)) {
+        s_refuse (s, c, 501,
+                  "this proxy port carries CONNECT tunnels and http:// and https:// requests");
         return;
     }
     char host[HMS_H1_MAX_HOST + 1], why[256], user[128];
@@ -36,6 +43,15 @@ static void s_on_request (hms_h2_stream_t *s, void *arg)
     const char *auth = hms_h2_stream_header (s, "proxy-authorization");
     if (ingress_auth_check (c->w->ingress, auth, auth ? strlen (auth) : 0, user, sizeof user)) {
         s_refuse (s, c, 407, "proxy authentication required");
+        return;
+    }
+    if (http) {
+        bool tls;
+        if (hms_fetch_origin (scheme, authority, host, sizeof host, &port, &tls, why, sizeof why)) {
+            s_refuse (s, c, 400, why);
+            return;
+        }
+        ingress_h2_http_start (c->w, s, c->peer, user[0] ? user : NULL, host, port, tls);
         return;
     }
     if (!authority || hms_h1_parse_authority (authority, strlen (authority), host, sizeof host,

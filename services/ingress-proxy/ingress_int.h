@@ -6,6 +6,7 @@
 #include "bypass_client.h"
 #include "hms_current.h"
 #include "hms_decide.h"
+#include "hms_fetch.h"
 #include "hms_h2.h"
 #include "hms_net.h"
 #include "hms_origin.h"
@@ -60,6 +61,7 @@ typedef struct {
     ev_io accept_w[3];
     hms_pool_t *pool;
     hms_origin_pool_t *origins; /* idle connections to origins of direct http(s):// requests */
+    hms_fetch_env_t fetch;      /* direct http(s):// requests from the HTTP/2 front */
     hms_decider_t *decider;
     bypass_client_t *bypass; /* connection to the bypass agent, NULL when none */
     ev_io bypass_w;
@@ -82,6 +84,12 @@ typedef struct {
 /* Decides, connects and pumps one flow; answers the client (200, 403, 502, 503, 504 or a
  * close) the way its front end speaks. Frees itself at the end. */
 void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req);
+
+/* A plain http:// or https:// request on an HTTP/2 client stream (ingress_h2_http.c), for
+ * origin host:port: decided, then fetched directly or sent through the overlay; takes the
+ * stream over. */
+void ingress_h2_http_start (ingress_worker_t *w, hms_h2_stream_t *in, const char *peer,
+                            const char *user, const char *host, uint16_t port, bool tls);
 
 /* Plain HTTP (absolute-form) on a client connection whose first request head (and any
  * bytes after it) is in buf; takes the socket over. */

@@ -165,15 +165,8 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
 static void s_on_forwarded_headers (hms_tunnel_t *t, hms_h2_stream_t *from, void *arg)
 {
     s_flow_t *f = arg;
-    nghttp2_nv nva[64];
-    size_t n = 0;
-    const char *name, *value;
-    for (size_t i = 0; n < 64 && hms_h2_stream_header_at (from, i, &name, &value) == 0; i++)
-        if (name[0] != ':')
-            nva[n++] = (nghttp2_nv){(uint8_t *) name, (uint8_t *) value, strlen (name),
-                                    strlen (value), NGHTTP2_NV_FLAG_NONE};
     atomic_fetch_add (&f->w->relay->forwarded, 1);
-    hms_h2_respond (f->in, hms_h2_stream_status (from), nva, n, true);
+    hms_h2_respond_as (f->in, from, true);
 }
 
 static void s_on_request (hms_h2_stream_t *in, void *arg)
@@ -197,17 +190,11 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
     bool http_scheme = scheme && (strcmp (scheme, "http") == 0 || strcmp (scheme, "https") == 0);
     /* an http:// or https:// request that leaves the overlay here goes to the origin itself */
     if (!is_connect && !proto && here && http_scheme && authority) {
-        bool tls = strcmp (scheme, "https") == 0;
-        char with_port[300];
-        snprintf (with_port, sizeof with_port,
-                  strrchr (authority, ':') && !strchr (strrchr (authority, ':'), ']')
-                      ? "%s"
-                      : (tls ? "%s:443" : "%s:80"),
-                  authority);
-        if (hms_h1_parse_authority (with_port, strlen (with_port), f->host, sizeof f->host,
-                                    &f->port, why, sizeof why) == 0) {
+        bool tls;
+        if (hms_fetch_origin (scheme, authority, f->host, sizeof f->host, &f->port, &tls, why,
+                              sizeof why) == 0) {
             atomic_fetch_add (&relay->terminated, 1);
-            relay_http_terminate (w, in, tls, f->host, f->port);
+            hms_fetch_start (&w->fetch, in, tls, f->host, f->port, NULL, 0, false);
             free (f);
             return;
         }
@@ -324,6 +311,15 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
     w->pool = hms_pool_new (w->loop, relay->client_tls, relay->connect_timeout_ms);
     w->origins = hms_origin_pool_new (w->loop, w->relay->origin_keep.max,
                                       w->relay->origin_keep.per_host, HMS_ORIGIN_POOL_IDLE_S);
+    w->fetch = (hms_fetch_env_t){.loop = w->loop,
+                                 .worker = worker,
+                                 .connect_timeout_ms = relay->connect_timeout_ms,
+                                 .idle_timeout_ms = relay->idle_timeout_ms,
+                                 .origin_tls = relay->origin_tls,
+                                 .origin_tls_why = relay->origin_tls_why,
+                                 .origins = w->origins,
+                                 .reused = &relay->origin_reused,
+                                 .retried = &relay->origin_retried};
     hms_worker_set_data (worker, w);
     hms_worker_track (worker, s_stop_pool, w);
     if (w->lfd >= 0)

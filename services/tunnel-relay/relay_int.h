@@ -1,9 +1,9 @@
-/* relay_int: what the relay's modules share: the daemon and a worker's state, and the handler
- * of http:// and https:// requests (relay_http.c). */
+/* relay_int: what the relay's modules share: the daemon and a worker's state. */
 #ifndef RELAY_INT_H_INCLUDED
 #define RELAY_INT_H_INCLUDED
 
 #include "hms_current.h"
+#include "hms_fetch.h"
 #include "hms_h2.h"
 #include "hms_net.h"
 #include "hms_origin.h"
@@ -25,6 +25,7 @@ typedef struct {
     ev_io accept_w;
     hms_pool_t *pool;
     hms_origin_pool_t *origins;
+    hms_fetch_env_t fetch; /* http:// and https:// requests that leave the overlay here */
     size_t conns;
 } relay_worker_t;
 
@@ -45,11 +46,5 @@ struct relay {
     atomic_uint_fast64_t terminated, forwarded, refused;
     atomic_uint_fast64_t origin_reused, origin_retried; /* plain HTTP at the exit */
 };
-
-/* A plain HTTP request whose route ends here: sent to the origin host:port over HTTP/1.1, in
- * TLS when tls (an https:// URL), the answer returned on the stream. Takes the stream's
- * callbacks over. */
-void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, const char *host,
-                           uint16_t port);
 
 #endif

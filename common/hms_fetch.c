@@ -1,5 +1,6 @@
-/* relay_http: http:// and https:// requests (not CONNECT) whose route ends at this relay:
- * sent to the origin over HTTP/1.1 (in TLS for https, the origin's certificate checked
+/* hms_fetch: an HTTP/2 request stream for an http:// or https:// URL (not CONNECT), answered
+ * by its origin: the exit relay of a route and the ingress on a direct route use it. Sent to
+ * the origin over HTTP/1.1 (in TLS for https, the origin's certificate checked
  * against origin_ca_file and the URL's host): the request's body as it arrives (chunked when
  * it has no length), the origin's answer turned back into an HTTP/2 response. After a
  * complete answer that allows it, the origin connection is kept for the next request to the
@@ -11,8 +12,8 @@
 #include "hms_dial.h"
 #include "hms_h1.h"
 #include "hms_log.h"
-#include "hms_tunnel.h"
-#include "relay_int.h"
+#include "hms_fetch.h"
+#include "hms_origin_pool.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,7 +25,7 @@
 #define S_QUEUE_MAX (256 * 1024)
 
 typedef struct {
-    relay_worker_t *w;
+    const hms_fetch_env_t *w;
     hms_h2_stream_t *in;
     hms_worker_item_t *item;
     hms_dial_t *dial;
@@ -240,11 +241,12 @@ static bool s_retry (s_req_t *r, const char *why)
     hms_buf_destroy (&r->to_origin);
     r->to_origin = hms_buf_new ();
     hms_buf_append (r->to_origin, r->head, strlen (r->head));
-    atomic_fetch_add (&r->w->relay->origin_retried, 1);
+    if (r->w->retried)
+        atomic_fetch_add (r->w->retried, 1);
     hms_info ("http request target=%s: the kept origin connection closed before an answer "
               "(%s): sending it on a new one",
               r->target, why);
-    r->dial = hms_dial_start (r->w->loop, r->host, r->port, r->w->relay->connect_timeout_ms, NULL,
+    r->dial = hms_dial_start (r->w->loop, r->host, r->port, r->w->connect_timeout_ms, NULL,
                               s_on_dialed, r);
     return true;
 }
@@ -353,7 +355,7 @@ static void s_in_close (hms_h2_stream_t *s, uint32_t code, void *arg)
     s_req_t *r = arg;
     r->in_closed = true;
     if (code)
-        hms_debug ("relay.http", "client reset its request target=%s", r->target);
+        hms_debug ("fetch", "client reset its request target=%s", r->target);
     else
         hms_access ("http request done target=%s status=%d", r->target, r->status);
     s_free (r); /* answered in full, or given up: either way nothing is left to do */
@@ -379,7 +381,7 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
         s_finish (r, 502, why);
         return;
     }
-    if (hms_origin_open (&r->conn, fd, r->tls ? r->w->relay->origin_tls : NULL, r->host)) {
+    if (hms_origin_open (&r->conn, fd, r->tls ? r->w->origin_tls : NULL, r->host)) {
         s_finish (r, 502, r->conn.why);
         return;
     }
@@ -399,16 +401,15 @@ static void s_close_on_stop (void *obj)
     s_finish (obj, 0, "shutting down");
 }
 
-void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, const char *host,
-                           uint16_t port)
+void hms_fetch_start (const hms_fetch_env_t *w, hms_h2_stream_t *in, bool tls, const char *host,
+                      uint16_t port, const void *body, size_t body_len, bool body_ended)
 {
     s_req_t *r = hms_alloc (sizeof *r);
     r->w = w;
     r->in = in;
     r->conn.fd = -1;
     r->tls = tls;
-    hms_origin_timer_init (&r->timer, s_on_timer, r, w->relay->connect_timeout_ms,
-                           w->relay->idle_timeout_ms);
+    hms_origin_timer_init (&r->timer, s_on_timer, r, w->connect_timeout_ms, w->idle_timeout_ms);
     r->to_origin = hms_buf_new ();
     const char *method = hms_h2_stream_header (in, ":method");
     const char *path = hms_h2_stream_header (in, ":path");
@@ -449,17 +450,43 @@ void relay_http_terminate (relay_worker_t *w, hms_h2_stream_t *in, bool tls, con
     hms_buf_destroy (&head);
     hms_buf_append (r->to_origin, r->head, head_len);
     hms_h2_stream_set_cbs (in, &s_in_cbs, r);
+    /* what the caller held back while it decided: not yet consumed, counted as ours now */
+    if (body_len)
+        s_in_data (in, body, body_len, r);
+    if (body_ended)
+        s_in_end (in, r);
     r->item = hms_worker_track (w->worker, s_close_on_stop, r);
-    if (tls && !w->relay->origin_tls) {
-        s_finish (r, 502, w->relay->origin_tls_why);
+    if (tls && !w->origin_tls) {
+        s_finish (r, 502,
+                  w->origin_tls_why ? w->origin_tls_why : "https origins are not available");
         return;
     }
     if (r->bodyless && w->origins && hms_origin_pool_take (w->origins, tls, host, port, &r->conn)) {
         r->reused = true;
-        atomic_fetch_add (&w->relay->origin_reused, 1);
+        if (w->reused)
+            atomic_fetch_add (w->reused, 1);
         s_attach (r);
         return;
     }
-    r->dial =
-        hms_dial_start (w->loop, host, port, w->relay->connect_timeout_ms, NULL, s_on_dialed, r);
+    r->dial = hms_dial_start (w->loop, host, port, w->connect_timeout_ms, NULL, s_on_dialed, r);
+}
+
+int hms_fetch_origin (const char *scheme, const char *authority, char *host, size_t hostlen,
+                      uint16_t *port, bool *tls, char *why, size_t whylen)
+{
+    if (!scheme || (strcmp (scheme, "http") != 0 && strcmp (scheme, "https") != 0)) {
+        snprintf (why, whylen, "scheme %s: only http and https requests are carried",
+                  scheme ? scheme : "(none)");
+        return -1;
+    }
+    if (!authority || !*authority) {
+        snprintf (why, whylen, "request without :authority");
+        return -1;
+    }
+    *tls = strcmp (scheme, "https") == 0;
+    char with_port[300];
+    const char *colon = strrchr (authority, ':');
+    snprintf (with_port, sizeof with_port,
+              colon && !strchr (colon, ']') ? "%s" : (*tls ? "%s:443" : "%s:80"), authority);
+    return hms_h1_parse_authority (with_port, strlen (with_port), host, hostlen, port, why, whylen);
 }
