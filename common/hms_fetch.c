@@ -99,19 +99,8 @@ static bool s_may_read (s_req_t *r)
 
 static void s_update (s_req_t *r)
 {
-    if (r->conn.fd < 0)
-        return;
-    bool may_read = s_may_read (r);
-    int events = hms_origin_events (&r->conn, may_read, hms_buf_size (r->to_origin) > 0);
-    if (r->io.events != events || !ev_is_active (&r->io)) {
-        ev_io_stop (r->w->loop, &r->io);
-        ev_io_set (&r->io, r->conn.fd, events);
-        if (events)
-            ev_io_start (r->w->loop, &r->io);
-    }
-    /* answer bytes the TLS session holds: the socket will not say so */
-    if (may_read && hms_origin_pending (&r->conn))
-        ev_feed_event (r->w->loop, &r->io, EV_READ);
+    hms_origin_watch (r->w->loop, &r->io, &r->conn, s_may_read (r),
+                      hms_buf_size (r->to_origin) > 0);
 }
 
 static int s_body_out (void *arg, const char *data, size_t len)

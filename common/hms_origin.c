@@ -160,7 +160,7 @@ bool hms_origin_pending (hms_origin_conn_t *c)
     return c->tls && c->ready && hms_tls_pending (c->tls) > 0;
 }
 
-int hms_origin_events (const hms_origin_conn_t *c, bool want_read, bool want_write)
+static int s_events (const hms_origin_conn_t *c, bool want_read, bool want_write)
 {
     if (c->fd < 0)
         return 0;
@@ -170,6 +170,24 @@ int hms_origin_events (const hms_origin_conn_t *c, bool want_read, bool want_wri
     if (want_write || (c->tls && hms_tls_want_write (c->tls)))
         ev |= HMS_ORIGIN_EV_WRITE;
     return ev;
+}
+
+void hms_origin_watch (struct ev_loop *loop, ev_io *io, hms_origin_conn_t *c, bool want_read,
+                       bool want_write)
+{
+    if (c->fd < 0) {
+        ev_io_stop (loop, io);
+        return;
+    }
+    int events = s_events (c, want_read, want_write);
+    if (io->events != events || !ev_is_active (io)) {
+        ev_io_stop (loop, io);
+        ev_io_set (io, c->fd, events);
+        if (events)
+            ev_io_start (loop, io);
+    }
+    if (want_read && hms_origin_pending (c))
+        ev_feed_event (loop, io, EV_READ);
 }
 
 bool hms_origin_idle_check (hms_origin_conn_t *c)

@@ -24,7 +24,7 @@
 
 #define HMS_ORIGIN_AGAIN (-2)
 
-/* The readiness hms_origin_events asks for (the values of libev's EV_READ / EV_WRITE). */
+/* The readiness an origin connection waits for (the values of libev's EV_READ / EV_WRITE). */
 #define HMS_ORIGIN_EV_READ  0x01
 #define HMS_ORIGIN_EV_WRITE 0x02
 
@@ -73,9 +73,12 @@ ssize_t hms_origin_write (hms_origin_conn_t *c, hms_buf_t *buf);
 ssize_t hms_origin_read (hms_origin_conn_t *c, void *buf, size_t len);
 /* Bytes readable without waiting for the socket (decrypted and held by the TLS session). */
 bool hms_origin_pending (hms_origin_conn_t *c);
-/* The readiness to wait for: HMS_ORIGIN_EV_READ when want_read, HMS_ORIGIN_EV_WRITE when
- * want_write (and whatever an unfinished handshake or a held-back TLS record needs). */
-int hms_origin_events (const hms_origin_conn_t *c, bool want_read, bool want_write);
+/* Points io (the caller's readiness watcher for c, stopped when c has no socket) at what
+ * to wait for: reading when want_read, writing when want_write, and whatever an unfinished
+ * handshake or a held-back TLS record needs; with want_read, bytes the TLS session already
+ * holds are fed to io as a read, since the socket will not say so. */
+void hms_origin_watch (struct ev_loop *loop, ev_io *io, hms_origin_conn_t *c, bool want_read,
+                       bool want_write);
 /* For a kept idle connection that became readable: true when it is still usable (TLS
  * bookkeeping such as a post-handshake message was all there was), false when the origin
  * closed it or sent bytes nobody asked for. */

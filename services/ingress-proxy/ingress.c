@@ -51,6 +51,32 @@ const hms_cfg_key_t ingress_keys[] = {
 
 static const char *const s_listen_keys[3] = {"http_listen", "h2_listen", "transparent_listen"};
 
+bool ingress_via_overlay (const ingress_t *self, const hms_decision_t *d)
+{
+    return d->action == HMS_DECISION_ROUTE && d->route[0] && strcmp (d->route, self->node) != 0;
+}
+
+int ingress_first_relay (ingress_t *self, const char *dest, char *host, size_t hostlen,
+                         uint16_t *port, char *why, size_t whylen)
+{
+    json_t *config = hms_current_get (self->config, NULL);
+    if (!config) {
+        snprintf (why, whylen, "no routing config from the controller yet");
+        return -1;
+    }
+    char next[64];
+    int rc = hms_routes_next (config, self->node, dest, next, sizeof next, host, hostlen, port, why,
+                              whylen);
+    json_decref (config);
+    return rc;
+}
+
+void ingress_deny_why (const hms_decision_t *d, char *why, size_t whylen)
+{
+    snprintf (why, whylen, "denied by policy%s%s: %s", d->rule[0] ? " rule " : "", d->rule,
+              d->reason);
+}
+
 static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
 {
     ingress_worker_t *w = io->data;

@@ -308,8 +308,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     }
     if (d->action == HMS_DECISION_DENY) {
         char why[400];
-        snprintf (why, sizeof why, "denied by policy%s%s: %s", d->rule[0] ? " rule " : "", d->rule,
-                  d->reason);
+        ingress_deny_why (d, why, sizeof why);
         s_refuse (f, 403, why);
         return;
     }
@@ -324,17 +323,11 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         snprintf (f->target, sizeof f->target, "[%s]:%u", f->host, f->port);
     else
         snprintf (f->target, sizeof f->target, "%s:%u", f->host, f->port);
-    if (d->action == HMS_DECISION_ROUTE && d->route[0] && strcmp (d->route, ingress->node) != 0) {
+    if (ingress_via_overlay (ingress, d)) {
         snprintf (f->dest, sizeof f->dest, "%s", d->route);
-        json_t *config = hms_current_get (ingress->config, NULL);
-        char next[64], host[256];
+        char host[256];
         uint16_t port = 0;
-        int rc =
-            config ? hms_routes_next (config, ingress->node, f->dest, next, sizeof next, host,
-                                      sizeof host, &port, why, sizeof why)
-                   : (snprintf (why, sizeof why, "no routing config from the controller yet"), -1);
-        json_decref (config);
-        if (rc) {
+        if (ingress_first_relay (ingress, f->dest, host, sizeof host, &port, why, sizeof why)) {
             s_refuse (f, 502, why);
             return;
         }

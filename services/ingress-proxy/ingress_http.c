@@ -335,16 +335,7 @@ static void s_up_update (s_http_t *h)
         return;
     /* read while the client keeps up; an idle kept-alive origin is read too, to see it close */
     bool may_read = !h->up_eof && h->state != S_WAIT && hms_buf_size (h->to_client) < S_QUEUE_MAX;
-    int events = hms_origin_events (&h->up_conn, may_read, hms_buf_size (h->to_up) > 0);
-    if (h->up_io.events != events || !ev_is_active (&h->up_io)) {
-        ev_io_stop (h->w->loop, &h->up_io);
-        ev_io_set (&h->up_io, h->up_conn.fd, events);
-        if (events)
-            ev_io_start (h->w->loop, &h->up_io);
-    }
-    /* answer bytes the TLS session holds: the socket will not say so */
-    if (may_read && hms_origin_pending (&h->up_conn))
-        ev_feed_event (h->w->loop, &h->up_io, EV_READ);
+    hms_origin_watch (h->w->loop, &h->up_io, &h->up_conn, may_read, hms_buf_size (h->to_up) > 0);
 }
 
 static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
@@ -672,8 +663,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     }
     if (d->action == HMS_DECISION_DENY) {
         char why[400];
-        snprintf (why, sizeof why, "denied by policy%s%s: %s", d->rule[0] ? " rule " : "", d->rule,
-                  d->reason);
+        ingress_deny_why (d, why, sizeof why);
         hms_info ("denied client=%s target=%s:%u rule=%s why=\"%s\"", h->peer, h->host, h->port,
                   d->rule[0] ? d->rule : "-", why);
         s_reply_error (h, 403, why);
@@ -685,8 +675,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         s_reply_error (h, 502, why);
         return;
     }
-    bool overlay =
-        d->action == HMS_DECISION_ROUTE && d->route[0] && strcmp (d->route, ingress->node) != 0;
+    bool overlay = ingress_via_overlay (ingress, d);
     if (!overlay && h->https && !ingress->origin_tls) {
         s_reply_error (h, 502, ingress->origin_tls_why);
         return;
@@ -710,14 +699,9 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         s_up_open (h);
         return;
     }
-    json_t *config = hms_current_get (ingress->config, NULL);
-    char next[64], host[256];
+    char host[256];
     uint16_t port = 0;
-    int rc = config ? hms_routes_next (config, ingress->node, d->route, next, sizeof next, host,
-                                       sizeof host, &port, why, sizeof why)
-                    : (snprintf (why, sizeof why, "no routing config from the controller yet"), -1);
-    json_decref (config);
-    if (rc) {
+    if (ingress_first_relay (ingress, d->route, host, sizeof host, &port, why, sizeof why)) {
         s_reply_error (h, 502, why);
         return;
     }

@@ -96,6 +96,15 @@ void ingress_h2_http_start (ingress_worker_t *w, hms_h2_stream_t *in, const char
 void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const char *user,
                          const char *buf, size_t len);
 
+/* What a decision means for the route (ingress.c), shared by the front ends: */
+/* the flow leaves the overlay at d->route, another node than this one */
+bool ingress_via_overlay (const ingress_t *self, const hms_decision_t *d);
+/* the first relay toward node dest, from the controller's current routes; 0, or -1 with why */
+int ingress_first_relay (ingress_t *self, const char *dest, char *host, size_t hostlen,
+                         uint16_t *port, char *why, size_t whylen);
+/* the answer's text for a deny: "denied by policy rule ID: reason" */
+void ingress_deny_why (const hms_decision_t *d, char *why, size_t whylen);
+
 /* Proxy authentication (ingress_auth.c): loads the users file; checks a
  * Proxy-Authorization value and fills user. Without a users file every request passes
  * with no user. 0 or -1. */
