@@ -80,9 +80,7 @@ static void s_finish (s_req_t *r, int status, const char *why)
         if (r->in_unconsumed)
             hms_h2_stream_consume (r->in, r->in_unconsumed);
         if (status) {
-            nghttp2_nv hdr = {(uint8_t *) HMS_H2_HDR_ERROR, (uint8_t *) why,
-                              sizeof HMS_H2_HDR_ERROR - 1, strlen (why), NGHTTP2_NV_FLAG_NONE};
-            if (r->head_done || hms_h2_respond (r->in, status, &hdr, 1, false) != 0)
+            if (r->head_done || hms_h2_refuse (r->in, status, why) != 0)
                 hms_h2_stream_reset (r->in, NGHTTP2_INTERNAL_ERROR);
         } else if (why)
             hms_h2_stream_reset (r->in, NGHTTP2_INTERNAL_ERROR);

@@ -590,6 +590,29 @@ int hms_h2_respond_as (hms_h2_stream_t *stream, const hms_h2_stream_t *answer, b
     return hms_h2_respond (stream, hms_h2_stream_status (answer), nva, n, has_body);
 }
 
+int hms_h2_refuse (hms_h2_stream_t *s, int status, const char *why)
+{
+    size_t len = strlen (why);
+    const char *method = hms_h2_stream_header (s, ":method");
+    bool body = !method || strcmp (method, "HEAD") != 0;
+    char length[24];
+    snprintf (length, sizeof length, "%zu", body ? len + 1 : 0);
+    nghttp2_nv nva[] = {{(uint8_t *) HMS_H2_HDR_ERROR, (uint8_t *) why, sizeof HMS_H2_HDR_ERROR - 1,
+                         len, NGHTTP2_NV_FLAG_NONE},
+                        {(uint8_t *) "content-type", (uint8_t *) "text/plain; charset=utf-8", 12,
+                         25, NGHTTP2_NV_FLAG_NONE},
+                        {(uint8_t *) "content-length", (uint8_t *) length, 14, strlen (length),
+                         NGHTTP2_NV_FLAG_NONE}};
+    if (hms_h2_respond (s, status, nva, 3, body) != 0)
+        return -1;
+    if (body) {
+        hms_h2_stream_write (s, why, len);
+        hms_h2_stream_write (s, "\n", 1);
+        hms_h2_stream_end (s);
+    }
+    return 0;
+}
+
 void hms_h2_stream_set_cbs (hms_h2_stream_t *s, const hms_h2_stream_cbs_t *cbs, void *arg)
 {
     s->cbs = *cbs;

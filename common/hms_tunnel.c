@@ -167,10 +167,7 @@ static void s_free (hms_tunnel_t *self, const char *why, bool reset, int status)
             if (e->unconsumed)
                 hms_h2_stream_consume (e->stream, e->unconsumed);
             if (status && i == HMS_TUNNEL_A) {
-                const char *text = why ? why : "refused";
-                nghttp2_nv hdr = {(uint8_t *) HMS_H2_HDR_ERROR, (uint8_t *) text,
-                                  sizeof HMS_H2_HDR_ERROR - 1, strlen (text), NGHTTP2_NV_FLAG_NONE};
-                if (hms_h2_respond (e->stream, status, &hdr, 1, false) != 0)
+                if (hms_h2_refuse (e->stream, status, why ? why : "refused") != 0)
                     hms_h2_stream_reset (e->stream, NGHTTP2_CONNECT_ERROR);
             } else if (reset)
                 hms_h2_stream_reset (e->stream, NGHTTP2_CONNECT_ERROR);

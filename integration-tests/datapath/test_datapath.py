@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -373,9 +374,11 @@ def test_plain_http_requests_on_the_http2_port(overlay, targets, tmp_path, mode)
     # the policy sees the method and the path: a deny is a 403 naming the rule
     set_policy(s, {"id": "no-uploads", "priority": 10, "action": "deny",
                    "match": {"method": ["POST"]}})
-    r = curl(*h2, "-D", "-", "-o", "/dev/null", "--data-binary", "x", f"{base}/upload")
+    r = curl(*h2, "-D", "-", "--data-binary", "x", f"{base}/upload")
     assert r.stdout.startswith(b"HTTP/2 403"), r.stdout
-    assert b"no-uploads" in r.stdout, r.stdout
+    head, _, body = r.stdout.partition(b"\r\n\r\n")
+    assert re.search(rb"^hermes-error: .*no-uploads", head, re.M), head  # for the next proxy
+    assert b"no-uploads" in body and body.endswith(b"\n"), body  # and for a person
     log = s.daemons["ingress-1"].log_text()
     assert f"denied client=127.0.0.1 target=127.0.0.1:{targets['http']} rule=no-uploads" in log
     r = curl(*h2, f"{base}/hello.txt")
@@ -470,6 +473,78 @@ def test_https_urls_are_fetched_in_tls_by_the_proxy(overlay, targets, tmp_path, 
         p.wait(5)
     # and the trusted origin is still served
     assert https_via_proxy(port, [url]) == [(200, body)]
+
+
+def h2_proxy_get(s, urls, timeout=60):
+    """GETs each absolute URL as its own stream on one TLS connection to the ingress's
+    HTTP/2 port, with python3-h2 as the client: no CONNECT, the stream's :scheme,
+    :authority and :path name the origin. [(status, body)] in the order of urls."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    port = int(s.h2.rsplit(":", 1)[1])
+    ctx = ssl.create_default_context(cafile=s.ca)
+    ctx.set_alpn_protocols(["h2"])
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    order, got = [], {}
+    for url in urls:
+        u = urllib.parse.urlsplit(url)
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":scheme", u.scheme),
+                                (":authority", u.netloc), (":path", u.path or "/")],
+                          end_stream=True)
+        order.append(sid)
+        got[sid] = {"status": None, "body": bytearray(), "done": False}
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as t:
+        assert t.selected_alpn_protocol() == "h2"
+        t.sendall(conn.data_to_send())
+        while not all(g["done"] for g in got.values()):
+            assert time.monotonic() < deadline, f"no whole answer within {timeout} s: {got}"
+            data = t.recv(1 << 20)
+            assert data, f"the ingress closed the connection: {got}"
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    got[ev.stream_id]["status"] = int(dict(ev.headers)[b":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    got[ev.stream_id]["body"] += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    got[ev.stream_id]["done"] = True
+            t.sendall(conn.data_to_send())
+    return [(got[sid]["status"], bytes(got[sid]["body"])) for sid in order]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_https_urls_on_the_http2_port(overlay, targets, mode):
+    """An HTTP/2 client (python3-h2) that asks the HTTP/2 proxy port for https:// URLs
+    with no CONNECT: the proxy that leaves toward the origin (the ingress, or the exit
+    relay) speaks TLS to it and checks its certificate; several streams on one connection,
+    100 MiB byte-exact, a certificate for another name answered 502 with the reason, an
+    http:// URL on the same connection."""
+    s = overlay
+    set_policy(s, MODES[mode])
+    tls = f"https://localhost:{targets['tls']}"
+    body = b"hello over end-to-end TLS\n"
+    assert h2_proxy_get(s, [f"{tls}/hello"] * 3 +
+                        [f"http://127.0.0.1:{targets['http']}/hello.txt"]) == \
+        [(200, body)] * 3 + [(200, b"hello through hermes\n")]
+    exit_relay = {"direct": None, "one-relay": "relay-core", "two-relays": "relay-far"}[mode]
+    done = f"http request done target=localhost:{targets['tls']} status=200"
+    fetcher = exit_relay or "ingress-1"
+    wait_for(lambda: done in s.daemons[fetcher].log_text(), 5,
+             what=f"{fetcher}'s request done line")
+    for name in ("relay-core", "relay-far"):
+        assert (done in s.daemons[name].log_text()) == (name == exit_relay), (name, mode)
+    [(status, big)] = h2_proxy_get(s, [f"{tls}/big.bin"], timeout=120)
+    assert status == 200 and hashlib.sha256(big).hexdigest() == targets["digest"], \
+        (status, len(big))
+    # the certificate names localhost, not 127.0.0.1
+    [(status, why)] = h2_proxy_get(s, [f"https://127.0.0.1:{targets['tls']}/hello"])
+    assert status == 502 and b"TLS with the origin" in why and b"certificate" in why, why
+    assert h2_proxy_get(s, [f"{tls}/hello"]) == [(200, body)]
 
 
 @pytest.mark.parametrize("mode", ["direct", "one-relay"])

@@ -6,7 +6,7 @@ HERMES_PKGS=(
   libzmq3-dev libczmq-dev libsodium-dev
   libnghttp2-dev libgnutls28-dev libsqlite3-dev libjansson-dev libev-dev
   libbpf-dev clang llvm
-  libcmocka-dev python3-pytest python3-jsonschema python3-zmq
+  libcmocka-dev python3-pytest python3-jsonschema python3-zmq python3-h2
   sqlite3 iproute2 procps curl openssl iptables
   libnetfilter-queue-dev libmnl-dev tcpdump
 )

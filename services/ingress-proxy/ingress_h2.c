@@ -19,9 +19,7 @@ static void s_refuse (hms_h2_stream_t *s, s_conn_t *c, int status, const char *w
 {
     atomic_fetch_add (&c->w->ingress->counters.bad_requests, 1);
     hms_info ("bad request client=%s status=%d why=\"%s\"", c->peer, status, why);
-    nghttp2_nv hdr = {(uint8_t *) HMS_H2_HDR_ERROR, (uint8_t *) why, sizeof HMS_H2_HDR_ERROR - 1,
-                      strlen (why), NGHTTP2_NV_FLAG_NONE};
-    hms_h2_respond (s, status, &hdr, 1, false);
+    hms_h2_refuse (s, status, why);
 }
 
 static void s_on_request (hms_h2_stream_t *s, void *arg)

@@ -51,12 +51,10 @@ static void s_free (s_req_t *r)
 /* Answers the client with an error of the proxy's own; the stream is let go. */
 static void s_refuse (s_req_t *r, int status, const char *why)
 {
-    nghttp2_nv hdr = {(uint8_t *) HMS_H2_HDR_ERROR, (uint8_t *) why, sizeof HMS_H2_HDR_ERROR - 1,
-                      strlen (why), NGHTTP2_NV_FLAG_NONE};
     if (hms_buf_size (r->body)) /* held, never to be sent: the client's window gets them back */
         hms_h2_stream_consume (r->in, hms_buf_size (r->body));
     hms_h2_stream_orphan (r->in);
-    if (hms_h2_respond (r->in, status, &hdr, 1, false) != 0)
+    if (hms_h2_refuse (r->in, status, why) != 0)
         hms_h2_stream_reset (r->in, NGHTTP2_INTERNAL_ERROR);
     s_free (r);
 }
