@@ -122,6 +122,7 @@ static void s_on_reply (hms_decider_t *self, json_t *env)
         s_copy (dec.retry_profile, sizeof dec.retry_profile, json_object_get (d, "retry_profile"));
         s_copy (dec.reason, sizeof dec.reason, json_object_get (d, "reason"));
         dec.bypass = json_is_true (json_object_get (d, "bypass"));
+        dec.needs_sni = json_is_true (json_object_get (d, "needs_sni"));
         dec.ttl_ms = (int) json_integer_value (json_object_get (d, "ttl_ms"));
         if (dec.ttl_ms > 0) {
             if (zhashx_size (self->cache) >= HMS_DECIDE_CACHE_MAX)
@@ -247,9 +248,9 @@ hms_decide_req_t *hms_decide (hms_decider_t *self, const hms_query_t *q, hms_dec
                               void *arg)
 {
     char key[2048];
-    snprintf (key, sizeof key, "%s|%s|%d|%s|%s|%s|%s|%s|%s|%s|%s", q->src ?: "", q->dst ?: "",
-              q->port, q->protocol ?: "", q->host ?: "", q->sni ?: "", q->method ?: "",
-              q->path ?: "", q->user ?: "", q->service ?: "", q->ns ?: "");
+    snprintf (key, sizeof key, "%s|%s|%d|%s|%s|%s%s|%s|%s|%s|%s|%s", q->src ?: "", q->dst ?: "",
+              q->port, q->protocol ?: "", q->host ?: "", q->sni ?: "", q->sni_pending ? "?" : "",
+              q->method ?: "", q->path ?: "", q->user ?: "", q->service ?: "", q->ns ?: "");
     s_cached_t *c = zhashx_lookup (self->cache, key);
     if (c && c->expires_ms > hms_mono_ms ()) {
         fn (&c->decision, arg);
@@ -269,6 +270,8 @@ hms_decide_req_t *hms_decide (hms_decider_t *self, const hms_query_t *q, hms_dec
     s_set (req->query, "protocol", q->protocol);
     s_set (req->query, "host", q->host);
     s_set (req->query, "sni", q->sni);
+    if (q->sni_pending && !q->sni)
+        json_object_set_new (req->query, "sni_pending", json_true ());
     s_set (req->query, "method", q->method);
     s_set (req->query, "path", q->path);
     s_set (req->query, "user", q->user);

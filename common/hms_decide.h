@@ -17,6 +17,7 @@ typedef struct {
     const char *protocol; /* "tcp", "udp", "ip", "http" */
     const char *host;     /* HTTP Host / CONNECT authority host */
     const char *sni;
+    bool sni_pending; /* sni unknown, but readable from the ClientHello if it matters */
     const char *method;
     const char *path;
     const char *user;
@@ -31,6 +32,7 @@ typedef struct {
     bool unavailable; /* no answer from the engine: denied, but not by a rule */
     bool cached;
     bool bypass;
+    bool needs_sni; /* asked with sni_pending: the answer depends on the SNI, ask with it */
     int ttl_ms;
     char rule[65];    /* "" when no rule decided */
     char route[65];   /* node to leave the overlay at (action route) */

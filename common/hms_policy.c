@@ -384,6 +384,7 @@ struct hms_policy_set {
     s_net_t net_index;      /* src or dst network -> list */
     uint32_t *port_index;   /* port -> 1 + list, 0 none (65536 entries, when needed) */
     s_list_t general;       /* rules without a key: tested for every query */
+    size_t nsni;            /* rules with an sni condition */
     /* rate limiting */
     pthread_mutex_t lock;
     hms_policy_clock_fn *clock;
@@ -982,6 +983,8 @@ hms_policy_set_t *hms_policy_compile (const json_t *policies, char *err, size_t 
         self->rules[i].order = (int) i;
         s_table_add (&self->ids, self->rules[i].id, strlen (self->rules[i].id), (int) i, NULL);
     }
+    for (size_t i = 0; i < self->nrules; i++)
+        self->nsni += (self->rules[i].fields & S_BIT (F_SNI)) != 0;
     s_build_index (self);
     return self;
 }
@@ -1058,6 +1061,7 @@ typedef struct {
     const char *method;
     const char *path;
     s_qname_t names[N_COUNT];
+    bool sni_any; /* an sni condition holds whatever the name (see needs_sni) */
 } s_q_t;
 
 /* Parses an address into family / v4 / v6; false when it is none. */
@@ -1122,6 +1126,7 @@ static void s_host_slice (const char *h, const char **p, size_t *n)
 static bool s_prepare (s_q_t *q, const hms_policy_query_t *query, hms_policy_decision_t *out)
 {
     q->fields = 0;
+    q->sni_any = false;
     if (query->src) {
         if (!s_addr (query->src, &q->src_family, &q->src4, q->src6, q->src_raw)) {
             *out = (hms_policy_decision_t){.action = HMS_POLICY_DENY,
@@ -1253,7 +1258,8 @@ static bool s_match (const s_rule_t *r, s_q_t *q)
             return false;
     }
     for (int k = 0; k < N_COUNT; k++)
-        if ((r->fields & S_BIT (s_name_bits[k])) && !s_names_match (&r->names[k], &q->names[k]))
+        if ((r->fields & S_BIT (s_name_bits[k])) && !(k == N_SNI && q->sni_any) &&
+            !s_names_match (&r->names[k], &q->names[k]))
             return false;
     return true;
 }
@@ -1468,6 +1474,23 @@ void hms_policy_evaluate (hms_policy_set_t *self, const hms_policy_query_t *quer
     if (!s_prepare (&q, query, out))
         return;
     const s_rule_t *r = flags & HMS_POLICY_SCAN ? s_scan (self, &q) : s_indexed (self, &q);
+    /* The SNI is not known yet, but could be: does a rule with an sni condition come first
+     * for some name? Then the answer depends on it. Asked again with every sni condition
+     * taken as true, the first match is then such a rule. */
+    bool needs_sni = false;
+    if (query->sni_pending && !query->sni && self->nsni) {
+        q.fields |= S_BIT (F_SNI);
+        q.sni_any = true;
+        const s_rule_t *first = flags & HMS_POLICY_SCAN ? s_scan (self, &q) : s_indexed (self, &q);
+        needs_sni = first && first != r && (first->fields & S_BIT (F_SNI));
+    }
+    if (needs_sni) {
+        *out = (hms_policy_decision_t){.action = HMS_POLICY_DENY,
+                                       .needs_sni = true,
+                                       .ttl_ms = HMS_POLICY_DEFAULT_TTL_MS,
+                                       .reason = "the decision depends on the TLS SNI"};
+        return;
+    }
     if (!r) {
         *out = (hms_policy_decision_t){.action = HMS_POLICY_DENY,
                                        .ttl_ms = HMS_POLICY_DEFAULT_TTL_MS,
@@ -1517,6 +1540,7 @@ void hms_policy_query_from_json (const json_t *obj, hms_policy_query_t *q)
         .protocol = json_string_value (json_object_get (obj, "protocol")),
         .host = json_string_value (json_object_get (obj, "host")),
         .sni = json_string_value (json_object_get (obj, "sni")),
+        .sni_pending = json_is_true (json_object_get (obj, "sni_pending")),
         .method = json_string_value (json_object_get (obj, "method")),
         .path = json_string_value (json_object_get (obj, "path")),
         .user = json_string_value (json_object_get (obj, "user")),
@@ -1532,9 +1556,12 @@ static json_t *s_str_or_null (const char *s)
 
 json_t *hms_policy_decision_to_json (const hms_policy_decision_t *d)
 {
-    return json_pack ("{s:s, s:o, s:o, s:o, s:o, s:b, s:I, s:s}", "action",
-                      hms_policy_action_name (d->action), "rule", s_str_or_null (d->rule), "route",
-                      s_str_or_null (d->route), "target", s_str_or_null (d->target),
-                      "retry_profile", s_str_or_null (d->retry_profile), "bypass", d->bypass,
-                      "ttl_ms", (json_int_t) d->ttl_ms, "reason", d->reason ? d->reason : "");
+    json_t *out = json_pack (
+        "{s:s, s:o, s:o, s:o, s:o, s:b, s:I, s:s}", "action", hms_policy_action_name (d->action),
+        "rule", s_str_or_null (d->rule), "route", s_str_or_null (d->route), "target",
+        s_str_or_null (d->target), "retry_profile", s_str_or_null (d->retry_profile), "bypass",
+        d->bypass, "ttl_ms", (json_int_t) d->ttl_ms, "reason", d->reason ? d->reason : "");
+    if (d->needs_sni)
+        json_object_set_new (out, "needs_sni", json_true ());
+    return out;
 }

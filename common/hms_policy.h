@@ -52,6 +52,7 @@ typedef struct {
     const char *protocol; /* tcp, udp, ip or http */
     const char *host;     /* HTTP Host / CONNECT authority, ":port" allowed */
     const char *sni;
+    bool sni_pending; /* sni unknown, but the asker can read it if the answer depends on it */
     const char *method;
     const char *path;
     const char *user; /* identity headers */
@@ -69,6 +70,9 @@ typedef struct {
     bool bypass;
     int64_t ttl_ms; /* how long the answer may be cached; 0 means not at all */
     const char *reason;
+    /* Only for a query with sni_pending: a rule with an sni condition would decide for some
+     * names, so ask again with the SNI (action deny, no rule: not an answer to act on). */
+    bool needs_sni;
 } hms_policy_decision_t;
 
 /* Monotonic milliseconds, for the token buckets. */
@@ -105,11 +109,11 @@ void hms_policy_evaluate (hms_policy_set_t *self, const hms_policy_query_t *quer
 /* "allow", "deny" or "route". */
 const char *hms_policy_action_name (hms_policy_action_t action);
 /* Fills query from a JSON object with the fields src, dst, port, protocol, host, sni,
- * method, path, user, service and namespace (a policy.decide query, a policy.test body);
- * the strings are borrowed from obj. */
+ * sni_pending, method, path, user, service and namespace (a policy.decide query, a policy.test
+ * body); the strings are borrowed from obj. */
 void hms_policy_query_from_json (const json_t *obj, hms_policy_query_t *query);
-/* {action, rule, route, target, retry_profile, bypass, ttl_ms, reason}, absent strings as
- * null. Caller owns return value. */
+/* {action, rule, route, target, retry_profile, bypass, ttl_ms, reason[, needs_sni: true]},
+ * absent strings as null. Caller owns return value. */
 json_t *hms_policy_decision_to_json (const hms_policy_decision_t *decision);
 
 /* Parses "10.0.0.0/8", "2001:db8::/32" or a bare address. 0, or -1 with err. */

@@ -1,8 +1,8 @@
 /* Unit test for hms_policy: each matcher kind (prefixes v4/v6, ports, protocol, exact /
  * suffix / glob names, method, path, identities), unknown fields, priorities, default deny,
  * actions and their parameters, rate-limit buckets on an injected clock (refill, keys,
- * eviction, inheritance), per-user targets, compile errors, the JSON helpers, and the index
- * against a plain ordered scan on randomized rule sets. */
+ * eviction, inheritance), per-user targets, compile errors, the JSON helpers, the index
+ * against a plain ordered scan on randomized rule sets, and when an answer needs the SNI. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -115,6 +115,61 @@ static void test_names (void **state)
     assert_string_equal (S_RULE (set, .host = "2001:db8::2"), "-");
     hms_policy_destroy (&set);
     hms_policy_destroy (&set); /* twice is safe */
+}
+
+/* Like S_RULE, with the SNI not known yet but readable: "needs-sni" when the answer
+ * depends on it (both evaluation paths must agree). */
+static const char *s_pending (hms_policy_set_t *set, hms_policy_query_t q)
+{
+    q.sni_pending = true;
+    hms_policy_decision_t a, b;
+    hms_policy_evaluate (set, &q, HMS_POLICY_DRY_RUN, &a);
+    hms_policy_evaluate (set, &q, HMS_POLICY_DRY_RUN | HMS_POLICY_SCAN, &b);
+    assert_int_equal (a.needs_sni, b.needs_sni);
+    if (a.needs_sni) {
+        assert_null (a.rule);
+        assert_int_equal (a.action, HMS_POLICY_DENY);
+        return "needs-sni";
+    }
+    return s_rule (set, &q);
+}
+
+#define S_PENDING(set, ...) s_pending (set, (hms_policy_query_t){__VA_ARGS__})
+
+static void test_sni_pending (void **state)
+{
+    (void) state;
+    hms_policy_set_t *set = s_set (
+        "[{'id':'no-secret','priority':10,'action':'deny','match':{'sni':['*.secret.example'],"
+        "'ports':['443']}},"
+        "{'id':'web','priority':20,'action':'allow','match':{'host':['.example.com']}},"
+        "{'id':'shop','priority':30,'action':'route','route':'core','match':{'sni':"
+        "['shop.example.net']}},"
+        "{'id':'rest','priority':40,'action':'allow','match':{'dst':['10.0.0.0/8']}}]");
+    /* the first rule could decide port 443 by its name: ask for the name */
+    assert_string_equal (S_PENDING (set, .dst = "10.1.2.3", .port = 443), "needs-sni");
+    assert_string_equal (S_PENDING (set, .host = "api.example.com", .port = 443), "needs-sni");
+    /* with the name, the usual answer; without sni_pending, as before */
+    assert_string_equal (S_RULE (set, .dst = "10.1.2.3", .port = 443, .sni = "a.secret.example"),
+                         "no-secret");
+    assert_string_equal (S_RULE (set, .dst = "10.1.2.3", .port = 443, .sni = "a.open.example"),
+                         "rest");
+    assert_string_equal (S_RULE (set, .dst = "10.1.2.3", .port = 443), "rest");
+    /* port 80: the sni rule that comes first cannot match; 'web' decides before 'shop' */
+    assert_string_equal (S_PENDING (set, .host = "api.example.com", .port = 80), "web");
+    /* but for a host 'web' does not cover, 'shop' comes before 'rest' */
+    assert_string_equal (S_PENDING (set, .dst = "10.1.2.3", .port = 80), "needs-sni");
+    assert_string_equal (S_RULE (set, .dst = "10.1.2.3", .port = 80, .sni = "shop.example.net"),
+                         "shop");
+    /* a name known already is used as it is */
+    assert_string_equal (S_PENDING (set, .dst = "10.1.2.3", .port = 80, .sni = "x.example"),
+                         "rest");
+    hms_policy_destroy (&set);
+    /* no rule names an sni: never asked for */
+    set = s_set ("[{'id':'rest','priority':40,'action':'allow','match':{'dst':['10.0.0.0/8']}}]");
+    assert_string_equal (S_PENDING (set, .dst = "10.1.2.3", .port = 443), "rest");
+    assert_string_equal (S_PENDING (set, .dst = "192.0.2.1", .port = 443), "-");
+    hms_policy_destroy (&set);
 }
 
 static void test_prefixes (void **state)
@@ -709,6 +764,7 @@ int main (void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_names),
+        cmocka_unit_test (test_sni_pending),
         cmocka_unit_test (test_prefixes),
         cmocka_unit_test (test_ports_protocol_method_path),
         cmocka_unit_test (test_identities_and_unknown_fields),

@@ -143,6 +143,70 @@ def test_100_mib_and_https_arrive_exactly(overlay, targets, tmp_path, mode, fron
         assert (done in s.daemons[name].log_text()) == (name in relays[mode]), (name, mode)
 
 
+@pytest.mark.parametrize("front", ["h1", "h2"])
+@pytest.mark.parametrize("mode", ["direct", "one-relay"])
+def test_policy_reads_the_tls_server_name(overlay, targets, mode, front):
+    """A policy with an sni condition: the ingress answers the CONNECT, reads the client's
+    ClientHello and asks again with its server name. A name the policy denies gets its
+    tunnel closed (and the deny logged with the name and the rule); another name, and a
+    tunnel that carries no TLS at all, go through at once."""
+    s = overlay
+    s.allow_error(r"denied client=")
+    set_policy(s, MODES[mode], {"id": "no-secret-names", "priority": 10, "action": "deny",
+                                "match": {"sni": ["*.secret.example"]}})
+    tls = targets["tls"]
+    # the CONNECT names localhost; the TLS inside asks for www.secret.example
+    r = curl(*proxy_args(s, front), "-k", "--connect-to", f"www.secret.example:443:localhost:{tls}",
+             "https://www.secret.example/hello", timeout=20)
+    assert r.returncode != 0 and b"hello" not in r.stdout, (r.returncode, r.stdout, r.stderr)
+    log = s.daemons["ingress-1"].log_text()
+    assert re.search(rf"denied client=127\.0\.0\.1 target=localhost:{tls} "
+                     r"sni=www\.secret\.example rule=no-secret-names", log), log[-2000:]
+    # the same target asked by its own name
+    r = curl(*proxy_args(s, front), "--cacert", str(targets["cert"]),
+             f"https://localhost:{tls}/hello")
+    assert r.returncode == 0 and r.stdout == b"hello over end-to-end TLS\n", r.stderr
+    # a name the rule's glob does not cover (the certificate does not name it: -k)
+    r = curl(*proxy_args(s, front), "-k", "--connect-to", f"secret.example:443:localhost:{tls}",
+             "https://secret.example/hello")
+    assert r.returncode == 0 and r.stdout == b"hello over end-to-end TLS\n", r.stderr
+    # plain HTTP in the tunnel: its first bytes are no ClientHello, so it is decided at once
+    t0 = time.monotonic()
+    r = curl(*proxy_args(s, front), "-p", f"http://127.0.0.1:{targets['http']}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+    assert time.monotonic() - t0 < 2.0
+    exit_relay = {"direct": None, "one-relay": "relay-core"}[mode]
+    if exit_relay:  # the allowed ones crossed the overlay
+        done = f"tunnel done target=localhost:{tls}"
+        wait_for(lambda: done in s.daemons[exit_relay].log_text(), 5,
+                 what=f"{exit_relay}'s tunnel done line")
+
+
+def test_a_client_silent_after_its_connect_is_decided_without_a_name(overlay, targets):
+    """While the decision waits for a ClientHello, a client that sends nothing (a protocol
+    where the server speaks first, like SMTP) is decided without a name once sni_wait_ms has
+    passed (3 s by default): the target is reached then, and its banner comes through."""
+    s = overlay
+    set_policy(s, MODES["direct"], {"id": "no-secret-names", "priority": 10, "action": "deny",
+                                    "match": {"sni": ["*.secret.example"]}})
+    with socket.socket() as server, \
+            socket.create_connection(("127.0.0.1", s.port("ingress-1", "http")), timeout=10) as c:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(10)
+        t0 = time.monotonic()
+        c.sendall(f"CONNECT 127.0.0.1:{server.getsockname()[1]} HTTP/1.1\r\n\r\n".encode())
+        assert c.recv(4096) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        conn, _ = server.accept()
+        took = time.monotonic() - t0
+        with conn:
+            assert 2.5 < took < 5.0, took
+            conn.sendall(b"220 server speaks first\r\n")
+            assert c.recv(4096) == b"220 server speaks first\r\n"
+            c.sendall(b"QUIT\r\n")
+            assert conn.recv(4096) == b"QUIT\r\n"
+
+
 def raw_request(port, data, read=True):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         c.sendall(data)

@@ -304,3 +304,55 @@ except OSError as e:
     log = s.daemons["ingress-1"].log_text()
     to_itself = log.count(f"target={ROUTER_C}:{net['tport']} ")
     assert to_itself == 0, f"{to_itself} flows from the ingress to its own transparent port"
+
+
+def hello_through(name):
+    """From the client namespace: a real ClientHello for name (Python's ssl, through a memory
+    BIO) sent to the server's echo port; what came back: "echoed" (the echo server got it, so
+    the proxy let it through), "reset" or "closed"."""
+    r = subprocess.run(in_ns("client", sys.executable, "-c", f"""
+import socket, ssl
+out = ssl.MemoryBIO()
+tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), out, server_hostname={name!r})
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+hello = out.read()
+try:
+    c = socket.create_connection(({SERVER!r}, {ECHO_PORT}), timeout=10)
+    c.sendall(hello)
+    got = b""
+    while len(got) < len(hello):
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    print("echoed" if got == hello else "closed")
+except (ConnectionResetError, BrokenPipeError):
+    print("reset")
+"""), capture_output=True, text=True, timeout=20)
+    return r.stdout.strip() or r.stderr
+
+
+def test_the_policy_reads_the_server_name_of_a_transparent_tls_flow(suite, net):
+    """A transparent flow has only an address; with a policy that names TLS server names, the
+    ingress reads the client's ClientHello before it decides: a denied name is reset before
+    the server sees a connection, another name reaches the server with its ClientHello
+    intact, and a flow whose client speaks no TLS is decided without a name."""
+    s = suite
+    s.allow_error(r"denied client=")
+    set_policy(s, {"id": "no-secret-names", "priority": 10, "action": "deny",
+                   "match": {"sni": ["*.secret.example"]}}, ALLOW_SERVER)
+    before = net["server_log"].read_text().count("echo conn")
+    assert hello_through("www.secret.example") in ("reset", "closed")
+    log = s.daemons["ingress-1"].log_text()
+    assert re.search(rf"denied client={re.escape(CLIENT)} target={re.escape(SERVER)}:{ECHO_PORT} "
+                     r"sni=www\.secret\.example rule=no-secret-names", log), log
+    time.sleep(0.3)
+    assert net["server_log"].read_text().count("echo conn") == before, "the server saw it"
+    assert hello_through("www.open.example") == "echoed"
+    echo = subprocess.run(in_ns("client", sys.executable, os.path.join(HERE, "echo_client.py"),
+                                SERVER, str(ECHO_PORT), "100000", "3"),
+                          capture_output=True, text=True, timeout=30)
+    assert echo.returncode == 0, (echo.stdout, echo.stderr)

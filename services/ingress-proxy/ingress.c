@@ -31,6 +31,9 @@ const hms_cfg_key_t ingress_keys[] = {
      "a flow the policy engine does not decide in "
      "this time is refused (503)"},
     {"head_timeout_ms", HMS_CFG_INT, "10000", "limit for a client to send its request head"},
+    {"sni_wait_ms", HMS_CFG_INT, "3000",
+     "when a policy decision depends on the TLS server name, how long the flow waits for the "
+     "client's ClientHello; then it is decided without a name"},
     {"bypass_socket", HMS_CFG_STRING, NULL,
      "the bypass agent's Unix socket: flows the policy marks bypass are offered to it"},
     {"bypass_after_ms", HMS_CFG_INT, "100",
@@ -202,6 +205,12 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
     self->idle_timeout_ms = (int) hms_config_int (cfg, "idle_timeout_ms");
     self->policy_timeout_ms = (int) hms_config_int (cfg, "policy_timeout_ms");
     self->head_timeout_ms = (int) hms_config_int (cfg, "head_timeout_ms");
+    self->sni_wait_ms = (int) hms_config_int (cfg, "sni_wait_ms");
+    if (self->sni_wait_ms < 1 || self->sni_wait_ms > 600000) {
+        snprintf (err, errlen, "sni_wait_ms must be 1 to 600000, got %d", self->sni_wait_ms);
+        free (self);
+        return NULL;
+    }
     if (self->workers_n < 1 || self->workers_n > INGRESS_MAX_WORKERS) {
         snprintf (err, errlen, "workers must be 1 to %d", INGRESS_MAX_WORKERS);
         free (self);

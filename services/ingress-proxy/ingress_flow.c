@@ -1,10 +1,14 @@
 /* ingress_flow: one flow from decision to tunnel: ask the policy engine, then connect
- * direct or through the overlay, answer the client in its front end's protocol, and pump. */
+ * direct or through the overlay, answer the client in its front end's protocol, and pump.
+ * When the decision depends on the TLS server name (a policy with an sni condition), the
+ * client's ClientHello is read first (a CONNECT client is answered 200 to send it) and the
+ * engine asked again with the name. */
 #include "hms_alloc.h"
 #include "hms_dial.h"
 #include "hms_h1.h"
 #include "hms_log.h"
 #include "hms_routes.h"
+#include "hms_sni.h"
 #include "hms_tunnel.h"
 #include "ingress_int.h"
 
@@ -51,14 +55,49 @@ typedef struct {
     int bypass_tries;
     ev_timer bypass_timer;
     char id[32];
+    /* the TLS server name, when the decision depends on it */
+    char sni[256];
+    bool sni_read; /* the ClientHello was looked at: the engine is asked with what it said */
+    bool answered; /* the client got its 200 before the decision (to send its ClientHello) */
+    bool ended;    /* an HTTP/2 client ended its stream before it was attached */
+    ev_io sni_io;  /* a socket client's ClientHello */
+    ev_timer sni_timer;
 } s_flow_t;
 
 static uint64_t s_next_id;
 
+/* An HTTP/2 client's stream that no tunnel took: answered status (unless it was answered
+ * 200 already, or status is 0: then reset), its held bytes given back to its window. */
+static void s_let_go_of_stream (s_flow_t *f, int status, const char *why)
+{
+    hms_h2_stream_t *s = f->client_stream;
+    if (!s)
+        return;
+    f->client_stream = NULL;
+    hms_h2_stream_orphan (s);
+    if (f->early_len)
+        hms_h2_stream_consume (s, f->early_len);
+    if (status && !f->answered) {
+        if (hms_h2_refuse (s, status, why) != 0)
+            hms_h2_stream_reset (s, NGHTTP2_INTERNAL_ERROR);
+    } else
+        hms_h2_stream_reset (s, f->answered ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL);
+}
+
+/* Bytes held for the client were passed on: an HTTP/2 client's window gets them back. */
+static void s_early_passed (s_flow_t *f, hms_h2_stream_t *client, size_t n)
+{
+    if (f->front == INGRESS_FRONT_H2 && client && n)
+        hms_h2_stream_consume (client, n);
+}
+
 static void s_free (s_flow_t *f)
 {
+    s_let_go_of_stream (f, 0, NULL);
     hms_worker_untrack (f->w->worker, f->item);
     ev_timer_stop (f->w->loop, &f->bypass_timer);
+    ev_io_stop (f->w->loop, &f->sni_io);
+    ev_timer_stop (f->w->loop, &f->sni_timer);
     if (f->offered)
         ingress_bypass_forget (f->w, f);
     if (f->decide)
@@ -97,8 +136,8 @@ static void s_refuse (s_flow_t *f, int status, const char *why)
     else
         atomic_fetch_add (&c->failed, 1);
     if (status == 403)
-        hms_info ("denied client=%s target=%s:%u rule=%s why=\"%s\"", f->peer, f->host, f->port,
-                  f->rule[0] ? f->rule : "-", why);
+        hms_info ("denied client=%s target=%s:%u%s%s rule=%s why=\"%s\"", f->peer, f->host, f->port,
+                  f->sni[0] ? " sni=" : "", f->sni, f->rule[0] ? f->rule : "-", why);
     else
         hms_info ("flow failed client=%s target=%s:%u via=%s status=%d why=\"%s\"", f->peer,
                   f->host, f->port, f->dest[0] ? f->dest : "direct", status, why);
@@ -106,14 +145,19 @@ static void s_refuse (s_flow_t *f, int status, const char *why)
         hms_tunnel_refuse (f->tunnel, status, why); /* frees the flow (done) */
         return;
     }
-    if (f->front == INGRESS_FRONT_H1 && f->client_fd >= 0) {
+    if (f->front == INGRESS_FRONT_H2) {
+        s_let_go_of_stream (f, status, why);
+        s_free (f);
+        return;
+    }
+    if (f->front == INGRESS_FRONT_H1 && f->client_fd >= 0 && !f->answered) {
         char resp[1024];
         ssize_t n = hms_h1_error_response (resp, sizeof resp, status, why);
         if (n > 0 && send (f->client_fd, resp, (size_t) n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
             hms_debug ("ingress.flows", "could not send %d to %s: %s", status, f->peer,
                        strerror (errno));
-    } else if (f->front == INGRESS_FRONT_TRANSPARENT && f->client_fd >= 0) {
-        struct linger lg = {1, 0}; /* the client sees a reset, as from the target */
+    } else if (f->client_fd >= 0) { /* transparent, or answered 200 already */
+        struct linger lg = {1, 0};  /* the client sees a reset, as from the target */
         setsockopt (f->client_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     }
     if (f->tunnel)
@@ -127,10 +171,16 @@ static void s_established (s_flow_t *f)
 {
     if (!f->tunnel)
         f->tunnel = hms_tunnel_new (f->w->loop, f->w->ingress->idle_timeout_ms, s_tunnel_done, f);
-    if (f->front == INGRESS_FRONT_H2)
-        hms_h2_respond (f->client_stream, 200, NULL, 0, true);
-    else {
-        if (f->front == INGRESS_FRONT_H1) { /* written as the client's socket is attached */
+    hms_h2_stream_t *client = f->client_stream;
+    if (f->front == INGRESS_FRONT_H2) {
+        if (!f->answered)
+            hms_h2_respond (client, 200, NULL, 0, true);
+        f->client_stream = NULL; /* the tunnel's from here */
+        hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_A, client);
+        if (f->ended)
+            hms_tunnel_stream_ended (f->tunnel, HMS_TUNNEL_A);
+    } else {
+        if (f->front == INGRESS_FRONT_H1 && !f->answered) { /* sent as the socket is attached */
             static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
             hms_tunnel_send (f->tunnel, HMS_TUNNEL_A, ok, sizeof ok - 1);
             /* a client that did not wait for it gets it with the target's first answer */
@@ -142,6 +192,7 @@ static void s_established (s_flow_t *f)
     }
     if (f->early_len) {
         hms_tunnel_send (f->tunnel, HMS_TUNNEL_B, f->early, f->early_len);
+        s_early_passed (f, client, f->early_len);
         f->early_len = 0;
     }
 }
@@ -248,6 +299,7 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     s_take_early (f);
     if (f->early_len) {
         hms_h2_stream_write (f->out, f->early, f->early_len);
+        s_early_passed (f, f->client_stream, f->early_len);
         f->early_sent = f->early_len;
         f->early_len = 0;
     }
@@ -295,11 +347,152 @@ void ingress_flow_offered (void *arg, const bypass_answer_t *ans)
     hms_tunnel_resume (f->tunnel);
 }
 
+/* ---- the TLS server name, when the decision depends on it ------------------------------- */
+
+static void s_on_decision (const hms_decision_t *d, void *arg);
+
+static void s_decide (s_flow_t *f)
+{
+    hms_query_t q = {.src = f->peer,
+                     .dst = f->host,
+                     .port = f->port,
+                     .protocol = "tcp",
+                     .host = f->host,
+                     .sni = f->sni[0] ? f->sni : NULL,
+                     .sni_pending = !f->sni_read,
+                     .user = f->user[0] ? f->user : NULL};
+    /* s_on_decision may run (and end the flow) before hms_decide returns NULL */
+    hms_decide_req_t *dreq = hms_decide (f->w->decider, &q, s_on_decision, f);
+    if (dreq)
+        f->decide = dreq;
+}
+
+/* Looks at what the client sent so far; once it says the name, or cannot, or gave_up says
+ * why no more is awaited, asks the engine again. True when it did. */
+static bool s_sni_check (s_flow_t *f, const char *gave_up)
+{
+    char why[160];
+    hms_sni_result_t r =
+        hms_sni_parse (f->early, f->early_len, f->sni, sizeof f->sni, why, sizeof why);
+    if (r == HMS_SNI_MORE && f->early_len < HMS_SNI_MAX_BYTES && !gave_up)
+        return false;
+    if (r != HMS_SNI_FOUND) {
+        f->sni[0] = 0;
+        hms_debug ("ingress.flows", "client %s to %s:%u: no TLS server name (%s): decided without",
+                   f->peer, f->host, f->port, r == HMS_SNI_MORE && gave_up ? gave_up : why);
+    }
+    f->sni_read = true;
+    ev_io_stop (f->w->loop, &f->sni_io);
+    ev_timer_stop (f->w->loop, &f->sni_timer);
+    s_decide (f);
+    return true;
+}
+
+static void s_on_sni_io (struct ev_loop *loop, ev_io *io, int revents)
+{
+    s_flow_t *f = io->data;
+    char buf[HMS_SNI_MAX_BYTES];
+    ssize_t n = recv (f->client_fd, buf, HMS_SNI_MAX_BYTES - f->early_len, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        hms_info ("flow ended client=%s target=%s:%u: the client %s before its TLS ClientHello",
+                  f->peer, f->host, f->port, n == 0 ? "closed" : "failed");
+        s_free (f);
+        return;
+    }
+    f->early = hms_realloc (f->early, f->early_len + (size_t) n);
+    memcpy ((char *) f->early + f->early_len, buf, (size_t) n);
+    f->early_len += (size_t) n;
+    s_sni_check (f, NULL);
+}
+
+static void s_on_sni_timer (struct ev_loop *loop, ev_timer *t, int revents)
+{
+    s_flow_t *f = t->data;
+    char why[96];
+    snprintf (why, sizeof why, "no whole ClientHello within %d ms", f->w->ingress->sni_wait_ms);
+    s_sni_check (f, why);
+}
+
+/* The decision depends on the server name: a CONNECT client sends its ClientHello only once
+ * answered, so it is answered 200 now (a refusal can then only close the tunnel), and the
+ * flow reads on until the name is there, for at most sni_wait_ms. */
+static void s_sni_wait (s_flow_t *f)
+{
+    if (f->front == INGRESS_FRONT_H2) {
+        if (hms_h2_respond (f->client_stream, 200, NULL, 0, true) != 0) {
+            s_free (f);
+            return;
+        }
+        f->answered = true;
+    } else if (f->front == INGRESS_FRONT_H1) {
+        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+        if (send (f->client_fd, ok, sizeof ok - 1, MSG_DONTWAIT | MSG_NOSIGNAL) !=
+            (ssize_t) (sizeof ok - 1)) {
+            hms_info ("flow ended client=%s target=%s:%u: could not answer it (%s)", f->peer,
+                      f->host, f->port, strerror (errno));
+            s_free (f);
+            return;
+        }
+        f->answered = true;
+    }
+    s_take_early (f);
+    if (s_sni_check (f, NULL))
+        return;
+    if (f->client_fd >= 0) {
+        ev_io_init (&f->sni_io, s_on_sni_io, f->client_fd, EV_READ);
+        f->sni_io.data = f;
+        ev_io_start (f->w->loop, &f->sni_io);
+    }
+    ev_timer_init (&f->sni_timer, s_on_sni_timer, f->w->ingress->sni_wait_ms / 1000.0, 0);
+    f->sni_timer.data = f;
+    ev_timer_start (f->w->loop, &f->sni_timer);
+}
+
+/* An HTTP/2 client's stream until a tunnel takes it: its bytes are held (not consumed, so
+ * its window bounds them) and read for the server name when that is awaited. */
+static void s_pending_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
+{
+    s_flow_t *f = arg;
+    f->early = hms_realloc (f->early, f->early_len + len);
+    memcpy ((char *) f->early + f->early_len, data, len);
+    f->early_len += len;
+    if (f->answered && !f->sni_read && ev_is_active (&f->sni_timer))
+        s_sni_check (f, NULL);
+}
+
+static void s_pending_end (hms_h2_stream_t *s, void *arg)
+{
+    s_flow_t *f = arg;
+    f->ended = true;
+    if (f->answered && !f->sni_read && ev_is_active (&f->sni_timer))
+        s_sni_check (f, "the client ended its stream");
+}
+
+static void s_pending_close (hms_h2_stream_t *s, uint32_t code, void *arg)
+{
+    s_flow_t *f = arg;
+    f->client_stream = NULL;
+    hms_debug ("ingress.flows", "client %s reset its tunnel to %s:%u before it was set up", f->peer,
+               f->host, f->port);
+    s_free (f);
+}
+
+static const hms_h2_stream_cbs_t s_pending_cbs = {
+    .on_data = s_pending_data, .on_end = s_pending_end, .on_close = s_pending_close};
+
+/* ---- the decision ------------------------------------------------------------------------ */
+
 static void s_on_decision (const hms_decision_t *d, void *arg)
 {
     s_flow_t *f = arg;
     ingress_t *ingress = f->w->ingress;
     f->decide = NULL;
+    if (d->needs_sni && !d->unavailable && !f->sni_read) {
+        s_sni_wait (f);
+        return;
+    }
     snprintf (f->rule, sizeof f->rule, "%s", d->rule);
     f->bypass = d->bypass && ingress->bypass_socket[0] && f->front != INGRESS_FRONT_H2;
     if (d->unavailable) {
@@ -359,7 +552,7 @@ static void s_close_on_stop (void *obj)
     if (f->tunnel)
         hms_tunnel_abort (f->tunnel, "shutting down"); /* frees the flow */
     else
-        s_free (f);
+        s_free (f); /* a held stream is reset */
 }
 
 void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req)
@@ -384,19 +577,9 @@ void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req)
     snprintf (f->id, sizeof f->id, "i%d-%" PRIu64, hms_worker_index (w->worker), ++s_next_id);
     ev_timer_init (&f->bypass_timer, s_on_bypass_timer, w->ingress->bypass_after_ms / 1000.0, 0);
     f->bypass_timer.data = f;
-    if (f->client_stream) {
-        /* The stream's bytes wait in the tunnel while the flow is decided. */
-        f->tunnel = hms_tunnel_new (w->loop, w->ingress->idle_timeout_ms, s_tunnel_done, f);
-        hms_tunnel_attach_stream (f->tunnel, HMS_TUNNEL_A, f->client_stream);
-    }
-    hms_query_t q = {.src = f->peer,
-                     .dst = f->host,
-                     .port = f->port,
-                     .protocol = "tcp",
-                     .host = f->host,
-                     .user = f->user[0] ? f->user : NULL};
-    /* s_on_decision may run (and end the flow) before hms_decide returns NULL */
-    hms_decide_req_t *dreq = hms_decide (w->decider, &q, s_on_decision, f);
-    if (dreq)
-        f->decide = dreq;
+    ev_init (&f->sni_io, s_on_sni_io);
+    ev_init (&f->sni_timer, s_on_sni_timer);
+    if (f->client_stream) /* its bytes are held while the flow is decided */
+        hms_h2_stream_set_cbs (f->client_stream, &s_pending_cbs, f);
+    s_decide (f);
 }

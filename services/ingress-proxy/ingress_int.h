@@ -35,7 +35,7 @@ struct ingress {
     hms_addr_t listen[3]; /* per front; family 0 when disabled */
     bool enabled[3];
     int workers_n;
-    int connect_timeout_ms, idle_timeout_ms, policy_timeout_ms, head_timeout_ms;
+    int connect_timeout_ms, idle_timeout_ms, policy_timeout_ms, head_timeout_ms, sni_wait_ms;
     char policy_endpoint[256];
     char keys_dir[1024];
     hms_tls_ctx_t *proxy_tls;  /* the HTTP/2 proxy port (server, clients need no cert) */
