@@ -182,6 +182,22 @@ def test_policy_reads_the_tls_server_name(overlay, targets, mode, front):
                  what=f"{exit_relay}'s tunnel done line")
 
 
+def test_an_https_url_the_proxy_fetches_is_decided_by_its_name_as_sni(overlay, targets):
+    """GET https://NAME/ handed to the proxy: the TLS with the origin is the proxy's, and it
+    asks for NAME, so an sni condition sees NAME (both proxy ports); http:// is no TLS."""
+    s = overlay
+    s.allow_error(r"denied client=")
+    set_policy(s, MODES["direct"], {"id": "no-tls-to-localhost", "priority": 10,
+                                    "action": "deny", "match": {"sni": ["localhost"]}})
+    url = f"https://localhost:{targets['tls']}/hello"
+    [(status, why)] = https_via_proxy(s.port("ingress-1", "http"), [url])
+    assert status == 403 and b"no-tls-to-localhost" in why, (status, why)
+    [(status, why)] = h2_proxy_get(s, [url])
+    assert status == 403 and b"no-tls-to-localhost" in why, (status, why)
+    assert h2_proxy_get(s, [f"http://localhost:{targets['http']}/hello.txt"]) == \
+        [(200, b"hello through hermes\n")]
+
+
 def test_a_client_silent_after_its_connect_is_decided_without_a_name(overlay, targets):
     """While the decision waits for a ClientHello, a client that sends nothing (a protocol
     where the server speaks first, like SMTP) is decided without a name once sni_wait_ms has

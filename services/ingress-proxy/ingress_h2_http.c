@@ -249,6 +249,7 @@ void ingress_h2_http_start (ingress_worker_t *w, hms_h2_stream_t *in, const char
                      .port = r->port,
                      .protocol = "http",
                      .host = r->host,
+                     .sni = r->tls ? r->host : NULL, /* the name a proxy's TLS will ask for */
                      .method = hms_h2_stream_header (in, ":method"),
                      .path = hms_h2_stream_header (in, ":path"),
                      .user = r->user[0] ? r->user : NULL};

@@ -316,6 +316,7 @@ static void s_next_request (s_http_t *h)
                      .port = h->port,
                      .protocol = "http",
                      .host = h->host,
+                     .sni = h->https ? h->host : NULL, /* the name a proxy's TLS will ask for */
                      .method = method,
                      .path = path,
                      .user = h->user[0] ? h->user : NULL};
