@@ -519,7 +519,8 @@ int hms_pki_generate (const char *dir, const char *const *names, const char *con
 }
 
 hms_tls_ctx_t *hms_pki_tls_ctx (const char *dir, const char *name, bool server,
-                                bool require_peer_cert, bool tls13_only, char *err, size_t errlen)
+                                bool require_peer_cert, bool tls13_only, const char *alpn,
+                                bool alpn_optional, char *err, size_t errlen)
 {
     char ca[1024], cert[1024], key[1024];
     snprintf (ca, sizeof ca, "%s/ca.crt", dir);
@@ -530,7 +531,8 @@ hms_tls_ctx_t *hms_pki_tls_ctx (const char *dir, const char *name, bool server,
                            .key_file = key,
                            .server = server,
                            .require_peer_cert = require_peer_cert,
-                           .alpn = "h2",
+                           .alpn = alpn ? alpn : "h2",
+                           .alpn_optional = alpn_optional,
                            .tls13_only = tls13_only};
     return hms_tls_ctx_new (&opts, err, errlen);
 }

@@ -29,10 +29,12 @@ int hms_pki_generate (const char *dir, const char *const *names, const char *con
                       char *err, size_t errlen);
 
 /* A TLS context for identity `name` of the PKI in dir (dir/ca.crt, dir/NAME.crt,
- * dir/NAME.key), speaking h2 (see hms_tls.h). Caller owns return value; NULL with err. */
+ * dir/NAME.key), speaking the ALPN protocols alpn (NULL: "h2"; see hms_tls.h), which a
+ * server's clients may leave out when alpn_optional. Caller owns return value; NULL with
+ * err. */
 struct hms_tls_ctx;
 struct hms_tls_ctx *hms_pki_tls_ctx (const char *dir, const char *name, bool server,
-                                     bool require_peer_cert, bool tls13_only, char *err,
-                                     size_t errlen);
+                                     bool require_peer_cert, bool tls13_only, const char *alpn,
+                                     bool alpn_optional, char *err, size_t errlen);
 
 #endif

@@ -30,6 +30,7 @@ struct hms_tls_ctx {
     bool server;
     bool verify_peer;
     bool tls13_only;
+    bool alpn_optional;
     gnutls_datum_t alpn[HMS_TLS_ALPN_MAX];
     unsigned int alpn_count;
     char *alpn_text; /* "h2" or "h2, http/1.1", for messages */
@@ -312,6 +313,7 @@ static int s_ctx_load (hms_tls_ctx_t *self, const hms_tls_opts_t *opts, char *er
     self->server = opts->server;
     self->verify_peer = need_ca;
     self->tls13_only = opts->tls13_only;
+    self->alpn_optional = opts->alpn_optional && opts->server;
     return 0;
 }
 
@@ -554,10 +556,10 @@ static int s_session_setup (hms_tls_t *self)
     }
     if (ctx->verify_peer)
         gnutls_session_set_verify_cert2 (self->session, self->vdata, nv, 0);
-    if (ctx->alpn_count > 0 &&
-        (rc = gnutls_alpn_set_protocols (
-             self->session, ctx->alpn, ctx->alpn_count,
-             GNUTLS_ALPN_MANDATORY | (ctx->server ? GNUTLS_ALPN_SERVER_PRECEDENCE : 0))) < 0)
+    if (ctx->alpn_count > 0 && (rc = gnutls_alpn_set_protocols (
+                                    self->session, ctx->alpn, ctx->alpn_count,
+                                    (ctx->alpn_optional ? 0 : GNUTLS_ALPN_MANDATORY) |
+                                        (ctx->server ? GNUTLS_ALPN_SERVER_PRECEDENCE : 0))) < 0)
         return rc;
     gnutls_handshake_set_timeout (self->session, 0);
     gnutls_transport_set_ptr (self->session, self);
@@ -612,7 +614,7 @@ static int s_handshake_done (hms_tls_t *self)
     if (gnutls_alpn_get_selected_protocol (self->session, &proto) == 0 && proto.size > 0) {
         self->alpn = hms_alloc (proto.size + 1);
         memcpy (self->alpn, proto.data, proto.size);
-    } else if (ctx->alpn_count > 0) {
+    } else if (ctx->alpn_count > 0 && !ctx->alpn_optional) {
         char reason[300];
         snprintf (reason, sizeof reason, "ALPN: peer offers no %s", ctx->alpn_text);
         gnutls_alert_send (self->session, GNUTLS_AL_FATAL, GNUTLS_A_NO_APPLICATION_PROTOCOL);

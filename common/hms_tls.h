@@ -61,6 +61,8 @@ typedef struct {
                                and the name given to hms_tls_new. */
     const char *alpn;       /* NULL, or a comma list in preference order ("h2", "h2,http/1.1");
                                when set, a handshake without a common protocol fails */
+    bool alpn_optional;     /* server: a client that offers no protocol of the list (or none at
+                               all) is let in, with hms_tls_alpn NULL */
     bool tls13_only;        /* false also allows TLS 1.2 */
 } hms_tls_opts_t;
 

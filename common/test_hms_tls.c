@@ -312,6 +312,7 @@ typedef struct {
     const char *ca_dir;   /* PKI of the trusted CA */
     const char *identity; /* NULL: no certificate */
     const char *alpn;
+    bool alpn_optional;
 } s_end_t;
 
 static hms_tls_ctx_t *s_ctx (bool server, const s_end_t *end, bool require)
@@ -322,6 +323,7 @@ static hms_tls_ctx_t *s_ctx (bool server, const s_end_t *end, bool require)
         .server = server,
         .require_peer_cert = require,
         .alpn = end->alpn,
+        .alpn_optional = end->alpn_optional,
         .tls13_only = true,
     };
     char crt[64], key[64];
@@ -425,8 +427,8 @@ static ssize_t s_read_result (hms_tls_t *t, int64_t ms)
 static void test_handshake_ok (void **state)
 {
     (void) state;
-    s_end_t server = {s_pki, s_pki, "relay", "h2"};
-    s_end_t client = {s_pki, s_pki, "ingress", "h2,http/1.1"};
+    s_end_t server = {s_pki, s_pki, "relay", "h2", false};
+    s_end_t client = {s_pki, s_pki, "ingress", "h2,http/1.1", false};
     s_pair_t p;
     s_pair_open (&p, &server, &client, "relay");
     if (p.src != 0 || p.crc != 0)
@@ -455,8 +457,8 @@ static void test_handshake_ok (void **state)
 static void test_no_client_cert (void **state)
 {
     (void) state;
-    s_end_t server = {s_pki, s_pki, "relay", "h2"};
-    s_end_t client = {s_pki, s_pki, NULL, "h2"};
+    s_end_t server = {s_pki, s_pki, "relay", "h2", false};
+    s_end_t client = {s_pki, s_pki, NULL, "h2", false};
     s_pair_t p;
     s_pair_open (&p, &server, &client, "relay");
     assert_int_equal (p.src, -1);
@@ -482,8 +484,8 @@ static void test_other_ca (void **state)
     assert_non_null (mkdtemp (bundle));
     snprintf (cmd, sizeof cmd, "cat '%s/ca.crt' '%s/ca.crt' > '%s/ca.crt'", s_pki, s_other, bundle);
     assert_int_equal (system (cmd), 0);
-    s_end_t server = {s_pki, s_pki, "relay", "h2"};
-    s_end_t client = {s_other, bundle, "ingress", "h2"};
+    s_end_t server = {s_pki, s_pki, "relay", "h2", false};
+    s_end_t client = {s_other, bundle, "ingress", "h2", false};
     s_pair_t p;
     s_pair_open (&p, &server, &client, "relay");
     assert_int_equal (p.src, -1);
@@ -496,7 +498,7 @@ static void test_other_ca (void **state)
     assert_int_equal (system (cmd), 0);
 
     /* a client that trusts only the other CA refuses our server */
-    s_end_t stranger = {s_other, s_other, "ingress", "h2"};
+    s_end_t stranger = {s_other, s_other, "ingress", "h2", false};
     s_pair_open (&p, &server, &stranger, "relay");
     assert_int_equal (p.crc, -1);
     assert_non_null (strstr (hms_tls_error (p.cli), "not signed by the Hermes CA"));
@@ -508,8 +510,8 @@ static void test_other_ca (void **state)
 static void test_wrong_name (void **state)
 {
     (void) state;
-    s_end_t server = {s_pki, s_pki, "relay", "h2"};
-    s_end_t client = {s_pki, s_pki, "ingress", "h2"};
+    s_end_t server = {s_pki, s_pki, "relay", "h2", false};
+    s_end_t client = {s_pki, s_pki, "ingress", "h2", false};
     s_pair_t p;
     s_pair_open (&p, &server, &client, "ingress");
     assert_int_equal (p.crc, -1);
@@ -522,8 +524,8 @@ static void test_wrong_name (void **state)
 static void test_alpn_mismatch (void **state)
 {
     (void) state;
-    s_end_t server = {s_pki, s_pki, "relay", "h2"};
-    s_end_t client = {s_pki, s_pki, "ingress", "http/1.1"};
+    s_end_t server = {s_pki, s_pki, "relay", "h2", false};
+    s_end_t client = {s_pki, s_pki, "ingress", "http/1.1", false};
     s_pair_t p;
     s_pair_open (&p, &server, &client, "relay");
     assert_int_equal (p.src, -1);
@@ -540,6 +542,29 @@ static void test_alpn_mismatch (void **state)
     s_pair_close (&p);
 }
 
+/* A server whose protocols are optional (the ingress's proxy port): a client offering none,
+ * or none of the list, is let in without one; one offering a listed protocol gets it. */
+static void test_alpn_optional (void **state)
+{
+    (void) state;
+    s_end_t server = {s_pki, s_pki, "relay", "h2,http/1.1", true};
+    const char *offers[] = {NULL, "http/1.1", "h2", "spdy/3"};
+    const char *agreed[] = {NULL, "http/1.1", "h2", NULL};
+    for (int i = 0; i < 4; i++) {
+        s_end_t client = {s_pki, s_pki, "ingress", offers[i], false};
+        s_pair_t p;
+        s_pair_open (&p, &server, &client, "relay");
+        assert_int_equal (p.src, 0);
+        if (!offers[i] || agreed[i]) /* an hms_tls client itself insists on its protocol */
+            assert_int_equal (p.crc, 0);
+        if (agreed[i])
+            assert_string_equal (hms_tls_alpn (p.srv), agreed[i]);
+        else
+            assert_null (hms_tls_alpn (p.srv));
+        s_pair_close (&p);
+    }
+}
+
 static unsigned char s_pattern (size_t i, int side)
 {
     return (unsigned char) ((i * 2654435761u >> 13) ^ (unsigned) side * 0x5a);
@@ -553,8 +578,8 @@ static unsigned char s_pattern (size_t i, int side)
 static void s_round_trip (bool batched)
 {
     enum { TOTAL = 1 << 20, WCHUNK = 50000, RCHUNK = 1000, READS_PER_WAKE = 8 };
-    s_end_t server = {s_pki, s_pki, "relay", "h2"};
-    s_end_t client = {s_pki, s_pki, "ingress", "h2"};
+    s_end_t server = {s_pki, s_pki, "relay", "h2", false};
+    s_end_t client = {s_pki, s_pki, "ingress", "h2", false};
     s_pair_t p;
     memset (&p, 0, sizeof p);
     s_socketpair (p.fd, 8192);
@@ -686,8 +711,8 @@ static void test_round_trip_batched (void **state)
 static void test_truncation (void **state)
 {
     (void) state;
-    s_end_t server = {s_pki, s_pki, "relay", "h2"};
-    s_end_t client = {s_pki, s_pki, "ingress", "h2"};
+    s_end_t server = {s_pki, s_pki, "relay", "h2", false};
+    s_end_t client = {s_pki, s_pki, "ingress", "h2", false};
     s_pair_t p;
     s_pair_open (&p, &server, &client, "relay");
     assert_int_equal (p.src, 0);
@@ -757,8 +782,8 @@ static void test_ctx_errors (void **state)
 static void test_ctx_outlived (void **state)
 {
     (void) state;
-    s_end_t server = {s_pki, s_pki, "relay", "h2"};
-    s_end_t client = {s_pki, s_pki, "ingress", "h2"};
+    s_end_t server = {s_pki, s_pki, "relay", "h2", false};
+    s_end_t client = {s_pki, s_pki, "ingress", "h2", false};
     s_pair_t p;
     memset (&p, 0, sizeof p);
     s_socketpair (p.fd, 0);
@@ -778,13 +803,14 @@ static void test_ctx_outlived (void **state)
 int main (void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_pki_files),          cmocka_unit_test (test_pki_idempotent),
-        cmocka_unit_test (test_pki_errors),         cmocka_unit_test (test_pki_external_verify),
-        cmocka_unit_test (test_handshake_ok),       cmocka_unit_test (test_no_client_cert),
-        cmocka_unit_test (test_other_ca),           cmocka_unit_test (test_wrong_name),
-        cmocka_unit_test (test_alpn_mismatch),      cmocka_unit_test (test_round_trip),
-        cmocka_unit_test (test_round_trip_batched), cmocka_unit_test (test_truncation),
-        cmocka_unit_test (test_ctx_errors),         cmocka_unit_test (test_ctx_outlived),
+        cmocka_unit_test (test_pki_files),     cmocka_unit_test (test_pki_idempotent),
+        cmocka_unit_test (test_pki_errors),    cmocka_unit_test (test_pki_external_verify),
+        cmocka_unit_test (test_handshake_ok),  cmocka_unit_test (test_no_client_cert),
+        cmocka_unit_test (test_other_ca),      cmocka_unit_test (test_wrong_name),
+        cmocka_unit_test (test_alpn_mismatch), cmocka_unit_test (test_alpn_optional),
+        cmocka_unit_test (test_round_trip),    cmocka_unit_test (test_round_trip_batched),
+        cmocka_unit_test (test_truncation),    cmocka_unit_test (test_ctx_errors),
+        cmocka_unit_test (test_ctx_outlived),
     };
     return cmocka_run_group_tests (tests, s_group_setup, s_group_teardown);
 }

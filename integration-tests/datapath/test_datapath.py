@@ -467,6 +467,56 @@ def test_plain_http_requests_on_the_http2_port(overlay, targets, tmp_path, mode)
     s.wait_converged(expect=len([d for d in s.daemons.values() if d.alive()]) - 1, timeout=5)
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_http11_inside_tls_on_the_proxy_port(overlay, targets, tmp_path, mode):
+    """`curl -x https://ingress:3129` without --proxy-http2 speaks HTTP/1.1 inside TLS to the
+    proxy port (curl offers no ALPN; Python below offers http/1.1): CONNECT with the TLS to the target untouched, 100 MiB exact
+    through a tunnel, plain http:// requests kept alive on one connection, a request body,
+    a deny 403 with the rule, a malformed request 400; HTTP/2 clients keep getting h2."""
+    s = overlay
+    s.allow_error(r"denied client=")
+    set_policy(s, MODES[mode])
+    tls1 = ["-x", s.h2, "--proxy-cacert", s.ca]
+    r = curl(*tls1, "-v", "--cacert", str(targets["cert"]), f"https://localhost:{targets['tls']}/hello")
+    assert r.returncode == 0 and r.stdout == b"hello over end-to-end TLS\n", r.stderr
+    assert b"CONNECT tunnel: HTTP/1.1" in r.stderr or b"HTTP/1.1 200" in r.stderr, r.stderr
+    out = tmp_path / "big.bin"
+    r = curl(*tls1, "-p", f"http://127.0.0.1:{targets['http']}/big.bin", "-o", str(out))
+    assert r.returncode == 0 and sha256_file(out) == targets["digest"], r.stderr
+    base = f"http://127.0.0.1:{targets['http']}"
+    r = curl(*tls1, "-v", f"{base}/hello.txt", f"{base}/hello.txt", f"{base}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n" * 3, r.stderr
+    assert r.stderr.count(b"Connected to 127.0.0.1") == 1, r.stderr
+    payload = os.urandom(1024 * 1024 + 3)
+    src = tmp_path / "payload"
+    src.write_bytes(payload)
+    r = curl(*tls1, "--data-binary", f"@{src}", f"{base}/upload")
+    assert r.stdout == f"{hashlib.sha256(payload).hexdigest()} {len(payload)}\n".encode(), r.stderr
+    set_policy(s, {"id": "no-uploads", "priority": 10, "action": "deny",
+                   "match": {"method": ["POST"]}})
+    r = curl(*tls1, "-D", "-", "--data-binary", "x", f"{base}/upload")
+    assert r.stdout.startswith(b"HTTP/1.1 403") and b"no-uploads" in r.stdout, r.stdout
+    s.ctl("policy", "del", "no-uploads")
+    s.wait_converged(expect=len([d for d in s.daemons.values() if d.alive()]) - 1, timeout=5)
+    # a malformed request inside TLS: 400, and the port goes on serving
+    ctx = ssl.create_default_context(cafile=s.ca)
+    ctx.set_alpn_protocols(["http/1.1"])
+    port = s.port("ingress-1", "h2")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as t:
+        assert t.selected_alpn_protocol() == "http/1.1"
+        t.sendall(b"NOT A REQUEST\r\n\r\n")
+        assert t.recv(4096).startswith(b"HTTP/1.1 400"), "no 400"
+    # a client that completes its handshake and goes away
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
+        pass
+    # HTTP/2 on the same port, as before
+    r = curl("--proxy-http2", *tls1, "-w", "%{http_version}", "-o", "/dev/null", f"{base}/hello.txt")
+    assert r.returncode == 0, r.stderr
+    assert h2_proxy_get(s, [f"{base}/hello.txt"]) == [(200, b"hello through hermes\n")]
+
+
 def https_via_proxy(port, urls, timeout=10):
     """GET each https:// URL in absolute form on one plain connection to the proxy (what a
     client configured with http_proxy for https does when it hands TLS to the proxy):

@@ -92,7 +92,7 @@ static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
         if (front == INGRESS_FRONT_H1)
             ingress_h1_accept (w, fd, &peer);
         else if (front == INGRESS_FRONT_H2)
-            ingress_h2_accept (w, fd, &peer);
+            ingress_tls_accept (w, fd, &peer);
         else
             ingress_transparent_accept (w, fd, &peer);
     }
@@ -261,10 +261,11 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         }
         self->enabled[i] = true;
     }
-    if (!rc && (!(self->proxy_tls =
-                      hms_pki_tls_ctx (tls_dir, "ingress", true, false, false, err, errlen)) ||
-                !(self->relay_tls =
-                      hms_pki_tls_ctx (tls_dir, "ingress", false, false, true, err, errlen))))
+    /* the proxy port speaks HTTP/2, and HTTP/1.1 to a client that asks for it (ingress_tls) */
+    if (!rc && (!(self->proxy_tls = hms_pki_tls_ctx (tls_dir, "ingress", true, false, false,
+                                                     "h2,http/1.1", true, err, errlen)) ||
+                !(self->relay_tls = hms_pki_tls_ctx (tls_dir, "ingress", false, false, true, NULL,
+                                                     false, err, errlen))))
         rc = -1;
     if (!rc && hms_origin_tls_config (hms_config_str (cfg, "origin_ca_file"), &self->origin_tls,
                                       self->origin_tls_why, sizeof self->origin_tls_why)) {

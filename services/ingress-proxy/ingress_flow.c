@@ -484,6 +484,14 @@ static const hms_h2_stream_cbs_t s_pending_cbs = {
 
 /* ---- the decision ------------------------------------------------------------------------ */
 
+static bool s_on_tcp (int fd)
+{
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    return getsockopt (fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+           (domain == AF_INET || domain == AF_INET6);
+}
+
 static void s_on_decision (const hms_decision_t *d, void *arg)
 {
     s_flow_t *f = arg;
@@ -494,7 +502,9 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         return;
     }
     snprintf (f->rule, sizeof f->rule, "%s", d->rule);
-    f->bypass = d->bypass && ingress->bypass_socket[0] && f->front != INGRESS_FRONT_H2;
+    /* only a client on TCP (not HTTP/1.1 inside the proxy port's TLS: a socket pair) */
+    f->bypass = d->bypass && ingress->bypass_socket[0] && f->front != INGRESS_FRONT_H2 &&
+                s_on_tcp (f->client_fd);
     if (d->unavailable) {
         s_refuse (f, 503, d->reason);
         return;

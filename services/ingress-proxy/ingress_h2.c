@@ -74,13 +74,8 @@ static void s_on_closed (hms_h2_conn_t *conn, const char *why, void *arg)
     free (c);
 }
 
-void ingress_h2_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer)
+void ingress_h2_start (ingress_worker_t *w, hms_tls_t *tls, const hms_addr_t *peer)
 {
-    hms_tls_t *tls = hms_tls_new (w->ingress->proxy_tls, fd, NULL);
-    if (!tls) {
-        close (fd);
-        return;
-    }
     s_conn_t *c = calloc (1, sizeof *c);
     if (!c)
         abort ();

@@ -127,7 +127,10 @@ void ingress_flow_offered (void *flow, const bypass_answer_t *ans);
 
 /* Front ends: accept callbacks for each listener kind. */
 void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
-void ingress_h2_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
+/* The proxy port (TLS): handshake, then HTTP/2 or HTTP/1.1 inside TLS (ingress_tls.c). */
+void ingress_tls_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
+/* A client of the proxy port that agreed on h2; takes tls and its socket over. */
+void ingress_h2_start (ingress_worker_t *w, hms_tls_t *tls, const hms_addr_t *peer);
 void ingress_transparent_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer);
 
 #endif

@@ -373,8 +373,10 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
     else
         snprintf (tls_dir, sizeof tls_dir, "%s/tls", hms_config_str (cfg, "keys_dir"));
     if (hms_addr_parse (hms_config_str (cfg, "listen"), &self->listen, err, errlen) ||
-        !(self->server_tls = hms_pki_tls_ctx (tls_dir, "relay", true, true, true, err, errlen)) ||
-        !(self->client_tls = hms_pki_tls_ctx (tls_dir, "relay", false, false, true, err, errlen))) {
+        !(self->server_tls =
+              hms_pki_tls_ctx (tls_dir, "relay", true, true, true, NULL, false, err, errlen)) ||
+        !(self->client_tls =
+              hms_pki_tls_ctx (tls_dir, "relay", false, false, true, NULL, false, err, errlen))) {
         relay_destroy (&self);
         return NULL;
     }
