@@ -123,6 +123,7 @@ static void s_on_reply (hms_decider_t *self, json_t *env)
         s_copy (dec.reason, sizeof dec.reason, json_object_get (d, "reason"));
         dec.bypass = json_is_true (json_object_get (d, "bypass"));
         dec.needs_sni = json_is_true (json_object_get (d, "needs_sni"));
+        dec.needs_dst = json_is_true (json_object_get (d, "needs_dst"));
         dec.ttl_ms = (int) json_integer_value (json_object_get (d, "ttl_ms"));
         if (dec.ttl_ms > 0) {
             if (zhashx_size (self->cache) >= HMS_DECIDE_CACHE_MAX)
@@ -248,9 +249,10 @@ hms_decide_req_t *hms_decide (hms_decider_t *self, const hms_query_t *q, hms_dec
                               void *arg)
 {
     char key[2048];
-    snprintf (key, sizeof key, "%s|%s|%d|%s|%s|%s%s|%s|%s|%s|%s|%s", q->src ?: "", q->dst ?: "",
-              q->port, q->protocol ?: "", q->host ?: "", q->sni ?: "", q->sni_pending ? "?" : "",
-              q->method ?: "", q->path ?: "", q->user ?: "", q->service ?: "", q->ns ?: "");
+    snprintf (key, sizeof key, "%s|%s%s|%d|%s|%s|%s%s|%s|%s|%s|%s|%s", q->src ?: "", q->dst ?: "",
+              q->dst_pending ? "?" : "", q->port, q->protocol ?: "", q->host ?: "", q->sni ?: "",
+              q->sni_pending ? "?" : "", q->method ?: "", q->path ?: "", q->user ?: "",
+              q->service ?: "", q->ns ?: "");
     s_cached_t *c = zhashx_lookup (self->cache, key);
     if (c && c->expires_ms > hms_mono_ms ()) {
         fn (&c->decision, arg);
@@ -272,6 +274,8 @@ hms_decide_req_t *hms_decide (hms_decider_t *self, const hms_query_t *q, hms_dec
     s_set (req->query, "sni", q->sni);
     if (q->sni_pending && !q->sni)
         json_object_set_new (req->query, "sni_pending", json_true ());
+    if (q->dst_pending)
+        json_object_set_new (req->query, "dst_pending", json_true ());
     s_set (req->query, "method", q->method);
     s_set (req->query, "path", q->path);
     s_set (req->query, "user", q->user);

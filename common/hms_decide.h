@@ -18,6 +18,7 @@ typedef struct {
     const char *host;     /* HTTP Host / CONNECT authority host */
     const char *sni;
     bool sni_pending; /* sni unknown, but readable from the ClientHello if it matters */
+    bool dst_pending; /* dst is a name the asker can resolve if its address matters */
     const char *method;
     const char *path;
     const char *user;
@@ -33,6 +34,7 @@ typedef struct {
     bool cached;
     bool bypass;
     bool needs_sni; /* asked with sni_pending: the answer depends on the SNI, ask with it */
+    bool needs_dst; /* asked with dst_pending: it depends on the address, ask with it */
     int ttl_ms;
     char rule[65];    /* "" when no rule decided */
     char route[65];   /* node to leave the overlay at (action route) */

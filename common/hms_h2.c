@@ -594,7 +594,9 @@ int hms_h2_refuse (hms_h2_stream_t *s, int status, const char *why)
 {
     size_t len = strlen (why);
     const char *method = hms_h2_stream_header (s, ":method");
-    bool body = !method || strcmp (method, "HEAD") != 0;
+    /* no body for HEAD; none for a refused CONNECT either: nobody reads it (the next proxy
+     * reads hermes-error, and curl 8.14 shows neither) */
+    bool body = !method || (strcmp (method, "HEAD") != 0 && strcmp (method, "CONNECT") != 0);
     char length[24];
     snprintf (length, sizeof length, "%zu", body ? len + 1 : 0);
     nghttp2_nv nva[] = {{(uint8_t *) HMS_H2_HDR_ERROR, (uint8_t *) why, sizeof HMS_H2_HDR_ERROR - 1,
@@ -603,7 +605,7 @@ int hms_h2_refuse (hms_h2_stream_t *s, int status, const char *why)
                          25, NGHTTP2_NV_FLAG_NONE},
                         {(uint8_t *) "content-length", (uint8_t *) length, 14, strlen (length),
                          NGHTTP2_NV_FLAG_NONE}};
-    if (hms_h2_respond (s, status, nva, 3, body) != 0)
+    if (hms_h2_respond (s, status, nva, body ? 3 : 1, body) != 0)
         return -1;
     if (body) {
         hms_h2_stream_write (s, why, len);

@@ -87,8 +87,8 @@ int hms_h2_respond (hms_h2_stream_t *stream, int status, const nghttp2_nv *extra
  * received on another stream (a proxy passing an answer on). 0 or -1. */
 int hms_h2_respond_as (hms_h2_stream_t *stream, const hms_h2_stream_t *answer, bool has_body);
 /* Server: refuses a request with the proxy's own error: the status, why in HMS_H2_HDR_ERROR
- * (what the next proxy reads) and, for a person, as a text/plain body (none for HEAD). The
- * caller lets go of the stream after. 0 or -1. */
+ * (what the next proxy reads) and, for a person, as a text/plain body (none for HEAD and
+ * CONNECT). The caller lets go of the stream after. 0 or -1. */
 int hms_h2_refuse (hms_h2_stream_t *stream, int status, const char *why);
 void hms_h2_stream_set_cbs (hms_h2_stream_t *stream, const hms_h2_stream_cbs_t *cbs, void *arg);
 

@@ -384,7 +384,7 @@ struct hms_policy_set {
     s_net_t net_index;      /* src or dst network -> list */
     uint32_t *port_index;   /* port -> 1 + list, 0 none (65536 entries, when needed) */
     s_list_t general;       /* rules without a key: tested for every query */
-    size_t nsni;            /* rules with an sni condition */
+    size_t nsni, ndst;      /* rules with an sni, a dst condition */
     /* rate limiting */
     pthread_mutex_t lock;
     hms_policy_clock_fn *clock;
@@ -983,8 +983,10 @@ hms_policy_set_t *hms_policy_compile (const json_t *policies, char *err, size_t 
         self->rules[i].order = (int) i;
         s_table_add (&self->ids, self->rules[i].id, strlen (self->rules[i].id), (int) i, NULL);
     }
-    for (size_t i = 0; i < self->nrules; i++)
+    for (size_t i = 0; i < self->nrules; i++) {
         self->nsni += (self->rules[i].fields & S_BIT (F_SNI)) != 0;
+        self->ndst += (self->rules[i].fields & S_BIT (F_DST)) != 0;
+    }
     s_build_index (self);
     return self;
 }
@@ -1061,7 +1063,8 @@ typedef struct {
     const char *method;
     const char *path;
     s_qname_t names[N_COUNT];
-    bool sni_any; /* an sni condition holds whatever the name (see needs_sni) */
+    unsigned any; /* fields whose conditions hold whatever the value (see s_pending) */
+    bool dst_is_name;
 } s_q_t;
 
 /* Parses an address into family / v4 / v6; false when it is none. */
@@ -1126,7 +1129,7 @@ static void s_host_slice (const char *h, const char **p, size_t *n)
 static bool s_prepare (s_q_t *q, const hms_policy_query_t *query, hms_policy_decision_t *out)
 {
     q->fields = 0;
-    q->sni_any = false;
+    q->any = 0;
     if (query->src) {
         if (!s_addr (query->src, &q->src_family, &q->src4, q->src6, q->src_raw)) {
             *out = (hms_policy_decision_t){.action = HMS_POLICY_DENY,
@@ -1142,6 +1145,7 @@ static bool s_prepare (s_q_t *q, const hms_policy_query_t *query, hms_policy_dec
         else
             dst_is_name = *query->dst != 0;
     }
+    q->dst_is_name = dst_is_name;
     if (query->port > 0 && query->port <= 65535) {
         q->port = query->port;
         q->fields |= S_BIT (F_PORT);
@@ -1238,7 +1242,7 @@ static bool s_match (const s_rule_t *r, s_q_t *q)
                                : !s_prefixes_match6 (&r->src, q->src6[0], q->src6[1]))
             return false;
     }
-    if (r->fields & S_BIT (F_DST)) {
+    if ((r->fields & S_BIT (F_DST)) && !(q->any & S_BIT (F_DST))) {
         if (q->dst_family == 4 ? !s_prefixes_match4 (&r->dst, q->dst4)
                                : !s_prefixes_match6 (&r->dst, q->dst6[0], q->dst6[1]))
             return false;
@@ -1258,7 +1262,7 @@ static bool s_match (const s_rule_t *r, s_q_t *q)
             return false;
     }
     for (int k = 0; k < N_COUNT; k++)
-        if ((r->fields & S_BIT (s_name_bits[k])) && !(k == N_SNI && q->sni_any) &&
+        if ((r->fields & S_BIT (s_name_bits[k])) && !(q->any & S_BIT (s_name_bits[k])) &&
             !s_names_match (&r->names[k], &q->names[k]))
             return false;
     return true;
@@ -1467,6 +1471,32 @@ void hms_policy_inherit (hms_policy_set_t *self, hms_policy_set_t *old)
 
 /* ---- decisions ------------------------------------------------------------------------------ */
 
+/* What the asker does not know yet but can learn (the SNI; the address of a dst given by
+ * name): does a rule that needs it come before r, the rule that decides without it? With the
+ * conditions on those fields taken as true, the first rule before r that matches is one (else
+ * it would have matched already). Returns the fields that rule needs, 0 when none. */
+static unsigned s_pending (const hms_policy_set_t *self, const hms_policy_query_t *query, s_q_t *q,
+                           const s_rule_t *r)
+{
+    unsigned pending = 0;
+    if (query->sni_pending && !query->sni && self->nsni)
+        pending |= S_BIT (F_SNI);
+    if (query->dst_pending && q->dst_is_name && self->ndst)
+        pending |= S_BIT (F_DST);
+    if (!pending)
+        return 0;
+    q->fields |= pending;
+    q->any = pending;
+    size_t limit = r ? (size_t) r->order : self->nrules;
+    unsigned needs = 0;
+    for (size_t i = 0; i < limit && !needs; i++)
+        if (self->rules[i].fields & pending && s_match (&self->rules[i], q))
+            needs = self->rules[i].fields & pending;
+    q->fields &= ~pending; /* those fields were unknown: back as it was */
+    q->any = 0;
+    return needs;
+}
+
 void hms_policy_evaluate (hms_policy_set_t *self, const hms_policy_query_t *query, int flags,
                           hms_policy_decision_t *out)
 {
@@ -1474,21 +1504,15 @@ void hms_policy_evaluate (hms_policy_set_t *self, const hms_policy_query_t *quer
     if (!s_prepare (&q, query, out))
         return;
     const s_rule_t *r = flags & HMS_POLICY_SCAN ? s_scan (self, &q) : s_indexed (self, &q);
-    /* The SNI is not known yet, but could be: does a rule with an sni condition come first
-     * for some name? Then the answer depends on it. Asked again with every sni condition
-     * taken as true, the first match is then such a rule. */
-    bool needs_sni = false;
-    if (query->sni_pending && !query->sni && self->nsni) {
-        q.fields |= S_BIT (F_SNI);
-        q.sni_any = true;
-        const s_rule_t *first = flags & HMS_POLICY_SCAN ? s_scan (self, &q) : s_indexed (self, &q);
-        needs_sni = first && first != r && (first->fields & S_BIT (F_SNI));
-    }
-    if (needs_sni) {
+    unsigned needs = s_pending (self, query, &q, r);
+    if (needs) {
         *out = (hms_policy_decision_t){.action = HMS_POLICY_DENY,
-                                       .needs_sni = true,
+                                       .needs_sni = (needs & S_BIT (F_SNI)) != 0,
+                                       .needs_dst = (needs & S_BIT (F_DST)) != 0,
                                        .ttl_ms = HMS_POLICY_DEFAULT_TTL_MS,
-                                       .reason = "the decision depends on the TLS SNI"};
+                                       .reason = needs & S_BIT (F_SNI)
+                                                     ? "the decision depends on the TLS SNI"
+                                                     : "the decision depends on the address"};
         return;
     }
     if (!r) {
@@ -1541,6 +1565,7 @@ void hms_policy_query_from_json (const json_t *obj, hms_policy_query_t *q)
         .host = json_string_value (json_object_get (obj, "host")),
         .sni = json_string_value (json_object_get (obj, "sni")),
         .sni_pending = json_is_true (json_object_get (obj, "sni_pending")),
+        .dst_pending = json_is_true (json_object_get (obj, "dst_pending")),
         .method = json_string_value (json_object_get (obj, "method")),
         .path = json_string_value (json_object_get (obj, "path")),
         .user = json_string_value (json_object_get (obj, "user")),
@@ -1563,5 +1588,7 @@ json_t *hms_policy_decision_to_json (const hms_policy_decision_t *d)
         d->bypass, "ttl_ms", (json_int_t) d->ttl_ms, "reason", d->reason ? d->reason : "");
     if (d->needs_sni)
         json_object_set_new (out, "needs_sni", json_true ());
+    if (d->needs_dst)
+        json_object_set_new (out, "needs_dst", json_true ());
     return out;
 }

@@ -53,6 +53,7 @@ typedef struct {
     const char *host;     /* HTTP Host / CONNECT authority, ":port" allowed */
     const char *sni;
     bool sni_pending; /* sni unknown, but the asker can read it if the answer depends on it */
+    bool dst_pending; /* dst is a name the asker can resolve if the answer depends on it */
     const char *method;
     const char *path;
     const char *user; /* identity headers */
@@ -73,6 +74,9 @@ typedef struct {
     /* Only for a query with sni_pending: a rule with an sni condition would decide for some
      * names, so ask again with the SNI (action deny, no rule: not an answer to act on). */
     bool needs_sni;
+    /* The same for dst_pending: a rule with a dst condition would decide for some address of
+     * the name, so resolve it and ask again with the address (and the name as host). */
+    bool needs_dst;
 } hms_policy_decision_t;
 
 /* Monotonic milliseconds, for the token buckets. */

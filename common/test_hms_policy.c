@@ -122,14 +122,16 @@ static void test_names (void **state)
 static const char *s_pending (hms_policy_set_t *set, hms_policy_query_t q)
 {
     q.sni_pending = true;
+    q.dst_pending = true;
     hms_policy_decision_t a, b;
     hms_policy_evaluate (set, &q, HMS_POLICY_DRY_RUN, &a);
     hms_policy_evaluate (set, &q, HMS_POLICY_DRY_RUN | HMS_POLICY_SCAN, &b);
     assert_int_equal (a.needs_sni, b.needs_sni);
-    if (a.needs_sni) {
+    assert_int_equal (a.needs_dst, b.needs_dst);
+    if (a.needs_sni || a.needs_dst) {
         assert_null (a.rule);
         assert_int_equal (a.action, HMS_POLICY_DENY);
-        return "needs-sni";
+        return a.needs_sni && a.needs_dst ? "needs-both" : a.needs_sni ? "needs-sni" : "needs-dst";
     }
     return s_rule (set, &q);
 }
@@ -169,6 +171,46 @@ static void test_sni_pending (void **state)
     set = s_set ("[{'id':'rest','priority':40,'action':'allow','match':{'dst':['10.0.0.0/8']}}]");
     assert_string_equal (S_PENDING (set, .dst = "10.1.2.3", .port = 443), "rest");
     assert_string_equal (S_PENDING (set, .dst = "192.0.2.1", .port = 443), "-");
+    hms_policy_destroy (&set);
+}
+
+/* A dst given by name, which the asker can resolve: asked for the address when a rule with a
+ * dst condition comes first. */
+static void test_dst_pending (void **state)
+{
+    (void) state;
+    hms_policy_set_t *set =
+        s_set ("[{'id':'no-ten','priority':10,'action':'deny','match':{'dst':['10.0.0.0/8']}},"
+               "{'id':'web','priority':20,'action':'allow','match':{'host':['.example.com']}},"
+               "{'id':'v6','priority':30,'action':'allow','match':{'dst':['2001:db8::/32']}},"
+               "{'id':'rest','priority':40,'action':'allow'}]");
+    assert_string_equal (S_PENDING (set, .dst = "internal.example.com", .port = 443), "needs-dst");
+    /* asked again with the address, and the name as host */
+    assert_string_equal (
+        S_PENDING (set, .dst = "10.1.2.3", .host = "internal.example.com", .port = 443), "no-ten");
+    assert_string_equal (
+        S_PENDING (set, .dst = "192.0.2.7", .host = "internal.example.com", .port = 443), "web");
+    /* 'web' decides any other example.com name before 'v6' would need the address */
+    assert_string_equal (
+        S_PENDING (set, .dst = "192.0.2.7", .host = "www.example.org", .port = 443), "rest");
+    assert_string_equal (S_PENDING (set, .dst = "2001:db8::5", .host = "x.org"), "v6");
+    /* an address needs nothing; without dst_pending a name is matched as a name, as before */
+    assert_string_equal (S_PENDING (set, .dst = "10.9.9.9"), "no-ten");
+    assert_string_equal (S_RULE (set, .dst = "internal.example.com"), "web");
+    assert_string_equal (S_RULE (set, .dst = "internal.example.org"), "rest");
+    hms_policy_destroy (&set);
+    /* both unknown: the first rule that needs something decides what is asked */
+    set = s_set ("[{'id':'sni','priority':10,'action':'deny','match':{'sni':['*.bad']}},"
+                 "{'id':'net','priority':20,'action':'deny','match':{'dst':['10.0.0.0/8'],"
+                 "'sni':['*.worse']}},"
+                 "{'id':'rest','priority':40,'action':'allow'}]");
+    assert_string_equal (S_PENDING (set, .dst = "a.example", .port = 443), "needs-sni");
+    assert_string_equal (S_PENDING (set, .dst = "a.example", .sni = "x.worse"), "needs-dst");
+    assert_string_equal (S_PENDING (set, .dst = "10.0.0.1", .sni = "x.worse"), "net");
+    hms_policy_destroy (&set);
+    /* no dst rule: never asked */
+    set = s_set ("[{'id':'rest','priority':40,'action':'allow'}]");
+    assert_string_equal (S_PENDING (set, .dst = "a.example"), "rest");
     hms_policy_destroy (&set);
 }
 
@@ -765,6 +807,7 @@ int main (void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_names),
         cmocka_unit_test (test_sni_pending),
+        cmocka_unit_test (test_dst_pending),
         cmocka_unit_test (test_prefixes),
         cmocka_unit_test (test_ports_protocol_method_path),
         cmocka_unit_test (test_identities_and_unknown_fields),

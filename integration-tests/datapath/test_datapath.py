@@ -198,6 +198,41 @@ def test_an_https_url_the_proxy_fetches_is_decided_by_its_name_as_sni(overlay, t
         [(200, b"hello through hermes\n")]
 
 
+@pytest.mark.parametrize("front", ["h1", "h2"])
+def test_a_dst_policy_holds_for_a_name_by_its_address(overlay, targets, front):
+    """A policy on destination addresses holds for a destination given by name: the
+    ingress resolves the name when the engine says the address matters, and asks again with
+    it (CONNECT, plain requests and https:// URLs alike). A name that resolves elsewhere is
+    not caught; one that cannot be resolved is decided as a name and answered 502."""
+    s = overlay
+    s.allow_error(r"denied client=")
+    set_policy(s, MODES["direct"], {"id": "no-loopback", "priority": 10, "action": "deny",
+                                    "match": {"dst": ["127.0.0.0/8"]}})
+    for url in (f"http://localhost:{targets['tls']}/", f"https://localhost:{targets['tls']}/"):
+        r = curl(*proxy_args(s, front), "-p", "-k", "-o", "/dev/null", "-w", "%{http_connect}",
+                 url)
+        # curl 8.14 reports the status of a refused HTTP/2 tunnel as 000 (its own limit)
+        assert r.returncode != 0 and r.stdout == (b"403" if front == "h1" else b"000"), \
+            (url, r.stdout, r.stderr)
+    log = s.daemons["ingress-1"].log_text()
+    assert f"denied client=127.0.0.1 target=localhost:{targets['tls']} rule=no-loopback" in log
+    r = curl(*proxy_args(s, front), "-D", "-", f"http://localhost:{targets['http']}/hello.txt")
+    assert re.match(rb"HTTP/[12](\.1)? 403", r.stdout) and b"no-loopback" in r.stdout, r.stdout
+    log = s.daemons["ingress-1"].log_text()
+    assert f"denied client=127.0.0.1 target=localhost:{targets['http']} rule=no-loopback" in log
+    # a name that cannot be resolved: decided as a name, then the dial says why
+    r = curl(*proxy_args(s, front), "-D", "-", "-o", "/dev/null", "http://no-such-host.invalid/")
+    assert re.match(rb"HTTP/[12](\.1)? 502", r.stdout), r.stdout
+    # the same policy for another network lets localhost through
+    s.ctl("policy", "del", "no-loopback")
+    set_policy(s, {"id": "no-ten", "priority": 10, "action": "deny",
+                   "match": {"dst": ["10.0.0.0/8"]}})
+    r = curl(*proxy_args(s, front), "-p", f"http://localhost:{targets['http']}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+    r = curl(*proxy_args(s, front), f"http://localhost:{targets['http']}/hello.txt")
+    assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+
+
 def test_a_client_silent_after_its_connect_is_decided_without_a_name(overlay, targets):
     """While the decision waits for a ClientHello, a client that sends nothing (a protocol
     where the server speaks first, like SMTP) is decided without a name once sni_wait_ms has

@@ -104,7 +104,6 @@ suite_up() {
 proxy:    http://127.0.0.1:${HERMES_HTTP_PORT:-3128} (HTTP/1.1), https://127.0.0.1:${HERMES_H2_PORT:-3129} (HTTP/2, or HTTP/1.1 inside TLS; CA $VAR_DIR/keys/tls/ca.crt)
           every flow is denied until a policy allows it (no open proxy), e.g.
           echo '{"id":"local","action":"allow","match":{"dst":["127.0.0.0/8"]}}' | scripts/hermes ctl policy add -
-          (dst matches addresses; a name such as localhost goes by "host": ["localhost"])
 database: $VAR_DIR/hermes.db   keys: $VAR_DIR/keys   logs: scripts/hermes logs [DAEMON]
 admin:    HERMES_KEYS_DIR=$VAR_DIR/keys $BUILD_DIR/bin/hermesctl --help  (or scripts/hermes ctl ...)
 stop:     scripts/hermes down

@@ -35,7 +35,7 @@ typedef struct {
     int client_fd;
     hms_h2_stream_t *client_stream;
     hms_tunnel_t *tunnel; /* created when the client is a stream, or once connected */
-    hms_decide_req_t *decide;
+    ingress_ask_t ask;
     hms_dial_t *dial;
     hms_pool_req_t *pool_req;
     hms_h2_stream_t *out; /* to the first relay, until it answers */
@@ -43,6 +43,7 @@ typedef struct {
     char host[256];
     uint16_t port;
     char target[300]; /* host:port actually connected (after a policy rewrite) */
+    char dst_ip[64];  /* the address of a name that the policy was asked with, if it was */
     char user[128];
     char dest[64]; /* exit node, when through the overlay */
     char rule[65];
@@ -100,8 +101,7 @@ static void s_free (s_flow_t *f)
     ev_timer_stop (f->w->loop, &f->sni_timer);
     if (f->offered)
         ingress_bypass_forget (f->w, f);
-    if (f->decide)
-        hms_decide_cancel (f->decide);
+    ingress_ask_cancel (&f->ask);
     if (f->dial)
         hms_dial_cancel (f->dial);
     if (f->pool_req)
@@ -354,17 +354,14 @@ static void s_on_decision (const hms_decision_t *d, void *arg);
 static void s_decide (s_flow_t *f)
 {
     hms_query_t q = {.src = f->peer,
-                     .dst = f->host,
+                     .dst = f->dst_ip[0] ? f->dst_ip : f->host,
                      .port = f->port,
                      .protocol = "tcp",
                      .host = f->host,
                      .sni = f->sni[0] ? f->sni : NULL,
                      .sni_pending = !f->sni_read,
                      .user = f->user[0] ? f->user : NULL};
-    /* s_on_decision may run (and end the flow) before hms_decide returns NULL */
-    hms_decide_req_t *dreq = hms_decide (f->w->decider, &q, s_on_decision, f);
-    if (dreq)
-        f->decide = dreq;
+    ingress_ask (&f->ask, f->w, &q, s_on_decision, f); /* s_on_decision may end the flow */
 }
 
 /* Looks at what the client sent so far; once it says the name, or cannot, or gave_up says
@@ -496,7 +493,8 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
 {
     s_flow_t *f = arg;
     ingress_t *ingress = f->w->ingress;
-    f->decide = NULL;
+    if (f->ask.dst_ip[0]) /* a name the policy checked by its address: that address is dialed */
+        snprintf (f->dst_ip, sizeof f->dst_ip, "%s", f->ask.dst_ip);
     if (d->needs_sni && !d->unavailable && !f->sni_read) {
         s_sni_wait (f);
         return;
@@ -548,8 +546,10 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     /* a target on this host is usually connected before the call returns: the flow goes on
      * now, not a loop turn later */
     int fd_now;
-    hms_dial_t *dial = hms_dial_start_now (
-        f->w->loop, f->host, f->port, ingress->connect_timeout_ms, &opts, s_on_dialed, f, &fd_now);
+    const char *dial_host = f->dst_ip[0] && !d->target[0] ? f->dst_ip : f->host;
+    hms_dial_t *dial =
+        hms_dial_start_now (f->w->loop, dial_host, f->port, ingress->connect_timeout_ms, &opts,
+                            s_on_dialed, f, &fd_now);
     if (fd_now >= 0)
         s_on_dialed (fd_now, NULL, NULL, f);
     else

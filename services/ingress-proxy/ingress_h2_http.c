@@ -31,7 +31,7 @@ typedef struct {
     char dest[65];
     hms_buf_t *body; /* what came while the request was decided; not consumed yet */
     bool ended;      /* the client's stream ended meanwhile */
-    hms_decide_req_t *decide;
+    ingress_ask_t ask;
     hms_pool_req_t *pool_req;
     hms_tunnel_t *tunnel; /* through the overlay: the tunnel ends the request */
     hms_worker_item_t *item;
@@ -40,8 +40,7 @@ typedef struct {
 static void s_free (s_req_t *r)
 {
     hms_worker_untrack (r->w->worker, r->item);
-    if (r->decide)
-        hms_decide_cancel (r->decide);
+    ingress_ask_cancel (&r->ask);
     if (r->pool_req)
         hms_pool_cancel (r->pool_req);
     hms_buf_destroy (&r->body);
@@ -170,7 +169,6 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
 {
     s_req_t *r = arg;
     ingress_t *ingress = r->w->ingress;
-    r->decide = NULL;
     if (d->unavailable) {
         s_refuse (r, 503, d->reason);
         return;
@@ -253,8 +251,5 @@ void ingress_h2_http_start (ingress_worker_t *w, hms_h2_stream_t *in, const char
                      .method = hms_h2_stream_header (in, ":method"),
                      .path = hms_h2_stream_header (in, ":path"),
                      .user = r->user[0] ? r->user : NULL};
-    /* s_on_decision may run (and end the request) before hms_decide returns NULL */
-    hms_decide_req_t *dreq = hms_decide (w->decider, &q, s_on_decision, r);
-    if (dreq)
-        r->decide = dreq;
+    ingress_ask (&r->ask, w, &q, s_on_decision, r); /* s_on_decision may end the request */
 }

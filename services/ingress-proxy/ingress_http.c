@@ -52,7 +52,7 @@ typedef struct {
     bool client_keep_alive;
     hms_h1_body_t req_body;
     bool req_done;
-    hms_decide_req_t *decide;
+    ingress_ask_t ask;
     hms_dial_t *dial;
     hms_pool_req_t *pool_req;
     /* the upstream: a socket to the origin, or a CONNECT stream to it through relays */
@@ -95,8 +95,7 @@ static void s_cut_short (s_http_t *h, const char *why);
 static void s_free (s_http_t *h)
 {
     hms_worker_untrack (h->w->worker, h->item);
-    if (h->decide)
-        hms_decide_cancel (h->decide);
+    ingress_ask_cancel (&h->ask);
     if (h->dial)
         hms_dial_cancel (h->dial);
     if (h->pool_req)
@@ -320,10 +319,7 @@ static void s_next_request (s_http_t *h)
                      .method = method,
                      .path = path,
                      .user = h->user[0] ? h->user : NULL};
-    /* s_on_decision may run (and end this connection) before hms_decide returns NULL */
-    hms_decide_req_t *req = hms_decide (h->w->decider, &q, s_on_decision, h);
-    if (req)
-        h->decide = req;
+    ingress_ask (&h->ask, h->w, &q, s_on_decision, h); /* s_on_decision may end the connection */
 }
 
 /* ---- the upstream side ----------------------------------------------------------------- */
@@ -657,7 +653,6 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
 {
     s_http_t *h = arg;
     ingress_t *ingress = h->w->ingress;
-    h->decide = NULL;
     if (d->unavailable) {
         s_reply_error (h, 503, d->reason);
         return;

@@ -105,6 +105,25 @@ int ingress_first_relay (ingress_t *self, const char *dest, char *host, size_t h
 /* the answer's text for a deny: "denied by policy rule ID: reason" */
 void ingress_deny_why (const hms_decision_t *d, char *why, size_t whylen);
 
+/* A policy decision, asked again with the address when it depends on the address of a dst
+ * given by name (ingress_ask.c). Lives in its asker's object; fn may free that object. */
+typedef void (ingress_ask_fn) (const hms_decision_t *d, void *arg);
+typedef struct {
+    ingress_worker_t *w;
+    hms_query_t q;
+    char *copy; /* the query's strings, while it may be asked again */
+    ingress_ask_fn *fn;
+    void *arg;
+    hms_decide_req_t *decide;
+    struct hms_resolve *resolve;
+    char dst_ip[64]; /* the address the decision was made for, "" when not asked by address */
+} ingress_ask_t;
+/* Asks; fn may run before this returns (a cached decision). */
+void ingress_ask (ingress_ask_t *a, ingress_worker_t *w, const hms_query_t *q, ingress_ask_fn *fn,
+                  void *arg);
+/* fn will not run; safe on an ask that finished or never started (zeroed). */
+void ingress_ask_cancel (ingress_ask_t *a);
+
 /* Proxy authentication (ingress_auth.c): loads the users file; checks a
  * Proxy-Authorization value and fills user. Without a users file every request passes
  * with no user. 0 or -1. */
