@@ -254,6 +254,14 @@ static void s_on_optimistic_headers (hms_tunnel_t *t, hms_h2_stream_t *s, void *
 static const hms_h2_stream_cbs_t s_out_cbs = {.on_headers = s_on_out_headers,
                                               .on_close = s_on_out_close};
 
+/* Keeps bytes the client sent before its tunnel is there (sent first once it is). */
+static void s_early_add (s_flow_t *f, const void *data, size_t len)
+{
+    f->early = hms_realloc (f->early, f->early_len + len);
+    memcpy ((char *) f->early + f->early_len, data, len);
+    f->early_len += len;
+}
+
 /* Bytes a socket client sent after its request head without waiting for the answer (a
  * pipelining client's TLS ClientHello) join the early bytes, up to a bound. An EOF stays
  * for the tunnel to read; a socket error read here shows to the tunnel as an EOF. */
@@ -266,9 +274,7 @@ static void s_take_early (s_flow_t *f)
     ssize_t n = recv (f->client_fd, buf, S_EARLY_MAX - f->early_len, MSG_DONTWAIT);
     if (n <= 0)
         return;
-    f->early = hms_realloc (f->early, f->early_len + (size_t) n);
-    memcpy ((char *) f->early + f->early_len, buf, (size_t) n);
-    f->early_len += (size_t) n;
+    s_early_add (f, buf, (size_t) n);
 }
 
 static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
@@ -398,9 +404,7 @@ static void s_on_sni_io (struct ev_loop *loop, ev_io *io, int revents)
         s_free (f);
         return;
     }
-    f->early = hms_realloc (f->early, f->early_len + (size_t) n);
-    memcpy ((char *) f->early + f->early_len, buf, (size_t) n);
-    f->early_len += (size_t) n;
+    s_early_add (f, buf, (size_t) n);
     s_sni_check (f, NULL);
 }
 
@@ -452,9 +456,7 @@ static void s_sni_wait (s_flow_t *f)
 static void s_pending_data (hms_h2_stream_t *s, const uint8_t *data, size_t len, void *arg)
 {
     s_flow_t *f = arg;
-    f->early = hms_realloc (f->early, f->early_len + len);
-    memcpy ((char *) f->early + f->early_len, data, len);
-    f->early_len += len;
+    s_early_add (f, data, len);
     if (f->answered && !f->sni_read && ev_is_active (&f->sni_timer))
         s_sni_check (f, NULL);
 }
