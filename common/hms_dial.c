@@ -1,116 +1,13 @@
-/* hms_dial: non-blocking connect with a deadline; names are resolved on a detached thread
- * that reports back through an ev_async (hms_resolve), so the loop never waits for DNS. */
+/* hms_dial: non-blocking connect with a deadline; names go through hms_resolve (its cache
+ * and resolver threads), so the loop never waits for DNS. */
 #include "hms_dial.h"
 #include "hms_alloc.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* ---- resolving a name --------------------------------------------------------------------- */
-
-/* Shared by the loop and the resolver thread; freed by whoever lets go last. */
-struct hms_resolve {
-    atomic_int refs;
-    char host[256];
-    uint16_t port;
-    hms_addr_t addr;
-    int rc;
-    char err[256];
-    struct ev_loop *loop;
-    ev_async async; /* started and stopped by the loop thread only */
-    ev_idle idle;   /* reports a resolver that could not start, from the loop */
-    hms_resolve_fn *fn;
-    void *arg;
-};
-
-static void s_resolve_unref (hms_resolve_t *r)
-{
-    if (atomic_fetch_sub (&r->refs, 1) == 1)
-        free (r);
-}
-
-/* Loop thread: stops listening for the resolver and lets go of the loop's reference. */
-static void s_resolve_stop (hms_resolve_t *r)
-{
-    ev_async_stop (r->loop, &r->async);
-    ev_idle_stop (r->loop, &r->idle);
-    s_resolve_unref (r);
-}
-
-static void s_resolve_report (hms_resolve_t *r)
-{
-    hms_resolve_fn *fn = r->fn;
-    void *arg = r->arg;
-    hms_addr_t addr = r->addr;
-    char err[256];
-    snprintf (err, sizeof err, "%s", r->err);
-    bool ok = r->rc == 0;
-    s_resolve_stop (r);
-    fn (ok ? &addr : NULL, ok ? NULL : err, arg);
-}
-
-static void s_on_resolved (struct ev_loop *loop, ev_async *w, int revents)
-{
-    s_resolve_report (w->data);
-}
-
-static void s_on_no_resolver (struct ev_loop *loop, ev_idle *w, int revents)
-{
-    s_resolve_report (w->data);
-}
-
-static void *s_resolver (void *arg)
-{
-    hms_resolve_t *r = arg;
-    r->rc = hms_addr_resolve (r->host, r->port, &r->addr, r->err, sizeof r->err);
-    /* Safe even when the loop let go already: the watcher lives here, stopped, until the
-     * last reference goes. */
-    ev_async_send (r->loop, &r->async);
-    s_resolve_unref (r);
-    return NULL;
-}
-
-hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t port,
-                            hms_resolve_fn *fn, void *arg)
-{
-    hms_resolve_t *r = hms_alloc (sizeof *r);
-    atomic_init (&r->refs, 2);
-    snprintf (r->host, sizeof r->host, "%s", host);
-    r->port = port;
-    r->loop = loop;
-    r->fn = fn;
-    r->arg = arg;
-    ev_async_init (&r->async, s_on_resolved);
-    r->async.data = r;
-    ev_idle_init (&r->idle, s_on_no_resolver);
-    ev_set_priority (&r->idle, EV_MAXPRI);
-    r->idle.data = r;
-    ev_async_start (loop, &r->async);
-    pthread_t thread;
-    pthread_attr_t attr;
-    pthread_attr_init (&attr);
-    pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create (&thread, &attr, s_resolver, r) != 0) {
-        atomic_fetch_sub (&r->refs, 1); /* the thread's reference */
-        r->rc = -1;
-        snprintf (r->err, sizeof r->err, "cannot resolve %s: no thread for it", host);
-        ev_idle_start (loop, &r->idle);
-    }
-    pthread_attr_destroy (&attr);
-    return r;
-}
-
-void hms_resolve_cancel (hms_resolve_t *r)
-{
-    s_resolve_stop (r);
-}
-
-/* ---- dialing ------------------------------------------------------------------------------ */
 
 struct hms_dial {
     struct ev_loop *loop;

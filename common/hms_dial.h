@@ -1,27 +1,15 @@
 /* hms_dial: opens a TCP connection to host:port from a libev loop without blocking it:
- * resolution (IP literals at once, names on a resolver thread, also on its own as
- * hms_resolve), a non-blocking connect, and a deadline. One callback with the connected
- * socket or the reason it failed. */
+ * resolution (IP literals at once, names through hms_resolve), a non-blocking connect, and
+ * a deadline. One callback with the connected socket or the reason it failed. */
 #ifndef HMS_DIAL_H_INCLUDED
 #define HMS_DIAL_H_INCLUDED
 
 #include "hms_net.h"
+#include "hms_resolve.h"
 
 #include <ev.h>
 
 typedef struct hms_dial hms_dial_t;
-typedef struct hms_resolve hms_resolve_t;
-
-/* addr on success (its port set); NULL with why ("cannot resolve NAME: ..."). */
-typedef void (hms_resolve_fn) (const hms_addr_t *addr, const char *why, void *arg);
-
-/* Resolves host:port on a resolver thread; fn always comes later from the loop, never from
- * this call. Caller does not own the return value (valid until fn or a cancel). */
-hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t port,
-                            hms_resolve_fn *fn, void *arg);
-/* fn will not be called. */
-void hms_resolve_cancel (hms_resolve_t *r);
-
 /* fd >= 0 on success (caller owns it, non-blocking, TCP_NODELAY); -1 with why (e.g.
  * "connect to 127.0.0.1:9: Connection refused"). The dial is freed after the callback. */
 typedef void (hms_dial_fn) (int fd, const hms_addr_t *addr, const char *why, void *arg);

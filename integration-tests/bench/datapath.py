@@ -511,6 +511,9 @@ def build_arms(env):
         Arm("hermes-pipelined", "h1", f"127.0.0.1:{h.http_port}",
             "Hermes ingress direct, client sends with its CONNECT", policy="direct",
             cpu_pids=[ing], target=t, pipeline=True),
+        Arm("hermes-name", "h1", f"127.0.0.1:{h.http_port}",
+            "Hermes ingress direct, CONNECT to a name (localhost: its cached lookup)",
+            policy="direct", cpu_pids=[ing], target=f"localhost:{env['target'].port}"),
         Arm("hermes-transparent", "none", t,
             "Hermes ingress direct, transparent front (iptables REDIRECT, no CONNECT)",
             policy="direct", cpu_pids=[ing], target=t, user=TRANSPARENT_UID),
@@ -604,7 +607,7 @@ SETUP_ARMS = LAT_ARMS[:4] + ["hermes-pipelined", "hermes-transparent"] + LAT_ARM
 
 
 CONC_ARMS = ["direct", "haproxy", "squid", "hermes", "hermes-pipelined", "hermes-transparent",
-             "hermes-relay"]
+             "hermes-name", "hermes-relay"]
 
 
 def pct(sorted_vals, p):

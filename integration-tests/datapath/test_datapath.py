@@ -233,6 +233,42 @@ def test_a_dst_policy_holds_for_a_name_by_its_address(overlay, targets, front):
     assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
 
 
+def dns_counters(s, instance, kind):
+    """The resolver's counters of a daemon, from its metrics port."""
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{s.port(instance, 'metrics')}/metrics", timeout=5).read().decode()
+    out = {}
+    for what in ("lookups", "cached", "joined", "names", "threads"):
+        m = re.search(rf"^hermes_{kind}_dns_{what}{{[^}}]*}} (\d+)$", text, re.M)
+        assert m, (what, text)
+        out[what] = int(m.group(1))
+    return out
+
+
+def test_a_name_is_looked_up_once_for_many_flows(overlay, targets):
+    """Twenty flows at once to a name, through the ingress alone and through a relay (which
+    resolves the name it terminates): one lookup each at most, the other flows answered
+    from the lookup in progress or the cache; every flow gets its body."""
+    s = overlay
+    url = f"http://localhost:{targets['http']}/hello.txt"
+    for mode, instance, kind in (("direct", "ingress-1", "ingress"),
+                                 ("one-relay", "relay-core", "relay")):
+        set_policy(s, MODES[mode])
+        before = dns_counters(s, instance, kind)
+        procs = [subprocess.Popen(["curl", "-sS", "--max-time", "20", "-x", s.http, "-p", url],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(20)]
+        for p in procs:
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 0 and out == b"hello through hermes\n", (mode, err)
+        after = dns_counters(s, instance, kind)
+        # localhost may still be kept from an earlier test (then no lookup at all)
+        assert after["lookups"] - before["lookups"] <= 1, (mode, before, after)
+        shared = (after["cached"] - before["cached"]) + (after["joined"] - before["joined"])
+        assert shared >= 19, (mode, before, after)
+        assert after["names"] >= 1 and after["threads"] <= 4, (mode, after)
+
+
 def test_a_client_silent_after_its_connect_is_decided_without_a_name(overlay, targets):
     """While the decision waits for a ClientHello, a client that sends nothing (a protocol
     where the server speaks first, like SMTP) is decided without a name once sni_wait_ms has

@@ -3,6 +3,7 @@
 #include "hms_alloc.h"
 #include "hms_log.h"
 #include "hms_pki.h"
+#include "hms_resolve.h"
 #include "hms_routes.h"
 #include "ingress_int.h"
 
@@ -40,6 +41,7 @@ const hms_cfg_key_t ingress_keys[] = {
      "how long a bypass-eligible flow is relayed before its sockets are offered"},
     HMS_ORIGIN_CA_KEY,
     HMS_ORIGIN_POOL_KEYS,
+    HMS_RESOLVE_KEYS,
     {"splice", HMS_CFG_BOOL, "true",
      "relay direct TCP flows with splice(2), without copying their bytes through the proxy"},
     {"optimistic_connect", HMS_CFG_BOOL, "false",
@@ -216,7 +218,8 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         free (self);
         return NULL;
     }
-    if (hms_origin_pool_limits (cfg, &self->origin_keep, err, errlen)) {
+    if (hms_origin_pool_limits (cfg, &self->origin_keep, err, errlen) ||
+        hms_resolve_apply (cfg, err, errlen)) {
         free (self);
         return NULL;
     }
@@ -318,18 +321,20 @@ int ingress_validate (void *arg, const json_t *config, char *err, size_t errlen)
 json_t *ingress_stats (void *arg)
 {
     ingress_counters_t *c = &((ingress_t *) arg)->counters;
-    return json_pack ("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ingress_offers",
-                      (json_int_t) atomic_load (&c->offers), "ingress_offloaded",
-                      (json_int_t) atomic_load (&c->offloaded), "ingress_offload_refused",
-                      (json_int_t) atomic_load (&c->offload_refused), "ingress_flows",
-                      (json_int_t) atomic_load (&c->flows), "ingress_flows_direct",
-                      (json_int_t) atomic_load (&c->direct), "ingress_flows_overlay",
-                      (json_int_t) atomic_load (&c->overlay), "ingress_denied",
-                      (json_int_t) atomic_load (&c->denied), "ingress_failed",
-                      (json_int_t) atomic_load (&c->failed), "ingress_bad_requests",
-                      (json_int_t) atomic_load (&c->bad_requests), "ingress_origin_reused",
-                      (json_int_t) atomic_load (&c->origin_reused), "ingress_origin_retried",
-                      (json_int_t) atomic_load (&c->origin_retried));
+    json_t *stats =
+        json_pack ("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ingress_offers",
+                   (json_int_t) atomic_load (&c->offers), "ingress_offloaded",
+                   (json_int_t) atomic_load (&c->offloaded), "ingress_offload_refused",
+                   (json_int_t) atomic_load (&c->offload_refused), "ingress_flows",
+                   (json_int_t) atomic_load (&c->flows), "ingress_flows_direct",
+                   (json_int_t) atomic_load (&c->direct), "ingress_flows_overlay",
+                   (json_int_t) atomic_load (&c->overlay), "ingress_denied",
+                   (json_int_t) atomic_load (&c->denied), "ingress_failed",
+                   (json_int_t) atomic_load (&c->failed), "ingress_bad_requests",
+                   (json_int_t) atomic_load (&c->bad_requests), "ingress_origin_reused",
+                   (json_int_t) atomic_load (&c->origin_reused), "ingress_origin_retried",
+                   (json_int_t) atomic_load (&c->origin_retried));
+    return hms_resolve_stats_add (stats, "ingress");
 }
 
 void ingress_apply (void *arg, json_t *config, int64_t version)

@@ -5,8 +5,8 @@
  * intranet.example as much as for 10.1.2.3. A name that cannot be resolved is decided as a
  * name (a dst condition does not hold for it); dialing it then fails as it would have. */
 #include "hms_alloc.h"
-#include "hms_dial.h"
 #include "hms_log.h"
+#include "hms_resolve.h"
 #include "ingress_int.h"
 
 #include <stdlib.h>

@@ -8,6 +8,7 @@
 #include "hms_h2.h"
 #include "hms_log.h"
 #include "hms_pki.h"
+#include "hms_resolve.h"
 #include "hms_net.h"
 #include "hms_origin.h"
 #include "hms_pool.h"
@@ -34,6 +35,7 @@ const hms_cfg_key_t relay_keys[] = {
      "is given up (504)"},
     HMS_ORIGIN_CA_KEY,
     HMS_ORIGIN_POOL_KEYS,
+    HMS_RESOLVE_KEYS,
     {NULL, 0, NULL, NULL},
 };
 
@@ -356,7 +358,8 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
         free (self);
         return NULL;
     }
-    if (hms_origin_pool_limits (cfg, &self->origin_keep, err, errlen)) {
+    if (hms_origin_pool_limits (cfg, &self->origin_keep, err, errlen) ||
+        hms_resolve_apply (cfg, err, errlen)) {
         free (self);
         return NULL;
     }
@@ -429,12 +432,14 @@ void relay_apply (void *arg, json_t *config, int64_t version)
 json_t *relay_stats (void *arg)
 {
     relay_t *self = arg;
-    return json_pack ("{s:I, s:I, s:I, s:I, s:I}", "relay_terminated",
-                      (json_int_t) atomic_load (&self->terminated), "relay_forwarded",
-                      (json_int_t) atomic_load (&self->forwarded), "relay_refused",
-                      (json_int_t) atomic_load (&self->refused), "relay_origin_reused",
-                      (json_int_t) atomic_load (&self->origin_reused), "relay_origin_retried",
-                      (json_int_t) atomic_load (&self->origin_retried));
+    json_t *stats =
+        json_pack ("{s:I, s:I, s:I, s:I, s:I}", "relay_terminated",
+                   (json_int_t) atomic_load (&self->terminated), "relay_forwarded",
+                   (json_int_t) atomic_load (&self->forwarded), "relay_refused",
+                   (json_int_t) atomic_load (&self->refused), "relay_origin_reused",
+                   (json_int_t) atomic_load (&self->origin_reused), "relay_origin_retried",
+                   (json_int_t) atomic_load (&self->origin_retried));
+    return hms_resolve_stats_add (stats, "relay");
 }
 
 uint16_t relay_port (const relay_t *self)

@@ -1,0 +1,61 @@
+/* hms_resolve: names to addresses for libev loops, without blocking them: getaddrinfo runs
+ * on a small pool of resolver threads, one lookup per name however many flows wait for it,
+ * and the answer (or the failure) is kept for a while in a process-wide cache. */
+#ifndef HMS_RESOLVE_H_INCLUDED
+#define HMS_RESOLVE_H_INCLUDED
+
+#include "hms_config.h"
+#include "hms_net.h"
+
+#include <ev.h>
+#include <jansson.h>
+#include <stdint.h>
+
+typedef struct hms_resolve hms_resolve_t;
+
+/* addr on success (its port set); NULL with why ("cannot resolve 'NAME': ..."). */
+typedef void (hms_resolve_fn) (const hms_addr_t *addr, const char *why, void *arg);
+
+/* Resolves host:port (an IP literal too); fn always comes later from the loop, never from
+ * this call, also for an answer from the cache. Caller does not own the return value (valid
+ * until fn or a cancel). */
+hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t port,
+                            hms_resolve_fn *fn, void *arg);
+/* fn will not be called. */
+void hms_resolve_cancel (hms_resolve_t *r);
+
+/* How long an answer is kept (ok_ms; 0: no cache, every request looks up), how long a
+ * failure is (fail_ms, at most ok_ms), and how many names at most. For all loops of the
+ * process; entries already kept keep their expiry. */
+void hms_resolve_config (int ok_ms, int fail_ms, int max_names);
+
+typedef struct {
+    uint64_t lookups;     /* getaddrinfo calls */
+    uint64_t cached;      /* requests answered from the cache */
+    uint64_t joined;      /* requests that waited for a lookup another request started */
+    uint64_t names;       /* names kept now */
+    uint64_t threads;     /* resolver threads now */
+    uint64_t threads_max; /* most resolver threads at once so far */
+} hms_resolve_stats_t;
+void hms_resolve_stats (hms_resolve_stats_t *out);
+/* Adds them to a daemon's counters as PREFIX_dns_lookups, _dns_cached, _dns_joined,
+ * _dns_names and _dns_threads. Returns into. */
+json_t *hms_resolve_stats_add (json_t *into, const char *prefix);
+
+/* Resolver threads at most. */
+#define HMS_RESOLVE_THREADS 4
+/* A failed lookup is tried again after at most this long. */
+#define HMS_RESOLVE_FAIL_MS 2000
+
+/* The daemon option that sets the cache's lifetime (hms_resolve_apply). */
+#define HMS_RESOLVE_KEYS                                                                           \
+    {                                                                                              \
+        "dns_cache_s", HMS_CFG_INT, "10",                                                          \
+            "a name's address is reused this many seconds (a name that cannot be resolved is "     \
+            "tried again after at most 2 s); 0 looks a name up for every connection"               \
+    }
+
+/* Applies HMS_RESOLVE_KEYS from a daemon's config; -1 with err when out of range. */
+int hms_resolve_apply (const hms_config_t *cfg, char *err, size_t errlen);
+
+#endif
