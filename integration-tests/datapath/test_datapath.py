@@ -147,9 +147,10 @@ def test_100_mib_and_https_arrive_exactly(overlay, targets, tmp_path, mode, fron
 @pytest.mark.parametrize("mode", ["direct", "one-relay"])
 def test_policy_reads_the_tls_server_name(overlay, targets, mode, front):
     """A policy with an sni condition: the ingress answers the CONNECT, reads the client's
-    ClientHello and asks again with its server name. A name the policy denies gets its
-    tunnel closed (and the deny logged with the name and the rule); another name, and a
-    tunnel that carries no TLS at all, go through at once."""
+    ClientHello and asks again with its server name. A name the policy denies gets a TLS
+    access_denied alert in its tunnel (and the deny is logged with the name and the rule), a
+    target that cannot be reached an internal_error alert; another name, and a tunnel that
+    carries no TLS at all, go through at once."""
     s = overlay
     s.allow_error(r"denied client=")
     set_policy(s, MODES[mode], {"id": "no-secret-names", "priority": 10, "action": "deny",
@@ -158,10 +159,19 @@ def test_policy_reads_the_tls_server_name(overlay, targets, mode, front):
     # the CONNECT names localhost; the TLS inside asks for www.secret.example
     r = curl(*proxy_args(s, front), "-k", "--connect-to", f"www.secret.example:443:localhost:{tls}",
              "https://www.secret.example/hello", timeout=20)
-    assert r.returncode != 0 and b"hello" not in r.stdout, (r.returncode, r.stdout, r.stderr)
+    assert r.returncode == 35 and b"alert access denied" in r.stderr, (r.returncode, r.stderr)
     log = s.daemons["ingress-1"].log_text()
     assert re.search(rf"denied client=127\.0\.0\.1 target=localhost:{tls} "
                      r"sni=www\.secret\.example rule=no-secret-names", log), log[-2000:]
+    # a name the policy allows, to a port where nothing listens: the 502 a client in TLS
+    # can read is an alert
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    r = curl(*proxy_args(s, front), "-k", "--connect-to",
+             f"www.open.example:443:127.0.0.1:{closed_port}", "https://www.open.example/",
+             timeout=20)
+    assert r.returncode == 35 and b"alert internal error" in r.stderr, (r.returncode, r.stderr)
     # the same target asked by its own name
     r = curl(*proxy_args(s, front), "--cacert", str(targets["cert"]),
              f"https://localhost:{tls}/hello")

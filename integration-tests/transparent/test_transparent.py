@@ -309,7 +309,8 @@ except OSError as e:
 def hello_through(name):
     """From the client namespace: a real ClientHello for name (Python's ssl, through a memory
     BIO) sent to the server's echo port; what came back: "echoed" (the echo server got it, so
-    the proxy let it through), "reset" or "closed"."""
+    the proxy let it through), "alert N" (a TLS alert record with description N, e.g. 49
+    access_denied), "reset" or "closed"."""
     r = subprocess.run(in_ns("client", sys.executable, "-c", f"""
 import socket, ssl
 out = ssl.MemoryBIO()
@@ -328,7 +329,12 @@ try:
         if not chunk:
             break
         got += chunk
-    print("echoed" if got == hello else "closed")
+    if got == hello:
+        print("echoed")
+    elif len(got) >= 7 and got[:6] == bytes([21, 3, 3, 0, 2, 2]):
+        print("alert", got[6])
+    else:
+        print("closed")
 except (ConnectionResetError, BrokenPipeError):
     print("reset")
 """), capture_output=True, text=True, timeout=20)
@@ -337,15 +343,15 @@ except (ConnectionResetError, BrokenPipeError):
 
 def test_the_policy_reads_the_server_name_of_a_transparent_tls_flow(suite, net):
     """A transparent flow has only an address; with a policy that names TLS server names, the
-    ingress reads the client's ClientHello before it decides: a denied name is reset before
-    the server sees a connection, another name reaches the server with its ClientHello
+    ingress reads the client's ClientHello before it decides: a denied name is answered with
+    a TLS access_denied alert before the server sees a connection, another name reaches the server with its ClientHello
     intact, and a flow whose client speaks no TLS is decided without a name."""
     s = suite
     s.allow_error(r"denied client=")
     set_policy(s, {"id": "no-secret-names", "priority": 10, "action": "deny",
                    "match": {"sni": ["*.secret.example"]}}, ALLOW_SERVER)
     before = net["server_log"].read_text().count("echo conn")
-    assert hello_through("www.secret.example") in ("reset", "closed")
+    assert hello_through("www.secret.example") == "alert 49"  # access_denied, in the clear
     log = s.daemons["ingress-1"].log_text()
     assert re.search(rf"denied client={re.escape(CLIENT)} target={re.escape(SERVER)}:{ECHO_PORT} "
                      r"sni=www\.secret\.example rule=no-secret-names", log), log

@@ -58,17 +58,30 @@ typedef struct {
     char id[32];
     /* the TLS server name, when the decision depends on it */
     char sni[256];
-    bool sni_read; /* the ClientHello was looked at: the engine is asked with what it said */
-    bool answered; /* the client got its 200 before the decision (to send its ClientHello) */
-    bool ended;    /* an HTTP/2 client ended its stream before it was attached */
-    ev_io sni_io;  /* a socket client's ClientHello */
+    bool sni_read;  /* the ClientHello was looked at: the engine is asked with what it said */
+    bool tls_hello; /* ... and it was one: the client waits for the server's hello */
+    bool answered;  /* the client got its 200 before the decision (to send its ClientHello) */
+    bool ended;     /* an HTTP/2 client ended its stream before it was attached */
+    ev_io sni_io;   /* a socket client's ClientHello */
     ev_timer sni_timer;
 } s_flow_t;
 
 static uint64_t s_next_id;
 
+/* A TLS client answered 200 already, whose ClientHello was read and which now waits for the
+ * server's hello, is refused in TLS's own terms: a fatal alert in the clear (RFC 8446 6.2),
+ * access_denied for a deny, internal_error for a target that could not be reached. */
+static const uint8_t *s_tls_alert (int status)
+{
+    static const uint8_t denied[7] = {21, 3, 3, 0, 2, 2, 49};
+    static const uint8_t failed[7] = {21, 3, 3, 0, 2, 2, 80};
+    return status == 403 ? denied : failed;
+}
+#define S_TLS_ALERT_LEN 7
+
 /* An HTTP/2 client's stream that no tunnel took: answered status (unless it was answered
- * 200 already, or status is 0: then reset), its held bytes given back to its window. */
+ * 200 already: then a TLS alert if the client waits for a server hello, else a reset; status
+ * 0 resets), its held bytes given back to its window. */
 static void s_let_go_of_stream (s_flow_t *f, int status, const char *why)
 {
     hms_h2_stream_t *s = f->client_stream;
@@ -81,6 +94,9 @@ static void s_let_go_of_stream (s_flow_t *f, int status, const char *why)
     if (status && !f->answered) {
         if (hms_h2_refuse (s, status, why) != 0)
             hms_h2_stream_reset (s, NGHTTP2_INTERNAL_ERROR);
+    } else if (status && f->tls_hello) {
+        hms_h2_stream_write (s, s_tls_alert (status), S_TLS_ALERT_LEN);
+        hms_h2_stream_end (s);
     } else
         hms_h2_stream_reset (s, f->answered ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL);
 }
@@ -155,6 +171,11 @@ static void s_refuse (s_flow_t *f, int status, const char *why)
         ssize_t n = hms_h1_error_response (resp, sizeof resp, status, why);
         if (n > 0 && send (f->client_fd, resp, (size_t) n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
             hms_debug ("ingress.flows", "could not send %d to %s: %s", status, f->peer,
+                       strerror (errno));
+    } else if (f->client_fd >= 0 && f->tls_hello && !f->tunnel) {
+        if (send (f->client_fd, s_tls_alert (status), S_TLS_ALERT_LEN,
+                  MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            hms_debug ("ingress.flows", "could not send a TLS alert to %s: %s", f->peer,
                        strerror (errno));
     } else if (f->client_fd >= 0) { /* transparent, or answered 200 already */
         struct linger lg = {1, 0};  /* the client sees a reset, as from the target */
@@ -379,6 +400,7 @@ static bool s_sni_check (s_flow_t *f, const char *gave_up)
         hms_sni_parse (f->early, f->early_len, f->sni, sizeof f->sni, why, sizeof why);
     if (r == HMS_SNI_MORE && f->early_len < HMS_SNI_MAX_BYTES && !gave_up)
         return false;
+    f->tls_hello = r == HMS_SNI_FOUND || r == HMS_SNI_NONE;
     if (r != HMS_SNI_FOUND) {
         f->sni[0] = 0;
         hms_debug ("ingress.flows", "client %s to %s:%u: no TLS server name (%s): decided without",
