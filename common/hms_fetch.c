@@ -47,13 +47,14 @@ typedef struct {
     char target[300];
     char host[256];
     uint16_t port;
-    char *head;       /* the request head, kept to send it again on a new connection */
-    bool bodyless;    /* no request body: safe to send on a kept connection */
-    bool reused;      /* this connection was kept from an earlier request */
-    bool retried;     /* sent once more on a new connection */
-    bool answered;    /* the origin sent something on this connection */
-    bool origin_keep; /* the answer lets the connection stay open */
-    bool extra;       /* bytes after the answer: the connection is not between messages */
+    char dial_addr[64]; /* what is dialed for host, when the caller resolved it already */
+    char *head;         /* the request head, kept to send it again on a new connection */
+    bool bodyless;      /* no request body: safe to send on a kept connection */
+    bool reused;        /* this connection was kept from an earlier request */
+    bool retried;       /* sent once more on a new connection */
+    bool answered;      /* the origin sent something on this connection */
+    bool origin_keep;   /* the answer lets the connection stay open */
+    bool extra;         /* bytes after the answer: the connection is not between messages */
 } s_req_t;
 
 static void s_free (s_req_t *r)
@@ -233,8 +234,8 @@ static bool s_retry (s_req_t *r, const char *why)
     hms_info ("http request target=%s: the kept origin connection closed before an answer "
               "(%s): sending it on a new one",
               r->target, why);
-    r->dial = hms_dial_start (r->w->loop, r->host, r->port, r->w->connect_timeout_ms, NULL,
-                              s_on_dialed, r);
+    r->dial = hms_dial_start (r->w->loop, r->dial_addr[0] ? r->dial_addr : r->host, r->port,
+                              r->w->connect_timeout_ms, NULL, s_on_dialed, r);
     return true;
 }
 
@@ -389,7 +390,8 @@ static void s_close_on_stop (void *obj)
 }
 
 void hms_fetch_start (const hms_fetch_env_t *w, hms_h2_stream_t *in, bool tls, const char *host,
-                      uint16_t port, const void *body, size_t body_len, bool body_ended)
+                      uint16_t port, const char *dial_addr, const void *body, size_t body_len,
+                      bool body_ended)
 {
     s_req_t *r = hms_alloc (sizeof *r);
     r->w = w;
@@ -403,6 +405,7 @@ void hms_fetch_start (const hms_fetch_env_t *w, hms_h2_stream_t *in, bool tls, c
     const char *authority = hms_h2_stream_header (in, ":authority");
     snprintf (r->target, sizeof r->target, "%s", authority);
     snprintf (r->host, sizeof r->host, "%s", host);
+    snprintf (r->dial_addr, sizeof r->dial_addr, "%s", dial_addr ? dial_addr : "");
     r->port = port;
     r->head_request = strcmp (method, "HEAD") == 0;
     /* the HTTP/1.1 request head; a body without a length goes chunked */
@@ -455,7 +458,8 @@ void hms_fetch_start (const hms_fetch_env_t *w, hms_h2_stream_t *in, bool tls, c
         s_attach (r);
         return;
     }
-    r->dial = hms_dial_start (w->loop, host, port, w->connect_timeout_ms, NULL, s_on_dialed, r);
+    r->dial = hms_dial_start (w->loop, r->dial_addr[0] ? r->dial_addr : host, port,
+                              w->connect_timeout_ms, NULL, s_on_dialed, r);
 }
 
 int hms_fetch_origin (const char *scheme, const char *authority, char *host, size_t hostlen,

@@ -29,10 +29,13 @@ typedef struct {
 } hms_fetch_env_t;
 
 /* Answers stream in (its :method, :authority, :path and headers) from the origin host:port;
- * takes the stream's callbacks over. body / body_len: request body bytes the caller received
- * (and did not consume) before this call; body_ended: the client's stream already ended. */
+ * takes the stream's callbacks over. dial_addr: the address to connect to, when the caller
+ * resolved host already (a policy checked that address), else NULL (host is resolved).
+ * body / body_len: request body bytes the caller received (and did not consume) before this
+ * call; body_ended: the client's stream already ended. */
 void hms_fetch_start (const hms_fetch_env_t *env, hms_h2_stream_t *in, bool tls, const char *host,
-                      uint16_t port, const void *body, size_t body_len, bool body_ended);
+                      uint16_t port, const char *dial_addr, const void *body, size_t body_len,
+                      bool body_ended);
 
 /* The origin an http:// or https:// request names: scheme ("http" or "https") and
  * :authority (the port defaults to 80 or 443). 0, or -1 with why. */

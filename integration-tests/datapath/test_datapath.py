@@ -239,8 +239,14 @@ def test_a_dst_policy_holds_for_a_name_by_its_address(overlay, targets, front):
                    "match": {"dst": ["10.0.0.0/8"]}})
     r = curl(*proxy_args(s, front), "-p", f"http://localhost:{targets['http']}/hello.txt")
     assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+    # a plain request is sent to the very address the policy checked: the name is resolved
+    # once (for the policy), not again for the dial
+    before = dns_counters(s, "ingress-1", "ingress")
     r = curl(*proxy_args(s, front), f"http://localhost:{targets['http']}/hello.txt")
     assert r.returncode == 0 and r.stdout == b"hello through hermes\n", r.stderr
+    after = dns_counters(s, "ingress-1", "ingress")
+    asked = sum(after[k] - before[k] for k in ("lookups", "cached", "joined"))
+    assert asked == 1, (before, after)
 
 
 def dns_counters(s, instance, kind):

@@ -208,7 +208,9 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     char *p = held ? hms_alloc_raw (held) : NULL;
     if (held)
         hms_buf_read (r->body, p, held);
-    hms_fetch_start (&r->w->fetch, r->in, r->tls, r->host, r->port, p, held, r->ended);
+    /* a name the policy checked by its address: that address is dialed */
+    const char *dial_addr = r->ask.dst_ip[0] && !d->target[0] ? r->ask.dst_ip : NULL;
+    hms_fetch_start (&r->w->fetch, r->in, r->tls, r->host, r->port, dial_addr, p, held, r->ended);
     free (p);
     s_free (r);
 }

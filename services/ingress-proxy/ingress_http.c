@@ -48,6 +48,7 @@ typedef struct {
     char *req_head; /* rewritten, for the origin */
     char host[HMS_H1_MAX_HOST + 1];
     uint16_t port;
+    char dial_ip[64]; /* a name the policy checked by its address: that address is dialed */
     bool head_request;
     bool client_keep_alive;
     hms_h1_body_t req_body;
@@ -559,8 +560,8 @@ static void s_up_open (s_http_t *h)
         s_up_attach (h, &conn, true);
         return;
     }
-    h->dial = hms_dial_start (h->w->loop, h->host, h->port, h->w->ingress->connect_timeout_ms, NULL,
-                              s_on_dialed, h);
+    h->dial = hms_dial_start (h->w->loop, h->dial_ip[0] ? h->dial_ip : h->host, h->port,
+                              h->w->ingress->connect_timeout_ms, NULL, s_on_dialed, h);
 }
 
 /* A kept connection that the origin closed (or reset) before answering: the request (without
@@ -581,8 +582,8 @@ static bool s_retry (s_http_t *h, const char *why)
     hms_info ("http request target=%s:%u: the kept origin connection closed before an answer "
               "(%s): sending it on a new one",
               h->host, h->port, why);
-    h->dial = hms_dial_start (h->w->loop, h->host, h->port, h->w->ingress->connect_timeout_ms, NULL,
-                              s_on_dialed, h);
+    h->dial = hms_dial_start (h->w->loop, h->dial_ip[0] ? h->dial_ip : h->host, h->port,
+                              h->w->ingress->connect_timeout_ms, NULL, s_on_dialed, h);
     return true;
 }
 
@@ -671,6 +672,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         s_reply_error (h, 502, why);
         return;
     }
+    snprintf (h->dial_ip, sizeof h->dial_ip, "%s", d->target[0] ? "" : h->ask.dst_ip);
     bool overlay = ingress_via_overlay (ingress, d);
     if (!overlay && h->https && !ingress->origin_tls) {
         s_reply_error (h, 502, ingress->origin_tls_why);

@@ -196,7 +196,7 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
         if (hms_fetch_origin (scheme, authority, f->host, sizeof f->host, &f->port, &tls, why,
                               sizeof why) == 0) {
             atomic_fetch_add (&relay->terminated, 1);
-            hms_fetch_start (&w->fetch, in, tls, f->host, f->port, NULL, 0, false);
+            hms_fetch_start (&w->fetch, in, tls, f->host, f->port, NULL, NULL, 0, false);
             free (f);
             return;
         }
