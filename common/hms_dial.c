@@ -129,7 +129,7 @@ static hms_dial_t *s_start (struct ev_loop *loop, const char *host, uint16_t por
     self->fn = fn;
     self->arg = arg;
     self->fd = -1;
-    snprintf (self->target, sizeof self->target, "%s:%u", host, port);
+    hms_hostport (host, port, self->target, sizeof self->target);
     ev_io_init (&self->io, s_on_io, -1, EV_WRITE);
     self->io.data = self;
     ev_timer_init (&self->timer, s_on_timer, timeout_ms / 1000.0, 0);

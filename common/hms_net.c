@@ -107,6 +107,12 @@ uint16_t hms_addr_port (const hms_addr_t *addr)
     return ntohs (((const struct sockaddr_in *) &addr->ss)->sin_port);
 }
 
+const char *hms_hostport (const char *host, uint16_t port, char *out, size_t len)
+{
+    snprintf (out, len, strchr (host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+    return out;
+}
+
 const char *hms_addr_str (const hms_addr_t *addr, char *out, size_t len)
 {
     char ip[INET6_ADDRSTRLEN];

@@ -24,6 +24,9 @@ int hms_addr_from (const char *host, uint16_t port, hms_addr_t *addr);
  * 0 or -1 with err. */
 int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *err, size_t errlen);
 /* "1.2.3.4:80" / "[::1]:443" into out. Returns out. */
+/* "host:port", or "[host]:port" for an IPv6 literal (a host with a colon), as in a URL
+ * or an HTTP authority. Returns out. */
+const char *hms_hostport (const char *host, uint16_t port, char *out, size_t len);
 const char *hms_addr_str (const hms_addr_t *addr, char *out, size_t len);
 /* The IP alone ("1.2.3.4", "::1") into out. Returns out. */
 const char *hms_addr_ip (const hms_addr_t *addr, char *out, size_t len);

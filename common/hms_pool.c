@@ -136,7 +136,9 @@ static void s_on_ready (hms_h2_conn_t *h2, void *arg)
         return; /* the pool is gone */
     conn->ready = true;
     conn->hop->failures = 0;
-    hms_debug ("pool", "connected to %s:%u", conn->hop->host, conn->hop->port);
+    char hp[300];
+    hms_debug ("pool", "connected to %s",
+               hms_hostport (conn->hop->host, conn->hop->port, hp, sizeof hp));
     s_serve (conn->hop);
 }
 
@@ -150,8 +152,9 @@ static void s_on_closed (hms_h2_conn_t *h2, const char *why, void *arg)
     s_unlink (conn);
     if (hop->pool->closing)
         return;
-    char text[512];
-    snprintf (text, sizeof text, "relay %s:%u: %s", hop->host, hop->port, why);
+    char text[512], hp[300];
+    snprintf (text, sizeof text, "relay %s: %s", hms_hostport (hop->host, hop->port, hp, sizeof hp),
+              why);
     if (!was_ready) {
         hms_warning ("cannot reach next hop %s", text);
         s_after_failure (hop, text);
@@ -171,8 +174,9 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
     conn->dial = NULL;
     hms_tls_t *tls = fd >= 0 ? hms_tls_new (hop->pool->tls, fd, hop->server_name) : NULL;
     if (!tls) {
-        char text[512];
-        snprintf (text, sizeof text, "relay %s:%u: %s", hop->host, hop->port,
+        char text[512], hp[300];
+        snprintf (text, sizeof text, "relay %s: %s",
+                  hms_hostport (hop->host, hop->port, hp, sizeof hp),
                   why ? why : "TLS session setup failed");
         if (fd >= 0)
             close (fd);

@@ -7,6 +7,7 @@ the client's address and port, so that a test sees which connection carried a re
 import hashlib
 import http.server
 import os
+import socket
 import sys
 
 
@@ -71,5 +72,11 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
 port, root = int(sys.argv[1]), sys.argv[2]
 bind = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+
+
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+
+
 os.chdir(root)
-http.server.ThreadingHTTPServer((bind, port), Handler).serve_forever()
+Server((bind, port), Handler).serve_forever()

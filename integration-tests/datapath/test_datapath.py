@@ -249,6 +249,42 @@ def test_a_dst_policy_holds_for_a_name_by_its_address(overlay, targets, front):
     assert asked == 1, (before, after)
 
 
+@pytest.fixture
+def v6_origin(targets):
+    """The plain HTTP origin again, listening on ::1 only."""
+    port = free_port()
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "http_origin.py"), str(port),
+                          str(targets["root"]), "::1"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    wait_for(lambda: socket.socket(socket.AF_INET6).connect_ex(("::1", port)) == 0, 10,
+             what="the origin on [::1]")
+    yield port
+    p.terminate()
+    p.wait(5)
+
+
+@pytest.mark.parametrize("front", ["h1", "h2"])
+@pytest.mark.parametrize("mode", ["direct", "one-relay"])
+def test_ipv6_targets(overlay, targets, v6_origin, mode, front):
+    """A target at an IPv6 address ([::1]:PORT), in a CONNECT tunnel and as a plain request,
+    direct and through a relay; a dst policy on an IPv6 prefix holds for it."""
+    s = overlay
+    s.allow_error(r"denied client=")
+    set_policy(s, MODES[mode])
+    url = f"http://[::1]:{v6_origin}/hello.txt"
+    for tunnel in (["-p"], []):
+        r = curl(*proxy_args(s, front), *tunnel, url)
+        assert r.returncode == 0 and r.stdout == b"hello through hermes\n", (tunnel, r.stderr)
+    set_policy(s, {"id": "no-v6-loopback", "priority": 10, "action": "deny",
+                   "match": {"dst": ["::1/128"]}})
+    r = curl(*proxy_args(s, front), "-D", "-", url)
+    assert re.match(rb"HTTP/[12](\.1)? 403", r.stdout) and b"no-v6-loopback" in r.stdout, r.stdout
+    r = curl(*proxy_args(s, front), "-p", "-o", "/dev/null", "-w", "%{http_connect}", url)
+    assert r.returncode != 0 and r.stdout == (b"403" if front == "h1" else b"000"), r.stdout
+    log = s.daemons["ingress-1"].log_text()
+    assert f"target=[::1]:{v6_origin} rule=no-v6-loopback" in log, log[-1500:]
+
+
 def dns_counters(s, instance, kind):
     """The resolver's counters of a daemon, from its metrics port."""
     text = urllib.request.urlopen(

@@ -152,11 +152,11 @@ static void s_refuse (s_flow_t *f, int status, const char *why)
     else
         atomic_fetch_add (&c->failed, 1);
     if (status == 403)
-        hms_info ("denied client=%s target=%s:%u%s%s rule=%s why=\"%s\"", f->peer, f->host, f->port,
+        hms_info ("denied client=%s target=%s%s%s rule=%s why=\"%s\"", f->peer, f->target,
                   f->sni[0] ? " sni=" : "", f->sni, f->rule[0] ? f->rule : "-", why);
     else
-        hms_info ("flow failed client=%s target=%s:%u via=%s status=%d why=\"%s\"", f->peer,
-                  f->host, f->port, f->dest[0] ? f->dest : "direct", status, why);
+        hms_info ("flow failed client=%s target=%s via=%s status=%d why=\"%s\"", f->peer, f->target,
+                  f->dest[0] ? f->dest : "direct", status, why);
     if (f->front == INGRESS_FRONT_H2 && f->tunnel) {
         hms_tunnel_refuse (f->tunnel, status, why); /* frees the flow (done) */
         return;
@@ -403,8 +403,8 @@ static bool s_sni_check (s_flow_t *f, const char *gave_up)
     f->tls_hello = r == HMS_SNI_FOUND || r == HMS_SNI_NONE;
     if (r != HMS_SNI_FOUND) {
         f->sni[0] = 0;
-        hms_debug ("ingress.flows", "client %s to %s:%u: no TLS server name (%s): decided without",
-                   f->peer, f->host, f->port, r == HMS_SNI_MORE && gave_up ? gave_up : why);
+        hms_debug ("ingress.flows", "client %s to %s: no TLS server name (%s): decided without",
+                   f->peer, f->target, r == HMS_SNI_MORE && gave_up ? gave_up : why);
     }
     f->sni_read = true;
     ev_io_stop (f->w->loop, &f->sni_io);
@@ -421,8 +421,8 @@ static void s_on_sni_io (struct ev_loop *loop, ev_io *io, int revents)
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     if (n <= 0) {
-        hms_info ("flow ended client=%s target=%s:%u: the client %s before its TLS ClientHello",
-                  f->peer, f->host, f->port, n == 0 ? "closed" : "failed");
+        hms_info ("flow ended client=%s target=%s: the client %s before its TLS ClientHello",
+                  f->peer, f->target, n == 0 ? "closed" : "failed");
         s_free (f);
         return;
     }
@@ -453,8 +453,8 @@ static void s_sni_wait (s_flow_t *f)
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
         if (send (f->client_fd, ok, sizeof ok - 1, MSG_DONTWAIT | MSG_NOSIGNAL) !=
             (ssize_t) (sizeof ok - 1)) {
-            hms_info ("flow ended client=%s target=%s:%u: could not answer it (%s)", f->peer,
-                      f->host, f->port, strerror (errno));
+            hms_info ("flow ended client=%s target=%s: could not answer it (%s)", f->peer,
+                      f->target, strerror (errno));
             s_free (f);
             return;
         }
@@ -495,8 +495,8 @@ static void s_pending_close (hms_h2_stream_t *s, uint32_t code, void *arg)
 {
     s_flow_t *f = arg;
     f->client_stream = NULL;
-    hms_debug ("ingress.flows", "client %s reset its tunnel to %s:%u before it was set up", f->peer,
-               f->host, f->port);
+    hms_debug ("ingress.flows", "client %s reset its tunnel to %s before it was set up", f->peer,
+               f->target);
     s_free (f);
 }
 
@@ -544,10 +544,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         s_refuse (f, 502, why);
         return;
     }
-    if (strchr (f->host, ':'))
-        snprintf (f->target, sizeof f->target, "[%s]:%u", f->host, f->port);
-    else
-        snprintf (f->target, sizeof f->target, "%s:%u", f->host, f->port);
+    hms_hostport (f->host, f->port, f->target, sizeof f->target);
     if (ingress_via_overlay (ingress, d)) {
         snprintf (f->dest, sizeof f->dest, "%s", d->route);
         char host[256];
@@ -599,7 +596,7 @@ void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req)
     f->port = req->port;
     snprintf (f->peer, sizeof f->peer, "%s", req->peer_ip);
     snprintf (f->host, sizeof f->host, "%s", req->host);
-    snprintf (f->target, sizeof f->target, "%s:%u", req->host, req->port);
+    hms_hostport (req->host, req->port, f->target, sizeof f->target);
     snprintf (f->user, sizeof f->user, "%s", req->user ? req->user : "");
     if (req->early_len) {
         f->early = hms_alloc (req->early_len);

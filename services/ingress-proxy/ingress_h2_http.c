@@ -86,9 +86,10 @@ static const hms_h2_stream_cbs_t s_pending_cbs = {
 static void s_tunnel_done (hms_tunnel_t *t, const char *why, uint64_t up, uint64_t down, void *arg)
 {
     s_req_t *r = arg;
-    hms_access (
-        "http request done client=%s target=%s:%u via=%s up=%" PRIu64 " down=%" PRIu64 " %s%s",
-        r->peer, r->host, r->port, r->dest, up, down, why ? "why=" : "clean", why ? why : "");
+    char tp[300];
+    hms_access ("http request done client=%s target=%s via=%s up=%" PRIu64 " down=%" PRIu64 " %s%s",
+                r->peer, hms_hostport (r->host, r->port, tp, sizeof tp), r->dest, up, down,
+                why ? "why=" : "clean", why ? why : "");
     s_free (r);
 }
 
@@ -120,8 +121,9 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
     r->pool_req = NULL;
     if (!conn) {
         atomic_fetch_add (&r->w->ingress->counters.failed, 1);
-        hms_info ("http request failed client=%s target=%s:%u via=%s status=502 why=\"%s\"",
-                  r->peer, r->host, r->port, r->dest, why);
+        char tp[300];
+        hms_info ("http request failed client=%s target=%s via=%s status=502 why=\"%s\"", r->peer,
+                  hms_hostport (r->host, r->port, tp, sizeof tp), r->dest, why);
         s_refuse (r, 502, why);
         return;
     }
@@ -177,8 +179,9 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         atomic_fetch_add (&ingress->counters.denied, 1);
         char why[400];
         ingress_deny_why (d, why, sizeof why);
-        hms_info ("denied client=%s target=%s:%u rule=%s why=\"%s\"", r->peer, r->host, r->port,
-                  d->rule[0] ? d->rule : "-", why);
+        char tp[300];
+        hms_info ("denied client=%s target=%s rule=%s why=\"%s\"", r->peer,
+                  hms_hostport (r->host, r->port, tp, sizeof tp), d->rule[0] ? d->rule : "-", why);
         s_refuse (r, 403, why);
         return;
     }

@@ -153,7 +153,7 @@ static void s_reply_error (s_http_t *h, int status, const char *why)
         atomic_fetch_add (&h->w->ingress->counters.failed, 1);
     char target[300] = "-";
     if (h->host[0])
-        snprintf (target, sizeof target, "%s:%u", h->host, h->port);
+        hms_hostport (h->host, h->port, target, sizeof target);
     hms_info ("http request failed client=%s target=%s status=%d why=\"%s\"", h->peer, target,
               status, why);
     char resp[1024];
@@ -391,8 +391,9 @@ static void s_on_up_io (struct ev_loop *loop, ev_io *w, int revents)
  * what came. */
 static void s_cut_short (s_http_t *h, const char *why)
 {
-    hms_info ("http response cut short client=%s target=%s:%u why=\"%s\"", h->peer, h->host,
-              h->port, why);
+    char tp[300];
+    hms_info ("http response cut short client=%s target=%s why=\"%s\"", h->peer,
+              hms_hostport (h->host, h->port, tp, sizeof tp), why);
     h->close_after = true;
     h->state = S_DONE;
     s_upstream_close (h);
@@ -498,7 +499,9 @@ static void s_up_close (hms_h2_stream_t *s, uint32_t code, void *arg)
         return;
     }
     /* cut in the middle of the answer: the client must not take it as whole */
-    hms_info ("http response cut client=%s target=%s:%u", h->peer, h->host, h->port);
+    char tp[300];
+    hms_info ("http response cut client=%s target=%s", h->peer,
+              hms_hostport (h->host, h->port, tp, sizeof tp));
     s_free (h);
 }
 
@@ -579,9 +582,10 @@ static bool s_retry (s_http_t *h, const char *why)
     hms_buf_drain (h->to_up, hms_buf_size (h->to_up));
     hms_buf_append (h->to_up, h->req_head, strlen (h->req_head));
     atomic_fetch_add (&h->w->ingress->counters.origin_retried, 1);
-    hms_info ("http request target=%s:%u: the kept origin connection closed before an answer "
+    char tp[300];
+    hms_info ("http request target=%s: the kept origin connection closed before an answer "
               "(%s): sending it on a new one",
-              h->host, h->port, why);
+              hms_hostport (h->host, h->port, tp, sizeof tp), why);
     h->dial = hms_dial_start (h->w->loop, h->dial_ip[0] ? h->dial_ip : h->host, h->port,
                               h->w->ingress->connect_timeout_ms, NULL, s_on_dialed, h);
     return true;
@@ -661,8 +665,9 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     if (d->action == HMS_DECISION_DENY) {
         char why[400];
         ingress_deny_why (d, why, sizeof why);
-        hms_info ("denied client=%s target=%s:%u rule=%s why=\"%s\"", h->peer, h->host, h->port,
-                  d->rule[0] ? d->rule : "-", why);
+        char tp[300];
+        hms_info ("denied client=%s target=%s rule=%s why=\"%s\"", h->peer,
+                  hms_hostport (h->host, h->port, tp, sizeof tp), d->rule[0] ? d->rule : "-", why);
         s_reply_error (h, 403, why);
         return;
     }
@@ -802,8 +807,9 @@ static void s_on_up_bytes (s_http_t *h, const char *data, size_t len)
     if (!data) {
         done = hms_h1_body_eof (&h->resp_body, why, sizeof why) == 0 ? 1 : -1;
         if (done < 0) {
-            hms_info ("http response truncated client=%s target=%s:%u why=\"%s\"", h->peer, h->host,
-                      h->port, why);
+            char tp[300];
+            hms_info ("http response truncated client=%s target=%s why=\"%s\"", h->peer,
+                      hms_hostport (h->host, h->port, tp, sizeof tp), why);
             h->close_after = true;
             h->state = S_DONE;
             s_upstream_close (h);
