@@ -33,6 +33,9 @@ struct hms_h2_stream {
     size_t unconsumed;
     size_t sent_pending;
     struct hms_h2_stream *prev, *next;
+    /* in its connection's list of streams whose writer is owed an on_sent */
+    bool sent_listed;
+    struct hms_h2_stream *sent_prev, *sent_next;
 };
 
 struct hms_h2_conn {
@@ -56,7 +59,8 @@ struct hms_h2_conn {
     char why[256];
     hms_h2_stream_t *streams;
     size_t nstreams;
-    hms_worker_t *worker; /* when made on a worker thread: closed when it stops */
+    hms_h2_stream_t *sent; /* streams with sent_pending: told at the end of a flush */
+    hms_worker_t *worker;  /* when made on a worker thread: closed when it stops */
     hms_worker_item_t *item;
 };
 
@@ -93,9 +97,24 @@ static hms_h2_stream_t *s_stream_new (hms_h2_conn_t *conn)
     return s;
 }
 
+static void s_sent_unlink (hms_h2_stream_t *s)
+{
+    if (!s->sent_listed)
+        return;
+    if (s->sent_prev)
+        s->sent_prev->sent_next = s->sent_next;
+    else
+        s->conn->sent = s->sent_next;
+    if (s->sent_next)
+        s->sent_next->sent_prev = s->sent_prev;
+    s->sent_prev = s->sent_next = NULL;
+    s->sent_listed = false;
+}
+
 static void s_stream_free (hms_h2_stream_t *s)
 {
     hms_h2_conn_t *conn = s->conn;
+    s_sent_unlink (s);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -127,6 +146,15 @@ static ssize_t s_read_cb (nghttp2_session *session, int32_t stream_id, uint8_t *
     hms_h2_stream_t *s = source->ptr;
     size_t n = hms_buf_read (s->out, buf, length);
     s->sent_pending += n;
+    if (n && !s->sent_listed) {
+        hms_h2_conn_t *conn = s->conn;
+        s->sent_prev = NULL;
+        s->sent_next = conn->sent;
+        if (conn->sent)
+            conn->sent->sent_prev = s;
+        conn->sent = s;
+        s->sent_listed = true;
+    }
     if (hms_buf_size (s->out) == 0 && s->out_end)
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     else if (n == 0) {
@@ -347,17 +375,19 @@ static void s_flush (hms_h2_conn_t *self)
         if (!more || blocked || hms_tls_want_write (self->tls) || hms_buf_size (self->out) > 0)
             break;
     }
-    /* Tell writers that their bytes left the queues (may queue more: flush again later). */
+    /* Tell writers that their bytes left the queues (may queue more: flush again later).
+     * Only the streams that sent are visited, not every stream of the connection. */
     bool more = false;
-    for (hms_h2_stream_t *s = self->streams; s; s = s->next)
-        if (s->sent_pending) {
-            size_t n = s->sent_pending;
-            s->sent_pending = 0;
-            if (s->cbs.on_sent) {
-                s->cbs.on_sent (s, n, s->arg);
-                more = true;
-            }
+    while (self->sent) {
+        hms_h2_stream_t *s = self->sent;
+        s_sent_unlink (s);
+        size_t n = s->sent_pending;
+        s->sent_pending = 0;
+        if (n && s->cbs.on_sent) {
+            s->cbs.on_sent (s, n, s->arg);
+            more = true;
         }
+    }
     if (more)
         s_dirty (self);
     if (!self->failed && !nghttp2_session_want_read (self->session) &&
