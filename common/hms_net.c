@@ -221,6 +221,18 @@ int hms_net_connect_result (int fd)
     return e;
 }
 
+void hms_addr_unmap (hms_addr_t *addr)
+{
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *) &addr->ss;
+    if (addr->ss.ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED (&a6->sin6_addr))
+        return;
+    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = a6->sin6_port};
+    memcpy (&a4.sin_addr, &a6->sin6_addr.s6_addr[12], 4);
+    memset (&addr->ss, 0, sizeof addr->ss);
+    memcpy (&addr->ss, &a4, sizeof a4);
+    addr->len = sizeof a4;
+}
+
 int hms_net_accept (int lfd, hms_addr_t *peer)
 {
     hms_addr_t tmp;
@@ -228,8 +240,10 @@ int hms_net_accept (int lfd, hms_addr_t *peer)
         peer = &tmp;
     peer->len = sizeof peer->ss;
     int fd = accept4 (lfd, (struct sockaddr *) &peer->ss, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0)
+    if (fd >= 0) {
         hms_net_nodelay (fd);
+        hms_addr_unmap (peer); /* an IPv4 client of a dual-stack listener is an IPv4 client */
+    }
     return fd;
 }
 

@@ -24,6 +24,9 @@ int hms_addr_from (const char *host, uint16_t port, hms_addr_t *addr);
  * 0 or -1 with err. */
 int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *err, size_t errlen);
 /* "1.2.3.4:80" / "[::1]:443" into out. Returns out. */
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d, what a dual-stack socket reports for an IPv4
+ * peer) becomes the IPv4 address itself; any other is left alone. */
+void hms_addr_unmap (hms_addr_t *addr);
 /* "host:port", or "[host]:port" for an IPv6 literal (a host with a colon), as in a URL
  * or an HTTP authority. Returns out. */
 const char *hms_hostport (const char *host, uint16_t port, char *out, size_t len);

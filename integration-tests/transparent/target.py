@@ -1,5 +1,5 @@
 """The target of the transparent-proxy test, run in the server namespace:
-   target.py ADDRESS HTTP_PORT ECHO_PORT ROOT_DIR
+   target.py ADDRESS HTTP_PORT ECHO_PORT ROOT_DIR   (ADDRESS IPv4 or IPv6)
 - HTTP on HTTP_PORT: GET serves files from ROOT_DIR; PUT stores the body in ROOT_DIR/up/ and
   answers with its sha256 (hex). Every accepted connection ("conn IP") and every request
   (the usual access-log line, with the client's address first) goes to stderr.
@@ -75,9 +75,17 @@ def main():
         def __init__(self, *a, **kw):
             super().__init__(*a, directory=root, **kw)
 
-    web = http.server.ThreadingHTTPServer((addr, http_port), H)
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+    class Web(http.server.ThreadingHTTPServer):
+        address_family = family
+
+    class EchoServer(ThreadingTCP):
+        address_family = family
+
+    web = Web((addr, http_port), H)
     web.daemon_threads = True
-    echo = ThreadingTCP((addr, echo_port), Echo)
+    echo = EchoServer((addr, echo_port), Echo)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
     log("ready")
     web.serve_forever()

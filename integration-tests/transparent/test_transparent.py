@@ -5,7 +5,8 @@
 The router forwards (ip_forward=1) and runs the Hermes suite (controller, policy engine,
 ingress); an iptables nat PREROUTING rule there REDIRECTs TCP arriving from the client's veth
 to the ingress's transparent port, which proxies each connection to its original destination
-(SO_ORIGINAL_DST) after a policy decision. The client uses the server's address directly,
+(SO_ORIGINAL_DST) after a policy decision; the same for IPv6 (ip6tables, one dual-stack
+port). The client uses the server's address directly,
 with no proxy settings. Checks: a download arrives byte-exact and the ingress logged the flow
 (and the server saw the router, not the client, as its peer); a denied port gives the client
 a reset and no data while the server sees nothing; concurrent transfers both ways (uploads,
@@ -31,6 +32,10 @@ NS = {role: f"{PREFIX}-{role}" for role in ("client", "router", "server")}
 CLIENT, ROUTER_C = "10.201.1.2", "10.201.1.1"  # client <-> router
 SERVER, ROUTER_S = "10.201.2.2", "10.201.2.1"  # router <-> server
 SERVER_NET = "10.201.2.0/24"
+# The same hosts over IPv6 (unique local addresses), also only inside our namespaces.
+CLIENT6, ROUTER_C6 = "fd00:201:1::2", "fd00:201:1::1"
+SERVER6, ROUTER_S6 = "fd00:201:2::2", "fd00:201:2::1"
+SERVER_NET6 = "fd00:201:2::/64"
 HTTP_PORT, ECHO_PORT = 8080, 9000
 FILE_SIZE = 4 * 1024 * 1024
 CLEAN_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
@@ -86,20 +91,30 @@ def net(tmp_path_factory):
                               (c, "to-router", f"{CLIENT}/24"), (s, "to-router", f"{SERVER}/24")):
             sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
+        for ns, dev, addr in ((r, "to-client", f"{ROUTER_C6}/64"),
+                              (r, "to-server", f"{ROUTER_S6}/64"),
+                              (c, "to-router", f"{CLIENT6}/64"), (s, "to-router", f"{SERVER6}/64")):
+            sh("ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad")
         for ns in (r, c, s):
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", c, "route", "add", "default", "via", ROUTER_C)
         sh("ip", "-n", s, "route", "add", "default", "via", ROUTER_S)
+        sh("ip", "-n", c, "-6", "route", "add", "default", "via", ROUTER_C6)
+        sh("ip", "-n", s, "-6", "route", "add", "default", "via", ROUTER_S6)
         sh(*in_ns("router", "sysctl", "-qw", "net.ipv4.ip_forward=1"))
-        sh(*in_ns("router", "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "to-client", "-p",
-                  "tcp", "-j", "REDIRECT", "--to-ports", str(tport)))
+        sh(*in_ns("router", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"))
+        for tables in ("iptables", "ip6tables"):  # one dual-stack port takes both
+            sh(*in_ns("router", tables, "-t", "nat", "-A", "PREROUTING", "-i", "to-client",
+                      "-p", "tcp", "-j", "REDIRECT", "--to-ports", str(tport)))
         log = open(server_log, "ab")
-        procs.append(subprocess.Popen(
-            in_ns("server", sys.executable, os.path.join(HERE, "target.py"), SERVER,
-                  str(HTTP_PORT), str(ECHO_PORT), str(root)),
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL))
+        for addr in (SERVER, SERVER6):
+            procs.append(subprocess.Popen(
+                in_ns("server", sys.executable, os.path.join(HERE, "target.py"), addr,
+                      str(HTTP_PORT), str(ECHO_PORT), str(root)),
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL))
         log.close()
-        wait_for(lambda: "ready" in server_log.read_text(), 10, what="target server")
+        wait_for(lambda: server_log.read_text().count("ready") == 2, 10,
+                 what="target servers (IPv4 and IPv6)")
         yield {"root": root, "digest": sha256_file(root / "file.bin"), "tport": tport,
                "server_log": server_log}
     finally:
@@ -116,13 +131,13 @@ def net(tmp_path_factory):
 
 @pytest.fixture
 def suite(net):
-    """The Hermes suite in the router namespace, the ingress's transparent port on the
-    router's client-side address (where REDIRECT sends the client's connections)."""
+    """The Hermes suite in the router namespace, the ingress's transparent port on every
+    address of the router, IPv4 and IPv6 (where REDIRECT sends the client's connections)."""
     s = Suite(netns=NS["router"])
     try:
         s.start_controller()
         s.start_service("policy")
-        s.start_service("ingress", extra=("--transparent-listen", f"{ROUTER_C}:{net['tport']}",
+        s.start_service("ingress", extra=("--transparent-listen", f"[::]:{net['tport']}",
                                           "--connect-timeout-ms", "2000"))
         wait_for(lambda: "ingress listening" in s.daemons["ingress-1"].log_text(), 10,
                  what="ingress listening")
@@ -213,6 +228,41 @@ except (ConnectionResetError, BrokenPipeError):
                                 SERVER, str(ECHO_PORT), "100000", "7"),
                           capture_output=True, text=True, timeout=30)
     assert echo.returncode == 0, (echo.stdout, echo.stderr)
+
+
+def test_ipv6_flows_go_through_the_same_transparent_port(suite, net, tmp_path):
+    """The client reaches the server by its IPv6 address: ip6tables REDIRECTs it to the same
+    dual-stack port, the ingress finds the original destination (IP6T_SO_ORIGINAL_DST) and
+    proxies it byte-exact; a policy on an IPv6 prefix decides it; and an echo stream over IPv6
+    comes back whole."""
+    s = suite
+    s.allow_error(r"denied client=")
+    set_policy(s, {"id": "servers6", "priority": 100, "action": "allow",
+                   "match": {"dst": [SERVER_NET6]}})
+    out = tmp_path / "file6.bin"
+    r = client_curl("-g", "-o", str(out), f"http://[{SERVER6}]:{HTTP_PORT}/file.bin")
+    assert r.returncode == 0, r.stderr
+    assert sha256_file(out) == net["digest"]
+    pat = re.compile(rf"flow done client={re.escape(CLIENT6)} "
+                     rf"target=\[{re.escape(SERVER6)}\]:{HTTP_PORT} via=direct up=\d+ "
+                     r"down=(\d+) clean")
+    done = wait_for(lambda: pat.findall(s.daemons["ingress-1"].log_text()), 5,
+                    what="the ingress's IPv6 flow done line")
+    assert int(done[0]) > FILE_SIZE, done
+    log = net["server_log"].read_text()
+    assert f"{ROUTER_S6} - - \"GET /file.bin HTTP/1.1\" 200" in log, log[-2000:]
+    assert CLIENT6 not in log, log[-2000:]
+    echo = subprocess.run(in_ns("client", sys.executable, os.path.join(HERE, "echo_client.py"),
+                                SERVER6, str(ECHO_PORT), "100000", "3"),
+                          capture_output=True, text=True, timeout=30)
+    assert echo.returncode == 0, (echo.stdout, echo.stderr)
+    # a deny on the IPv6 prefix: no data, and the rule in the log
+    set_policy(s, {"id": "no-v6-web", "priority": 10, "action": "deny",
+                   "match": {"dst": [SERVER_NET6], "ports": [str(HTTP_PORT)]}})
+    r = client_curl("-g", f"http://[{SERVER6}]:{HTTP_PORT}/file.bin", timeout=15)
+    assert r.returncode in (52, 56) and r.stdout == b"", (r.returncode, r.stderr)
+    assert re.search(rf"denied client={re.escape(CLIENT6)} target=\[{re.escape(SERVER6)}\]:"
+                     rf"{HTTP_PORT} rule=no-v6-web ", s.daemons["ingress-1"].log_text())
 
 
 def test_concurrent_transfers_both_ways_are_byte_exact(suite, net, tmp_path):

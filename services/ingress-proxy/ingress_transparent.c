@@ -17,6 +17,7 @@ static bool s_is_self (int fd, const hms_addr_t *dst)
     local.len = sizeof local.ss;
     if (getsockname (fd, (struct sockaddr *) &local.ss, &local.len) != 0)
         return false;
+    hms_addr_unmap (&local); /* an IPv4 connection on a dual-stack listener */
     char a[64], b[64];
     return hms_addr_port (&local) == hms_addr_port (dst) &&
            strcmp (hms_addr_ip (&local, a, sizeof a), hms_addr_ip (dst, b, sizeof b)) == 0;
