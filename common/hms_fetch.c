@@ -215,6 +215,13 @@ static int s_from_origin (s_req_t *r, const char *data, size_t len)
 
 static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg);
 
+/* A new origin connection for r: to the address the caller resolved, else by the host. */
+static void s_dial (s_req_t *r)
+{
+    r->dial = hms_dial_start (r->w->loop, r->dial_addr[0] ? r->dial_addr : r->host, r->port,
+                              r->w->connect_timeout_ms, NULL, s_on_dialed, r);
+}
+
 /* A kept connection that the origin closed (or reset) before answering: the request goes
  * once more on a new connection, if it has no body (then nothing of it is lost). True when
  * it does. */
@@ -234,8 +241,7 @@ static bool s_retry (s_req_t *r, const char *why)
     hms_info ("http request target=%s: the kept origin connection closed before an answer "
               "(%s): sending it on a new one",
               r->target, why);
-    r->dial = hms_dial_start (r->w->loop, r->dial_addr[0] ? r->dial_addr : r->host, r->port,
-                              r->w->connect_timeout_ms, NULL, s_on_dialed, r);
+    s_dial (r);
     return true;
 }
 
@@ -458,8 +464,7 @@ void hms_fetch_start (const hms_fetch_env_t *w, hms_h2_stream_t *in, bool tls, c
         s_attach (r);
         return;
     }
-    r->dial = hms_dial_start (w->loop, r->dial_addr[0] ? r->dial_addr : host, port,
-                              w->connect_timeout_ms, NULL, s_on_dialed, r);
+    s_dial (r);
 }
 
 int hms_fetch_origin (const char *scheme, const char *authority, char *host, size_t hostlen,

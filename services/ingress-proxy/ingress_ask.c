@@ -87,6 +87,11 @@ void ingress_ask (ingress_ask_t *a, ingress_worker_t *w, const hms_query_t *q, i
     s_go (a);
 }
 
+const char *ingress_ask_checked_addr (const ingress_ask_t *a, const hms_decision_t *d)
+{
+    return a->dst_ip[0] && !d->target[0] ? a->dst_ip : NULL;
+}
+
 void ingress_ask_cancel (ingress_ask_t *a)
 {
     if (a->decide)

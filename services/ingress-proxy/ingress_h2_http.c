@@ -211,9 +211,8 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     char *p = held ? hms_alloc_raw (held) : NULL;
     if (held)
         hms_buf_read (r->body, p, held);
-    /* a name the policy checked by its address: that address is dialed */
-    const char *dial_addr = r->ask.dst_ip[0] && !d->target[0] ? r->ask.dst_ip : NULL;
-    hms_fetch_start (&r->w->fetch, r->in, r->tls, r->host, r->port, dial_addr, p, held, r->ended);
+    hms_fetch_start (&r->w->fetch, r->in, r->tls, r->host, r->port,
+                     ingress_ask_checked_addr (&r->ask, d), p, held, r->ended);
     free (p);
     s_free (r);
 }

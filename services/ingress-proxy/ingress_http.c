@@ -552,6 +552,14 @@ static void s_up_attach (s_http_t *h, hms_origin_conn_t *conn, bool reused)
     s_pump (h);
 }
 
+/* A new connection for the request in progress: to the address the policy checked for its
+ * name, else by the host. */
+static void s_dial (s_http_t *h)
+{
+    h->dial = hms_dial_start (h->w->loop, h->dial_ip[0] ? h->dial_ip : h->host, h->port,
+                              h->w->ingress->connect_timeout_ms, NULL, s_on_dialed, h);
+}
+
 /* A connection to h->host:h->port for the request in progress: a kept one for a request
  * without a body (which can be sent again if the origin closed it meanwhile), else a new one. */
 static void s_up_open (s_http_t *h)
@@ -563,8 +571,7 @@ static void s_up_open (s_http_t *h)
         s_up_attach (h, &conn, true);
         return;
     }
-    h->dial = hms_dial_start (h->w->loop, h->dial_ip[0] ? h->dial_ip : h->host, h->port,
-                              h->w->ingress->connect_timeout_ms, NULL, s_on_dialed, h);
+    s_dial (h);
 }
 
 /* A kept connection that the origin closed (or reset) before answering: the request (without
@@ -586,8 +593,7 @@ static bool s_retry (s_http_t *h, const char *why)
     hms_info ("http request target=%s: the kept origin connection closed before an answer "
               "(%s): sending it on a new one",
               hms_hostport (h->host, h->port, tp, sizeof tp), why);
-    h->dial = hms_dial_start (h->w->loop, h->dial_ip[0] ? h->dial_ip : h->host, h->port,
-                              h->w->ingress->connect_timeout_ms, NULL, s_on_dialed, h);
+    s_dial (h);
     return true;
 }
 
@@ -609,8 +615,7 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
         return;
     }
     char authority[300], method[33], path[HMS_H1_MAX_LINE + 1];
-    snprintf (authority, sizeof authority, strchr (h->host, ':') ? "[%s]:%u" : "%s:%u", h->host,
-              h->port);
+    hms_hostport (h->host, h->port, authority, sizeof authority);
     snprintf (method, sizeof method, "%.*s", (int) head.method_len, head.method);
     snprintf (path, sizeof path, "%.*s", (int) head.target_len, head.target);
     const char *dest = strchr (h->up_key, '@') + 1;
@@ -677,7 +682,8 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         s_reply_error (h, 502, why);
         return;
     }
-    snprintf (h->dial_ip, sizeof h->dial_ip, "%s", d->target[0] ? "" : h->ask.dst_ip);
+    const char *checked = ingress_ask_checked_addr (&h->ask, d);
+    snprintf (h->dial_ip, sizeof h->dial_ip, "%s", checked ? checked : "");
     bool overlay = ingress_via_overlay (ingress, d);
     if (!overlay && h->https && !ingress->origin_tls) {
         s_reply_error (h, 502, ingress->origin_tls_why);

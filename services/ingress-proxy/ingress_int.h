@@ -121,6 +121,10 @@ typedef struct {
 /* Asks; fn may run before this returns (a cached decision). */
 void ingress_ask (ingress_ask_t *a, ingress_worker_t *w, const hms_query_t *q, ingress_ask_fn *fn,
                   void *arg);
+/* The address to send the flow or request to after decision d: the one the policy checked
+ * for a name (so that no second lookup can lead elsewhere), or NULL (the name itself is
+ * dialed, or d rewrote the target). */
+const char *ingress_ask_checked_addr (const ingress_ask_t *a, const hms_decision_t *d);
 /* fn will not run; safe on an ask that finished or never started (zeroed). */
 void ingress_ask_cancel (ingress_ask_t *a);
 
