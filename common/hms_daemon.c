@@ -2,11 +2,13 @@
 #include "hms_daemon.h"
 #include "hms_log.h"
 #include "hms_metrics.h"
+#include "hms_time.h"
 
 #include <czmq.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -26,6 +28,31 @@ static const hms_cfg_key_t s_controller_keys[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* The graceful part of a stop: no new connections, the open ones get drain_s seconds. */
+static void s_drain (const hms_daemon_def_t *def, void *state, const sigset_t *stop_set,
+                     int drain_s, int sig)
+{
+    def->drain (state);
+    int busy = def->busy (state);
+    hms_info ("draining on signal %d: new connections refused, the open ones get up to %d s "
+              "(connections, streams and flows open: %d)",
+              sig, drain_s, busy);
+    int64_t deadline = hms_mono_ms () + (int64_t) drain_s * 1000;
+    const struct timespec tick = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+    while ((busy = def->busy (state)) > 0) {
+        if (hms_mono_ms () >= deadline) {
+            hms_info ("drain time over: closing what is still open (%d)", busy);
+            return;
+        }
+        int again = sigtimedwait (stop_set, NULL, &tick);
+        if (again > 0) {
+            hms_info ("second signal %d: closing what is still open (%d)", again, busy);
+            return;
+        }
+    }
+    hms_info ("drained: nothing open, stopping");
+}
+
 int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
 {
     hms_log_set_name (def->name);
@@ -44,6 +71,14 @@ int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
         snprintf (err, sizeof err, "log_level must be debug, info, warning or error, got '%s'",
                   hms_config_str (cfg, "log_level"));
         rc = -1;
+    }
+    int drain_s = 0;
+    if (rc == 0 && def->drain) {
+        drain_s = (int) hms_config_int (cfg, "drain_s");
+        if (drain_s < 0 || drain_s > 3600) {
+            snprintf (err, sizeof err, "drain_s must be 0 to 3600, not %d", drain_s);
+            rc = -1;
+        }
     }
     if (rc) {
         fprintf (stderr, "%s: %s\n", def->name, err);
@@ -114,7 +149,10 @@ int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
     }
     int sig = 0;
     sigwait (&stop_set, &sig);
-    hms_info ("stopping on signal %d", sig);
+    if (def->drain && drain_s > 0)
+        s_drain (def, state, &stop_set, drain_s, sig);
+    else
+        hms_info ("stopping on signal %d", sig);
     hms_metrics_destroy (&metrics);
     hms_service_destroy (&service);
     if (def->stop)

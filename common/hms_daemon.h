@@ -21,7 +21,21 @@ typedef struct {
     hms_apply_fn *apply;
     hms_stats_fn *stats; /* counters for heartbeats and the metrics port; may be NULL */
     hms_query_fn *query; /* operator queries relayed by the controller; may be NULL */
+    /* A graceful stop, for daemons that carry traffic (both NULL: a signal stops at once).
+     * On the first SIGTERM or SIGINT, drain stops taking new connections and asks the open
+     * ones to end; busy counts what is still open. The daemon stops when busy is 0, when
+     * drain_s (HMS_DAEMON_DRAIN_KEY) has passed, or on a second signal. */
+    void (*drain) (void *state);
+    int (*busy) (void *state);
 } hms_daemon_def_t;
+
+/* The bootstrap key of a daemon with drain and busy hooks. */
+#define HMS_DAEMON_DRAIN_KEY                                                                       \
+    {                                                                                              \
+        "drain_s", HMS_CFG_INT, "10",                                                              \
+            "on SIGTERM, new connections are refused and open ones get this many seconds to "      \
+            "finish (0 closes them at once; a second signal stops at once)"                        \
+    }
 
 /* The bootstrap keys every service daemon has (controller, controller_push, keys_dir,
  * instance, log_level, metrics_listen). */

@@ -53,6 +53,7 @@ struct hms_h2_conn {
     bool ready;
     bool failed;
     bool going_away;
+    bool draining;   /* we sent GOAWAY: the open streams finish, no new ones */
     bool in_session; /* inside nghttp2_session_mem_recv: no mem_send now */
     hms_h2_conn_cbs_t cbs;
     void *arg;
@@ -392,7 +393,9 @@ static void s_flush (hms_h2_conn_t *self)
         s_dirty (self);
     if (!self->failed && !nghttp2_session_want_read (self->session) &&
         !nghttp2_session_want_write (self->session) && hms_buf_size (self->out) == 0)
-        s_fail (self, self->going_away ? "peer sent GOAWAY" : "connection finished");
+        s_fail (self, self->draining     ? "drained"
+                      : self->going_away ? "peer sent GOAWAY"
+                                         : "connection finished");
     if (!self->failed)
         s_update_io (self);
 }
@@ -419,6 +422,9 @@ static void s_handshake (hms_h2_conn_t *self)
     self->ready = true;
     if (self->cbs.on_ready)
         self->cbs.on_ready (self, self->arg);
+    /* a peer whose handshake was under way when a graceful stop began */
+    if (self->server && self->worker && hms_worker_draining (self->worker))
+        hms_h2_conn_drain (self);
 }
 
 /* Runs after every entry from the loop: flush, or tear down a failed connection. */
@@ -453,7 +459,12 @@ static void s_on_prepare (struct ev_loop *loop, ev_idle *w, int revents)
 static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
 {
     hms_h2_conn_t *self = w->data;
-    s_fail (self, "TLS handshake timed out");
+    if (self->handshaking)
+        s_fail (self, "TLS handshake timed out");
+    else /* a round trip after the drain's notice: streams the peer opened since are refused */
+        nghttp2_submit_goaway (self->session, NGHTTP2_FLAG_NONE,
+                               nghttp2_session_get_last_proc_stream_id (self->session),
+                               NGHTTP2_NO_ERROR, NULL, 0);
     s_after (self);
 }
 
@@ -480,6 +491,11 @@ static void s_teardown (hms_h2_conn_t *self)
 static void s_close_on_stop (void *obj)
 {
     hms_h2_conn_close (obj, "shutting down");
+}
+
+static void s_drain_on_stop (void *obj)
+{
+    hms_h2_conn_drain (obj);
 }
 
 hms_h2_conn_t *hms_h2_conn_new (struct ev_loop *loop, hms_tls_t *tls, bool server,
@@ -522,8 +538,12 @@ hms_h2_conn_t *hms_h2_conn_new (struct ev_loop *loop, hms_tls_t *tls, bool serve
     ev_io_start (loop, &self->io);
     ev_timer_start (loop, &self->timer);
     self->worker = hms_worker_current ();
-    if (self->worker)
+    if (self->worker) {
         self->item = hms_worker_track (self->worker, s_close_on_stop, self);
+        /* a graceful stop waits for the streams a peer brought; a connection of ours to a
+         * next hop (a pool's) is neither drained nor waited for: its streams' flows are */
+        hms_worker_on_drain (self->item, server ? s_drain_on_stop : NULL, server);
+    }
     return self;
 }
 
@@ -537,10 +557,22 @@ void hms_h2_conn_close (hms_h2_conn_t *self, const char *why)
 
 void hms_h2_conn_drain (hms_h2_conn_t *self)
 {
-    if (!self->ready || self->going_away)
+    if (self->failed || self->draining)
         return;
-    self->going_away = true;
-    nghttp2_submit_shutdown_notice (self->session);
+    if (!self->ready) {
+        hms_h2_conn_close (self, "draining before the handshake was over");
+        return;
+    }
+    self->draining = true;
+    if (self->server) { /* RFC 9113 6.8: a notice first, the last stream id a round trip later */
+        nghttp2_submit_shutdown_notice (self->session);
+        ev_timer_stop (self->loop, &self->timer);
+        ev_timer_set (&self->timer, HMS_H2_DRAIN_NOTICE_MS / 1000.0, 0);
+        ev_timer_start (self->loop, &self->timer);
+    } else {
+        self->going_away = true;
+        nghttp2_submit_goaway (self->session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    }
     s_dirty (self);
 }
 

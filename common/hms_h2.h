@@ -65,7 +65,11 @@ hms_h2_conn_t *hms_h2_conn_new (struct ev_loop *loop, hms_tls_t *tls, bool serve
                                 const hms_h2_conn_cbs_t *cbs, void *arg);
 /* Sends GOAWAY, resets what is open and closes (on_closed follows, from the loop). */
 void hms_h2_conn_close (hms_h2_conn_t *self, const char *why);
-/* Stops accepting new streams once the open ones are done (graceful GOAWAY). */
+/* Graceful end: no new streams, and the connection closes once the open ones are done. A
+ * server sends a GOAWAY notice, then (HMS_H2_DRAIN_NOTICE_MS later, a round trip for what
+ * the peer had already sent) the final GOAWAY; a client stops opening streams. A connection
+ * whose TLS handshake is not over closes at once. */
+#define HMS_H2_DRAIN_NOTICE_MS 500
 void hms_h2_conn_drain (hms_h2_conn_t *self);
 /* True when a new stream may be opened now: ready, not going away, under the peer's
  * stream limit. */

@@ -4,8 +4,10 @@
 #include "hms_log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 typedef struct s_call {
     hms_worker_fn *fn;
@@ -15,8 +17,12 @@ typedef struct s_call {
 
 struct hms_worker_item {
     hms_worker_close_fn *close;
+    hms_worker_close_fn *drain;
+    hms_worker_t *worker;
     void *obj;
     bool closing;
+    bool drained; /* its drain function ran */
+    bool nowait;  /* not counted by hms_worker_busy */
     struct hms_worker_item *prev, *next;
 };
 
@@ -35,6 +41,8 @@ struct hms_worker {
     pthread_mutex_t lock;
     s_call_t *calls, *last;
     bool stopping;
+    atomic_bool draining;
+    atomic_int waited; /* tracked objects that a graceful stop waits for */
 };
 
 static void s_on_wake (struct ev_loop *loop, ev_async *w, int revents)
@@ -172,11 +180,13 @@ hms_worker_item_t *hms_worker_track (hms_worker_t *self, hms_worker_close_fn *cl
 {
     hms_worker_item_t *item = hms_alloc (sizeof *item);
     item->close = close;
+    item->worker = self;
     item->obj = obj;
     item->next = self->items;
     if (self->items)
         self->items->prev = item;
     self->items = item;
+    atomic_fetch_add (&self->waited, 1);
     return item;
 }
 
@@ -190,7 +200,75 @@ void hms_worker_untrack (hms_worker_t *self, hms_worker_item_t *item)
         self->items = item->next;
     if (item->next)
         item->next->prev = item->prev;
+    if (!item->nowait)
+        atomic_fetch_sub (&self->waited, 1);
     free (item);
+}
+
+void hms_worker_on_drain (hms_worker_item_t *item, hms_worker_close_fn *drain, bool wait)
+{
+    hms_worker_t *self = item->worker;
+    item->drain = drain;
+    if (item->nowait == wait) {
+        item->nowait = !wait;
+        atomic_fetch_add (&self->waited, wait ? 1 : -1);
+    }
+}
+
+/* Runs the drain functions once each. A drain function may untrack (free) its own item or
+ * others, and may track new ones: rescan from the start after each call. */
+static void s_drain_items (hms_worker_t *self, void *arg)
+{
+    for (;;) {
+        hms_worker_item_t *item = self->items;
+        while (item && (item->drained || !item->drain))
+            item = item->next;
+        if (!item)
+            break;
+        item->drained = true;
+        item->drain (item->obj);
+    }
+    atomic_store (&self->draining, true);
+}
+
+/* From another thread: wait (a little) until the drain ran, so that hms_worker_busy counts
+ * what is really still open. */
+static void s_drain_wait (hms_worker_t *self)
+{
+    for (int i = 0; s_current != self && i < 1000 && !atomic_load (&self->draining); i++)
+        usleep (1000);
+}
+
+void hms_worker_drain (hms_worker_t *self)
+{
+    hms_worker_post (self, s_drain_items, NULL);
+    s_drain_wait (self);
+}
+
+bool hms_worker_draining (hms_worker_t *self)
+{
+    return atomic_load (&self->draining);
+}
+
+int hms_worker_busy (hms_worker_t *self)
+{
+    return atomic_load (&self->waited);
+}
+
+void hms_workers_drain (hms_worker_t *const *workers, int n)
+{
+    for (int i = 0; i < n; i++)
+        hms_worker_post (workers[i], s_drain_items, NULL);
+    for (int i = 0; i < n; i++)
+        s_drain_wait (workers[i]);
+}
+
+int hms_workers_busy (hms_worker_t *const *workers, int n)
+{
+    int busy = 0;
+    for (int i = 0; i < n; i++)
+        busy += hms_worker_busy (workers[i]);
+    return busy;
 }
 
 hms_worker_t *hms_worker_current (void)

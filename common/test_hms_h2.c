@@ -1,6 +1,7 @@
 /* Unit tests of hms_h2: a real HTTP/2-over-TLS server and client on loopback in one libev
  * loop: CONNECT streams echo bytes under flow control, many streams share one connection,
- * a client without a certificate is refused, a reset reaches the other side. */
+ * a client without a certificate is refused, a reset reaches the other side, a draining
+ * server finishes its streams (also one opened before its notice arrived) and closes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,12 @@ typedef struct {
     uint32_t reset_seen;
     bool server_saw_reset;
     bool reset_on_headers;
+    bool drain_on_headers; /* the server drains once the first stream is answered, and the
+                            * client opens one more stream at once (before the notice) */
+    bool drained;
+    bool usable_at_close; /* hms_h2_conn_usable (client) as the last stream closed */
+    hms_h2_conn_t *server;
+    char server_why[256];
 } s_world_t;
 
 typedef struct {
@@ -87,6 +94,9 @@ static void s_srv_request (hms_h2_stream_t *s, void *arg)
 
 static void s_srv_closed (hms_h2_conn_t *c, const char *why, void *arg)
 {
+    s_world_t *w = arg;
+    snprintf (w->server_why, sizeof w->server_why, "%s", why);
+    w->server = NULL;
 }
 
 static void s_on_accept (struct ev_loop *loop, ev_io *w, int revents)
@@ -97,7 +107,7 @@ static void s_on_accept (struct ev_loop *loop, ev_io *w, int revents)
         return;
     hms_tls_t *tls = hms_tls_new (world->server_ctx, fd, NULL);
     static const hms_h2_conn_cbs_t cbs = {.on_request = s_srv_request, .on_closed = s_srv_closed};
-    hms_h2_conn_new (loop, tls, true, &cbs, world);
+    world->server = hms_h2_conn_new (loop, tls, true, &cbs, world);
 }
 
 /* ---- client ------------------------------------------------------------------------------ */
@@ -120,9 +130,16 @@ static void s_fill (s_flow_t *f)
     }
 }
 
+static hms_h2_stream_t *s_open (s_world_t *w, const char *authority);
+
 static void s_cli_headers (hms_h2_stream_t *s, void *arg)
 {
     s_flow_t *f = arg;
+    if (f->w->drain_on_headers && !f->w->drained) {
+        f->w->drained = true;
+        hms_h2_conn_drain (f->w->server);
+        s_open (f->w, "target.example:443");
+    }
     if (f->w->reset_on_headers) {
         hms_h2_stream_reset (s, NGHTTP2_CANCEL);
         return;
@@ -160,6 +177,8 @@ static void s_cli_close (hms_h2_stream_t *s, uint32_t code, void *arg)
         f->w->streams_done++;
     else if (code != 0)
         f->w->reset_seen = code;
+    if (f->w->drained && f->w->client)
+        f->w->usable_at_close = hms_h2_conn_usable (f->w->client);
     if (f->w->streams_done + f->w->streams_failed >= f->w->streams_wanted || f->w->reset_on_headers)
         ev_break (f->w->loop, EVBREAK_ALL);
     free (f);
@@ -187,7 +206,7 @@ static hms_h2_stream_t *s_open (s_world_t *w, const char *authority)
 static void s_cli_ready (hms_h2_conn_t *c, void *arg)
 {
     s_world_t *w = arg;
-    for (int i = 0; i < w->streams_wanted; i++)
+    for (int i = w->drain_on_headers ? 1 : 0; i < w->streams_wanted; i++)
         s_open (w, "target.example:443");
 }
 
@@ -344,6 +363,32 @@ static void test_reset_reaches_the_server (void **state)
     assert_true (w->server_saw_reset);
 }
 
+static void test_a_draining_server_finishes_its_streams_and_closes (void **state)
+{
+    s_world_t *w = *state;
+    w->streams_wanted = 2;
+    w->bytes_per_stream = 1 << 20;
+    w->drain_on_headers = true;
+    s_connect (w, w->client_ctx);
+    s_run (w, 20);
+    /* both streams done: the one open at the drain, and the one opened before the client
+     * heard the notice (the final GOAWAY, a round trip later, still counts it) */
+    assert_true (w->drained);
+    assert_int_equal (w->streams_failed, 0);
+    assert_int_equal (w->streams_done, 2);
+    assert_false (w->usable_at_close); /* the notice came: no new streams on it */
+    /* with nothing open, the connection ends (after the final GOAWAY at the latest) */
+    if (!w->client_closed)
+        s_run (w, 3);
+    assert_true (w->client_closed);
+    assert_string_equal (w->closed_why, "peer sent GOAWAY");
+    for (int i = 0; i < 30 && !w->server_why[0]; i++)
+        s_run (w, 0.1); /* the server hears the client's close, or ends after its GOAWAY */
+    /* whichever end saw the last stream end first closed it */
+    assert_true (strcmp (w->server_why, "drained") == 0 ||
+                 strcmp (w->server_why, "peer closed the connection") == 0);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +398,8 @@ int main (void)
         cmocka_unit_test_setup_teardown (test_client_without_certificate_is_refused, s_setup,
                                          s_teardown),
         cmocka_unit_test_setup_teardown (test_reset_reaches_the_server, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_a_draining_server_finishes_its_streams_and_closes,
+                                         s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -31,6 +31,8 @@ def test_bad_bootstrap_config_is_refused_clearly(tmp_path):
     assert r.returncode == 2 and "needs a value" in r.stderr
     r = run("hermes-ingress", "--dns-cache-s", "-1")
     assert r.returncode == 1 and "dns_cache_s must be 0 to 86400, not -1" in r.stderr
+    r = run("hermes-relay", "--drain-s", "-1")
+    assert r.returncode == 2 and "drain_s must be 0 to 3600, not -1" in r.stderr
     r = run("hermes-retry", "--help")
     assert r.returncode == 0 and "--controller" in r.stdout and "HERMES_" in r.stdout
 

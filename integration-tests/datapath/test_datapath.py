@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import resource
 import socket
 import ssl
@@ -357,6 +358,25 @@ def raw_request(port, data, read=True):
         return out
 
 
+def open_tunnel(port, target_port):
+    """A CONNECT tunnel through the HTTP/1.1 port, answered 200."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(f"CONNECT 127.0.0.1:{target_port} HTTP/1.1\r\n\r\n".encode())
+    assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    return c
+
+
+def last_request(tunnel):
+    """GET /hello.txt over an open tunnel to the HTTP origin, with Connection: close; returns
+    all that comes back, and closes the tunnel."""
+    tunnel.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := tunnel.recv(65536):
+        data += chunk
+    tunnel.close()
+    return data
+
+
 def test_policy_allows_denies_and_logs_the_rule(overlay, targets):
     s = overlay
     s.allow_error(r"denied client=")  # info lines, but keep the check honest
@@ -390,19 +410,13 @@ def test_policy_change_applies_to_new_flows_while_an_old_tunnel_keeps_flowing(ov
     s = overlay
     set_policy(s, MODES["one-relay"])
     port = s.port("ingress-1", "http")
-    c = socket.create_connection(("127.0.0.1", port), timeout=10)
-    c.sendall(f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode())
-    assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    c = open_tunnel(port, targets["http"])
     set_policy(s, {"id": "all", "priority": 1000, "action": "deny"})
     # new flows are refused now...
     resp = raw_request(port, f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode())
     assert resp.startswith(b"HTTP/1.1 403 ")
     # ...while the tunnel opened before still carries requests
-    c.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while chunk := c.recv(65536):
-        data += chunk
-    c.close()
+    data = last_request(c)
     assert data.startswith(b"HTTP/1.0 200") or data.startswith(b"HTTP/1.1 200"), data[:100]
     assert data.endswith(b"hello through hermes\n")
 
@@ -1108,9 +1122,7 @@ def test_a_topology_change_reroutes_new_flows_while_an_old_tunnel_keeps_flowing(
     s = overlay
     set_policy(s, MODES["two-relays"])
     port = s.port("ingress-1", "http")
-    old = socket.create_connection(("127.0.0.1", port), timeout=10)
-    old.sendall(f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode())
-    assert old.recv(4096).startswith(b"HTTP/1.1 200")
+    old = open_tunnel(port, targets["http"])
     version = s.status()["config_version"]
     s.ctl("link", "add", "edge", "far", "--cost", "1")
     s.wait_converged(expect=len([d for d in s.daemons.values() if d.alive()]) - 1, timeout=5,
@@ -1123,11 +1135,148 @@ def test_a_topology_change_reroutes_new_flows_while_an_old_tunnel_keeps_flowing(
     wait_for(lambda: tls_done in s.daemons["relay-far"].log_text(), 5, what="relay-far's log")
     assert tls_done not in s.daemons["relay-core"].log_text()
     # the old tunnel, still through relay-core, carries a request after the change
-    old.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while chunk := old.recv(65536):
-        data += chunk
-    old.close()
+    data = last_request(old)
     assert data.endswith(b"hello through hermes\n"), data[:200]
     http_done = f"tunnel done target=127.0.0.1:{targets['http']}"
     wait_for(lambda: http_done in s.daemons["relay-core"].log_text(), 5, what="relay-core's log")
+
+
+def read_http_response(c):
+    """One HTTP/1.1 response with a Content-Length, read off a kept-alive socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(65536)
+        assert chunk, f"closed before a response head: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = c.recv(65536)
+        assert chunk, "closed in the middle of a body"
+        body += chunk
+    return head, body
+
+
+def closed_by_peer(c, timeout=5):
+    c.settimeout(timeout)
+    try:
+        return c.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def refused(port):
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def stopped(d, timeout):
+    try:
+        return d.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+@pytest.mark.parametrize("mode", ["direct", "one-relay"])
+def test_a_stopping_ingress_lets_open_flows_finish(overlay, targets, tmp_path, mode):
+    """SIGTERM is a graceful stop: the ports close at once, kept-alive and silent client
+    connections are closed, while a tunnel (HTTP/1.1 port) and a CONNECT stream (HTTP/2
+    port, a download in progress) carry on; the ingress exits 0 once they are done."""
+    s = overlay
+    set_policy(s, MODES[mode])
+    ing = s.daemons["ingress-1"]
+    port, h2_port = s.port("ingress-1", "http"), s.port("ingress-1", "h2")
+    tunnel = open_tunnel(port, targets["http"])
+    kept = socket.create_connection(("127.0.0.1", port), timeout=10)
+    url = f"http://127.0.0.1:{targets['http']}/hello.txt"
+    kept.sendall(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head, body = read_http_response(kept)
+    assert head.startswith(b"HTTP/1.1 200") and body == b"hello through hermes\n"
+    silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+    out = tmp_path / "big.bin"
+    download = subprocess.Popen(
+        ["curl", "-sS", "--max-time", "60", "--limit-rate", "25M", *proxy_args(s, "h2"), "-p",
+         f"http://127.0.0.1:{targets['http']}/big.bin", "-o", str(out)],
+        stderr=subprocess.PIPE)
+    wait_for(lambda: out.exists() and out.stat().st_size > (1 << 20), 10,
+             what="the HTTP/2 download under way")
+    ing.expected_exit = True
+    ing.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining on signal 15" in ing.log_text(), 5, what="the ingress draining")
+    assert refused(port) and refused(h2_port)
+    assert closed_by_peer(kept)
+    # a client that has sent nothing is closed; one still waiting to be accepted (the proxy
+    # ports accept once the first bytes are there) went with the port: its bytes are refused
+    try:
+        silent.sendall(b"CONNECT ")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert closed_by_peer(silent)
+    # the tunnel still carries a request, and the download goes on to the last byte
+    data = last_request(tunnel)
+    assert data.endswith(b"hello through hermes\n"), data[:200]
+    assert download.wait(60) == 0, download.stderr.read()
+    assert sha256_file(out) == targets["digest"]
+    assert ing.alive() or ing.proc.returncode == 0
+    assert stopped(ing, 5) == 0
+    log = ing.log_text()
+    assert "drained: nothing open, stopping" in log, log[-2000:]
+    for c in (kept, silent):
+        c.close()
+
+
+def test_a_second_signal_or_the_drain_time_ends_a_graceful_stop(overlay, targets):
+    s = overlay
+    set_policy(s, MODES["direct"])
+    for how in ("second signal", "drain time"):
+        name = "ingress-1" if how == "second signal" else "ingress-2"
+        if how == "drain time":
+            s.start_service("ingress", name, extra=("--node", "edge", "--drain-s", "1"))
+            wait_for(lambda: not refused(s.port(name, "http")), 10, what=f"{name} listening")
+        d = s.daemons[name]
+        tunnel = open_tunnel(s.port(name, "http"), targets["http"])
+        d.expected_exit = True
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "draining on signal 15" in d.log_text(), 5, what=f"{name} draining")
+        if how == "second signal":
+            assert stopped(d, 0.5) is None  # the open tunnel holds it
+            d.proc.send_signal(signal.SIGTERM)
+        assert stopped(d, 5) == 0
+        assert closed_by_peer(tunnel)
+        tunnel.close()
+        elapsed = time.monotonic() - t0
+        if how == "drain time":
+            assert 0.9 < elapsed < 4, elapsed
+            assert "drain time over: closing what is still open" in d.log_text()
+        else:
+            assert "second signal 15: closing what is still open" in d.log_text()
+
+
+def test_a_stopping_relay_finishes_its_streams_and_takes_no_new_ones(overlay, targets, tmp_path):
+    """SIGTERM to a relay: it sends GOAWAY (a notice, then the last stream id), closes its
+    port, and the streams it carries finish; the ingress opens no new stream on that
+    connection, closes it once its streams are done, and new flows meet a refused relay
+    (502) instead of a connection that goes away under them."""
+    s = overlay
+    s.allow_error(r"cannot reach next hop")
+    set_policy(s, MODES["one-relay"])
+    relay = s.daemons["relay-core"]
+    out = tmp_path / "big.bin"
+    download = subprocess.Popen(
+        ["curl", "-sS", "--max-time", "60", "--limit-rate", "25M", "-x", s.http, "-p",
+         f"http://127.0.0.1:{targets['http']}/big.bin", "-o", str(out)], stderr=subprocess.PIPE)
+    wait_for(lambda: out.exists() and out.stat().st_size > (1 << 20), 10,
+             what="the download under way")
+    relay.expected_exit = True
+    relay.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining on signal 15" in relay.log_text(), 5, what="the relay draining")
+    assert refused(s.port("relay-core", "tunnel"))
+    time.sleep(0.7)  # past the notice's round trip: the final GOAWAY has gone
+    r = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", s.http,
+             f"http://127.0.0.1:{targets['http']}/hello.txt", timeout=20)
+    assert r.stdout == b"502", (r.returncode, r.stdout, r.stderr)
+    assert download.wait(60) == 0, download.stderr.read()
+    assert sha256_file(out) == targets["digest"]
+    assert stopped(relay, 5) == 0
+    assert "drained: nothing open, stopping" in relay.log_text()

@@ -77,8 +77,9 @@ class Daemon:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout=5):
-        """TERM, then KILL after timeout. Returns the exit code."""
+    def stop(self, timeout=15):
+        """TERM, then KILL after timeout (longer than an ingress's or relay's default
+        drain_s, 10 s: TERM lets open flows finish). Returns the exit code."""
         if not self.proc:
             return None
         self.expected_exit = True

@@ -118,7 +118,8 @@ suite_down() {
     if suite_running "$name"; then
       pid=$(cat "$pidfile")
       kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      # TERM is a graceful stop: ingress and relay give open flows drain_s (10 s)
+      for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
       stopped+=("$name")
     fi

@@ -1,6 +1,7 @@
 /* ingress: bootstrap keys, TLS contexts, workers with their listeners, pools and policy
  * clients, and config changes. */
 #include "hms_alloc.h"
+#include "hms_daemon.h"
 #include "hms_log.h"
 #include "hms_pki.h"
 #include "hms_resolve.h"
@@ -42,6 +43,7 @@ const hms_cfg_key_t ingress_keys[] = {
     HMS_ORIGIN_CA_KEY,
     HMS_ORIGIN_POOL_KEYS,
     HMS_RESOLVE_KEYS,
+    HMS_DAEMON_DRAIN_KEY,
     {"splice", HMS_CFG_BOOL, "true",
      "relay direct TCP flows with splice(2), without copying their bytes through the proxy"},
     {"optimistic_connect", HMS_CFG_BOOL, "false",
@@ -161,8 +163,10 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
                                  .origins = w->origins,
                                  .reused = &ingress->counters.origin_reused,
                                  .retried = &ingress->counters.origin_retried};
-    hms_worker_track (worker, s_stop_upstreams, w);
-    hms_worker_track (worker, s_stop_listening, w); /* newest: closed first */
+    /* a graceful stop closes the listeners at once and leaves the upstreams to the flows */
+    hms_worker_on_drain (hms_worker_track (worker, s_stop_upstreams, w), NULL, false);
+    hms_worker_on_drain (hms_worker_track (worker, s_stop_listening, w), /* newest: closed first */
+                         s_stop_listening, false);
     w->decider = hms_decider_new (w->loop, ingress->policy_endpoint, ingress->keys_dir, "ingress",
                                   ingress->policy_timeout_ms, err, sizeof err);
     if (!w->decider)
@@ -335,6 +339,16 @@ json_t *ingress_stats (void *arg)
                    (json_int_t) atomic_load (&c->origin_reused), "ingress_origin_retried",
                    (json_int_t) atomic_load (&c->origin_retried));
     return hms_resolve_stats_add (stats, "ingress");
+}
+
+void ingress_drain (void *arg)
+{
+    hms_workers_drain (((ingress_t *) arg)->workers, ((ingress_t *) arg)->workers_n);
+}
+
+int ingress_busy (void *arg)
+{
+    return hms_workers_busy (((ingress_t *) arg)->workers, ((ingress_t *) arg)->workers_n);
 }
 
 void ingress_apply (void *arg, json_t *config, int64_t version)

@@ -24,5 +24,8 @@ int ingress_validate (void *self, const json_t *config, char *err, size_t errlen
 void ingress_apply (void *self, json_t *config, int64_t version);
 /* hms_stats_fn: flows, direct, overlay, denied, failed, bad requests. Caller owns. */
 json_t *ingress_stats (void *self);
+/* The graceful stop (hms_daemon_def_t drain and busy). */
+void ingress_drain (void *self);
+int ingress_busy (void *self);
 
 #endif

@@ -22,4 +22,6 @@ const hms_daemon_def_t ingress_daemon = {
     .validate = ingress_validate,
     .apply = ingress_apply,
     .stats = ingress_stats,
+    .drain = ingress_drain,
+    .busy = ingress_busy,
 };

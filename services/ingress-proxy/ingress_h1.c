@@ -180,6 +180,15 @@ static void s_close_on_stop (void *obj)
     s_close (obj);
 }
 
+/* A graceful stop: a connection that has sent nothing of a request is closed; one that has
+ * begun its request head may finish it (within head_timeout_ms). */
+static void s_drain_on_stop (void *obj)
+{
+    s_conn_t *c = obj;
+    if (c->len == 0)
+        s_close (c);
+}
+
 void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer)
 {
     s_conn_t *c = hms_alloc (sizeof *c);
@@ -195,6 +204,7 @@ void ingress_h1_accept (ingress_worker_t *w, int fd, const hms_addr_t *peer)
     c->timer.data = c;
     ev_timer_start (w->loop, &c->timer);
     c->item = hms_worker_track (w->worker, s_close_on_stop, c);
+    hms_worker_on_drain (c->item, s_drain_on_stop, true);
     /* A client usually sent its request with the handshake: read it now, without waiting
      * for a loop turn (the watcher started above is then stopped before it reached the
      * kernel). c may be gone after this. */

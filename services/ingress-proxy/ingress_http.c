@@ -282,7 +282,7 @@ static void s_next_request (s_http_t *h)
     snprintf (h->host, sizeof h->host, "%s", url.host);
     h->port = url.port;
     h->head_request = head.method_len == 4 && memcmp (head.method, "HEAD", 4) == 0;
-    h->client_keep_alive = hms_h1_keep_alive (&head);
+    h->client_keep_alive = hms_h1_keep_alive (&head) && !hms_worker_draining (h->w->worker);
     /* the origin-form request, without hop-by-hop headers */
     char *out = NULL;
     size_t len = 0;
@@ -987,6 +987,20 @@ static void s_close_on_stop (void *obj)
     s_free (obj);
 }
 
+/* A graceful stop: a kept-alive connection between requests is closed; the request in
+ * progress is answered, with "Connection: close" when its head has not gone yet. */
+static void s_drain_on_stop (void *obj)
+{
+    s_http_t *h = obj;
+    if (h->state == S_REQ_HEAD && h->in_len == 0 && hms_buf_size (h->to_client) == 0) {
+        hms_debug ("ingress.http", "closing idle client connection %s (draining)", h->peer);
+        s_free (h);
+        return;
+    }
+    h->client_keep_alive = false;
+    h->close_after = true;
+}
+
 void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const char *user,
                          const char *buf, size_t len)
 {
@@ -1010,5 +1024,6 @@ void ingress_http_start (ingress_worker_t *w, int fd, const char *peer, const ch
                            w->ingress->idle_timeout_ms);
     h->state = S_REQ_HEAD;
     h->item = hms_worker_track (w->worker, s_close_on_stop, h);
+    hms_worker_on_drain (h->item, s_drain_on_stop, true);
     s_next_request (h);
 }

@@ -3,6 +3,7 @@
 #include "relay_int.h"
 #include "hms_alloc.h"
 #include "hms_current.h"
+#include "hms_daemon.h"
 #include "hms_dial.h"
 #include "hms_h1.h"
 #include "hms_h2.h"
@@ -36,6 +37,7 @@ const hms_cfg_key_t relay_keys[] = {
     HMS_ORIGIN_CA_KEY,
     HMS_ORIGIN_POOL_KEYS,
     HMS_RESOLVE_KEYS,
+    HMS_DAEMON_DRAIN_KEY,
     {NULL, 0, NULL, NULL},
 };
 
@@ -282,6 +284,8 @@ static void s_on_accept (struct ev_loop *loop, ev_io *io, int revents)
 static void s_stop_listening (void *obj)
 {
     relay_worker_t *w = obj;
+    if (w->lfd < 0)
+        return;
     ev_io_stop (w->loop, &w->accept_w);
     close (w->lfd);
     w->lfd = -1;
@@ -323,9 +327,11 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
                                  .reused = &relay->origin_reused,
                                  .retried = &relay->origin_retried};
     hms_worker_set_data (worker, w);
-    hms_worker_track (worker, s_stop_pool, w);
-    if (w->lfd >= 0)
-        hms_worker_track (worker, s_stop_listening, w); /* newest: closed first */
+    /* a graceful stop closes the listener at once and leaves the pool to the streams */
+    hms_worker_on_drain (hms_worker_track (worker, s_stop_pool, w), NULL, false);
+    if (w->lfd >= 0) /* newest: closed first */
+        hms_worker_on_drain (hms_worker_track (worker, s_stop_listening, w), s_stop_listening,
+                             false);
 }
 
 static void s_worker_fini (hms_worker_t *worker, void *arg)
@@ -419,6 +425,16 @@ void relay_destroy (relay_t **self_p)
 int relay_validate (void *arg, const json_t *config, char *err, size_t errlen)
 {
     return hms_routes_check (config, err, errlen);
+}
+
+void relay_drain (void *arg)
+{
+    hms_workers_drain (((relay_t *) arg)->workers, ((relay_t *) arg)->workers_n);
+}
+
+int relay_busy (void *arg)
+{
+    return hms_workers_busy (((relay_t *) arg)->workers, ((relay_t *) arg)->workers_n);
 }
 
 void relay_apply (void *arg, json_t *config, int64_t version)

@@ -30,6 +30,9 @@ int relay_validate (void *self, const json_t *config, char *err, size_t errlen);
 void relay_apply (void *self, json_t *config, int64_t version);
 /* hms_stats_fn: tunnels terminated here, forwarded, refused. Caller owns. */
 json_t *relay_stats (void *self);
+/* The graceful stop (hms_daemon_def_t drain and busy). */
+void relay_drain (void *self);
+int relay_busy (void *self);
 
 /* The port the listener got (for a ":0" listen). */
 uint16_t relay_port (const relay_t *self);

@@ -22,4 +22,6 @@ const hms_daemon_def_t relay_daemon = {
     .validate = relay_validate,
     .apply = relay_apply,
     .stats = relay_stats,
+    .drain = relay_drain,
+    .busy = relay_busy,
 };
