@@ -291,6 +291,15 @@ static void s_wake (s_name_t *n)
 
 /* ---- the API -------------------------------------------------------------------------------- */
 
+/* name is domain or a name under it (lower case, no trailing dot). */
+static bool s_under (const char *name, size_t len, const char *domain)
+{
+    size_t dlen = strlen (domain);
+    if (len < dlen || memcmp (name + len - dlen, domain, dlen) != 0)
+        return false;
+    return len == dlen || name[len - dlen - 1] == '.';
+}
+
 hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t port,
                             hms_resolve_fn *fn, void *arg)
 {
@@ -322,6 +331,21 @@ hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t por
     }
     for (size_t i = 0; i <= len; i++)
         key[i] = (char) tolower ((unsigned char) host[i]);
+    /* RFC 6761 6.3 and 6.4: a .invalid name fails at once, and a name under .localhost is
+     * the loopback address, whatever localhost is here; neither is asked of a DNS server */
+    size_t klen = len;
+    if (klen > 1 && key[klen - 1] == '.')
+        key[--klen] = '\0';
+    if (s_under (key, klen, "invalid")) {
+        r->rc = -1;
+        snprintf (r->err, sizeof r->err,
+                  "cannot resolve '%.200s': .invalid names never resolve (RFC 6761)", host);
+        ev_idle_start (loop, &r->idle);
+        return r;
+    }
+    if (s_under (key, klen, "localhost"))
+        snprintf (key, sizeof key, "localhost");
+    len = strlen (key);
 
     pthread_mutex_lock (&s.lock);
     int64_t now = hms_mono_ms ();

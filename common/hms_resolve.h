@@ -17,7 +17,9 @@ typedef struct hms_resolve hms_resolve_t;
 typedef void (hms_resolve_fn) (const hms_addr_t *addr, const char *why, void *arg);
 
 /* Resolves host:port (an IP literal too); fn always comes later from the loop, never from
- * this call, also for an answer from the cache. Caller does not own the return value (valid
+ * this call, also for an answer from the cache. As RFC 6761 asks of resolver libraries,
+ * names under .invalid fail at once, and names under .localhost are answered as localhost
+ * (neither is sent to a DNS server). Caller does not own the return value (valid
  * until fn or a cancel). */
 hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t port,
                             hms_resolve_fn *fn, void *arg);

@@ -1,8 +1,9 @@
 /* Unit tests of hms_resolve: answers always come from the loop; a kept name is answered
  * without a lookup, many requests for one name share one lookup, cancelled requests hear
  * nothing, failures are kept briefly, the cache stays within its bound, loops on two threads
- * share it, and the resolver threads stay few. Names that must fail are looked up in a
- * network namespace of the test's own (no route anywhere), so no query leaves the host. */
+ * share it, and the resolver threads stay few; RFC 6761's special names are answered without
+ * a query. Names that must fail are looked up in a network namespace of the test's own (no
+ * route anywhere), so no query leaves the host. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -171,17 +172,17 @@ static void test_a_failure_is_kept_briefly (void **state)
     hms_resolve_config (10000, 200, 4096);
     hms_resolve_stats_t before = s_stats ();
     s_answer_t a = {0}, b = {0}, c = {0};
-    hms_resolve (loop, "no-such-name.invalid", 443, s_on_answer, &a);
+    hms_resolve (loop, "no-such-name.test", 443, s_on_answer, &a);
     s_wait_all (loop, &a, 1);
     assert_false (a.ok);
-    assert_non_null (strstr (a.why, "cannot resolve 'no-such-name.invalid'"));
-    hms_resolve (loop, "no-such-name.invalid", 443, s_on_answer, &b);
+    assert_non_null (strstr (a.why, "cannot resolve 'no-such-name.test'"));
+    hms_resolve (loop, "no-such-name.test", 443, s_on_answer, &b);
     s_wait_all (loop, &b, 1);
     assert_false (b.ok);
     assert_string_equal (b.why, a.why);
     assert_int_equal (s_stats ().lookups, before.lookups + 1);
     usleep (250 * 1000); /* past the failure's 200 ms */
-    hms_resolve (loop, "no-such-name.invalid", 443, s_on_answer, &c);
+    hms_resolve (loop, "no-such-name.test", 443, s_on_answer, &c);
     s_wait_all (loop, &c, 1);
     assert_false (c.ok);
     assert_int_equal (s_stats ().lookups, before.lookups + 2);
@@ -210,7 +211,7 @@ static void test_the_cache_keeps_within_its_bound (void **state)
     struct ev_loop *loop = ev_loop_new (EVFLAG_AUTO);
     hms_resolve_config (10000, 10000, 2);
     hms_resolve_stats_t before = s_stats ();
-    const char *names[] = {"localhost", "a.invalid", "b.invalid", "localhost"};
+    const char *names[] = {"localhost", "a.test", "b.test", "localhost"};
     for (int i = 0; i < 4; i++) {
         s_answer_t a = {0};
         hms_resolve (loop, names[i], 80, s_on_answer, &a);
@@ -218,10 +219,10 @@ static void test_the_cache_keeps_within_its_bound (void **state)
         assert_int_equal (a.ok, i % 3 == 0);
         assert_true (s_stats ().names <= 2);
     }
-    /* localhost, answered first, made room for b.invalid: it was looked up again */
+    /* localhost, answered first, made room for b.test: it was looked up again */
     assert_int_equal (s_stats ().lookups, before.lookups + 4);
     s_answer_t a = {0};
-    hms_resolve (loop, "b.invalid", 80, s_on_answer, &a);
+    hms_resolve (loop, "b.test", 80, s_on_answer, &a);
     s_wait_all (loop, &a, 1);
     assert_int_equal (s_stats ().lookups, before.lookups + 4); /* still kept */
     ev_loop_destroy (loop);
@@ -276,7 +277,7 @@ static void test_resolver_threads_stay_few (void **state)
     memset (a, 0, sizeof a);
     for (int i = 0; i < N; i++) {
         char name[64];
-        snprintf (name, sizeof name, "n%d.invalid", i);
+        snprintf (name, sizeof name, "n%d.test", i);
         hms_resolve (loop, name, 80, s_on_answer, &a[i]);
     }
     s_wait_all (loop, a, N);
@@ -304,6 +305,41 @@ static void test_bad_names_are_answered_with_a_reason (void **state)
     ev_loop_destroy (loop);
 }
 
+static void test_special_names_are_answered_without_a_query (void **state)
+{
+    struct ev_loop *loop = ev_loop_new (EVFLAG_AUTO);
+    hms_resolve_config (10000, 2000, 4096);
+    s_answer_t a = {0}, b = {0}, c = {0}, d = {0};
+    hms_resolve_stats_t before = s_stats ();
+    /* .invalid fails at once, with the reason, in any case and with a trailing dot */
+    hms_resolve (loop, "no-such-host.INVALID.", 443, s_on_answer, &a);
+    hms_resolve (loop, "invalid", 443, s_on_answer, &b);
+    s_wait_all (loop, &a, 1);
+    s_wait_all (loop, &b, 1);
+    assert_false (a.ok);
+    assert_non_null (strstr (a.why, ".invalid names never resolve (RFC 6761)"));
+    assert_false (b.ok);
+    hms_resolve_stats_t mid = s_stats ();
+    assert_int_equal (mid.lookups, before.lookups);
+    /* a name under .localhost is localhost: one name kept for both, at most one lookup */
+    hms_resolve (loop, "app.dev.localhost", 81, s_on_answer, &c);
+    hms_resolve (loop, "localhost.", 82, s_on_answer, &d);
+    s_wait_all (loop, &c, 1);
+    s_wait_all (loop, &d, 1);
+    assert_true (c.ok);
+    assert_int_equal (c.port, 81);
+    assert_true (d.ok);
+    assert_int_equal (d.port, 82);
+    hms_resolve_stats_t after = s_stats ();
+    assert_true (after.lookups <= mid.lookups + 1);
+    /* and a name that only ends like one is not special */
+    s_answer_t e = {0};
+    hms_resolve (loop, "notinvalid", 443, s_on_answer, &e);
+    s_wait_all (loop, &e, 1);
+    assert_null (strstr (e.why, "RFC 6761"));
+    ev_loop_destroy (loop);
+}
+
 int main (void)
 {
     /* a network of the test's own: names that must fail fail here, without a query out */
@@ -321,6 +357,7 @@ int main (void)
         cmocka_unit_test (test_loops_on_two_threads_share_the_cache),
         cmocka_unit_test (test_resolver_threads_stay_few),
         cmocka_unit_test (test_bad_names_are_answered_with_a_reason),
+        cmocka_unit_test (test_special_names_are_answered_without_a_query),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

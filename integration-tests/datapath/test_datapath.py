@@ -231,9 +231,13 @@ def test_a_dst_policy_holds_for_a_name_by_its_address(overlay, targets, front):
     assert re.match(rb"HTTP/[12](\.1)? 403", r.stdout) and b"no-loopback" in r.stdout, r.stdout
     log = s.daemons["ingress-1"].log_text()
     assert f"denied client=127.0.0.1 target=localhost:{targets['http']} rule=no-loopback" in log
-    # a name that cannot be resolved: decided as a name, then the dial says why
-    r = curl(*proxy_args(s, front), "-D", "-", "-o", "/dev/null", "http://no-such-host.invalid/")
+    # a name that cannot be resolved: decided as a name, then the dial says why (a .invalid
+    # name fails without a query to a name server: RFC 6761)
+    before = dns_counters(s, "ingress-1", "ingress")
+    r = curl(*proxy_args(s, front), "-D", "-", "http://no-such-host.invalid/")
     assert re.match(rb"HTTP/[12](\.1)? 502", r.stdout), r.stdout
+    assert b".invalid names never resolve" in r.stdout, r.stdout
+    assert dns_counters(s, "ingress-1", "ingress")["lookups"] == before["lookups"]
     # the same policy for another network lets localhost through
     s.ctl("policy", "del", "no-loopback")
     set_policy(s, {"id": "no-ten", "priority": 10, "action": "deny",
