@@ -144,7 +144,7 @@ int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errle
     return fd;
 }
 
-int hms_net_listen_probe (hms_addr_t *addr, char *err, size_t errlen)
+int hms_net_listen_group (hms_addr_t *addr, int n, int *fds, int backlog, char *err, size_t errlen)
 {
     /* SO_REUSEPORT lets this process's workers share the port, but it would also let
      * another process (same user) join, and the kernel would split the connections between
@@ -166,15 +166,22 @@ int hms_net_listen_probe (hms_addr_t *addr, char *err, size_t errlen)
             close (x);
         }
     }
-    int fd = hms_net_listen (addr, 16, err, errlen);
-    if (fd < 0)
-        return -1;
-    uint16_t port = hms_net_local_port (fd);
-    if (addr->ss.ss_family == AF_INET)
-        ((struct sockaddr_in *) &addr->ss)->sin_port = htons (port);
-    else
-        ((struct sockaddr_in6 *) &addr->ss)->sin6_port = htons (port);
-    return fd;
+    for (int i = 0; i < n; i++) {
+        fds[i] = hms_net_listen (addr, backlog, err, errlen);
+        if (fds[i] < 0) {
+            while (i-- > 0)
+                close (fds[i]);
+            return -1;
+        }
+        if (i == 0) { /* ":0": the others take the port the first one got */
+            uint16_t port = hms_net_local_port (fds[0]);
+            if (addr->ss.ss_family == AF_INET)
+                ((struct sockaddr_in *) &addr->ss)->sin_port = htons (port);
+            else
+                ((struct sockaddr_in6 *) &addr->ss)->sin6_port = htons (port);
+        }
+    }
+    return 0;
 }
 
 void hms_net_nodelay (int fd)

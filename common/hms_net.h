@@ -37,10 +37,12 @@ uint16_t hms_addr_port (const hms_addr_t *addr);
 
 /* A non-blocking listening TCP socket with SO_REUSEADDR and SO_REUSEPORT. -1 with err. */
 int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errlen);
-/* The first listener of an address that workers will share (SO_REUSEPORT): binds it now so
- * that a busy port fails start-up, and writes the port it got into addr (for ":0"). Returns
- * the descriptor (close it once the workers listen), or -1 with err. */
-int hms_net_listen_probe (hms_addr_t *addr, char *err, size_t errlen);
+/* The n listeners of an address that n workers share (SO_REUSEPORT), made at once at
+ * start-up, so that a connection never meets a port that is not, or no longer, listening.
+ * A port another process listens on already fails; the port ":0" got is written into addr.
+ * 0 with fds[0..n) (each worker then watches its own), or -1 with err. */
+int hms_net_listen_group (hms_addr_t *addr, int n, int *fds, int backlog, char *err,
+                          size_t errlen);
 /* Starts a non-blocking connect; returns the fd (connection in progress) or -1 with errno. */
 int hms_net_connect (const hms_addr_t *addr);
 /* Socket settings made before the SYN leaves. */

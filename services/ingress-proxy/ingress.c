@@ -131,14 +131,9 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
     w->loop = hms_worker_loop (worker);
     char err[512];
     for (int i = 0; i < 3; i++) {
-        w->lfd[i] = -1;
-        if (!ingress->enabled[i])
+        w->lfd[i] = ingress->lfds[hms_worker_index (worker)][i];
+        if (w->lfd[i] < 0)
             continue;
-        w->lfd[i] = hms_net_listen (&ingress->listen[i], 1024, err, sizeof err);
-        if (w->lfd[i] < 0) {
-            hms_error ("worker %d: %s", hms_worker_index (worker), err);
-            continue;
-        }
         /* the proxy fronts' clients speak first: a connection wakes us once its request (or
          * ClientHello) is there, not once for the handshake and again for the bytes. Not the
          * transparent front: it carries protocols whose server speaks first. */
@@ -247,7 +242,9 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         snprintf (tls_dir, sizeof tls_dir, "%s", dir);
     else
         snprintf (tls_dir, sizeof tls_dir, "%s/tls", self->keys_dir);
-    int probes[3] = {-1, -1, -1};
+    for (int i = 0; i < INGRESS_MAX_WORKERS; i++)
+        for (int f = 0; f < 3; f++)
+            self->lfds[i][f] = -1;
     int rc = 0;
     for (int i = 0; i < 3 && !rc; i++) {
         const char *text = hms_config_str (cfg, s_listen_keys[i]);
@@ -259,13 +256,16 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
             rc = -1;
             break;
         }
-        /* bind once here: a busy port fails start-up, and ":0" learns its port */
-        probes[i] = hms_net_listen_probe (&self->listen[i], why, sizeof why);
-        if (probes[i] < 0) {
+        /* every worker's listener now: a busy port fails start-up, ":0" learns its port,
+         * and a client never meets a port that is not listening yet */
+        int fds[INGRESS_MAX_WORKERS];
+        if (hms_net_listen_group (&self->listen[i], self->workers_n, fds, 1024, why, sizeof why)) {
             snprintf (err, errlen, "%s: %s", s_listen_keys[i], why);
             rc = -1;
             break;
         }
+        for (int k = 0; k < self->workers_n; k++)
+            self->lfds[k][i] = fds[k];
         self->enabled[i] = true;
     }
     /* the proxy port speaks HTTP/2, and HTTP/1.1 to a client that asks for it (ingress_tls) */
@@ -280,9 +280,10 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         rc = -1;
     }
     if (rc) {
-        for (int i = 0; i < 3; i++)
-            if (probes[i] >= 0)
-                close (probes[i]);
+        for (int i = 0; i < INGRESS_MAX_WORKERS; i++)
+            for (int f = 0; f < 3; f++)
+                if (self->lfds[i][f] >= 0)
+                    close (self->lfds[i][f]);
         ingress_destroy (&self);
         return NULL;
     }
@@ -291,8 +292,6 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         self->workers[i] = hms_worker_new (i, s_worker_init, s_worker_fini, self);
     char text[3][80] = {"off", "off", "off"};
     for (int i = 0; i < 3; i++) {
-        if (probes[i] >= 0)
-            close (probes[i]);
         if (self->enabled[i])
             hms_addr_str (&self->listen[i], text[i], sizeof text[i]);
     }

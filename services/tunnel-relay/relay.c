@@ -305,11 +305,8 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
     w->relay = relay;
     w->worker = worker;
     w->loop = hms_worker_loop (worker);
-    char err[256];
-    w->lfd = hms_net_listen (&relay->listen, 1024, err, sizeof err);
-    if (w->lfd < 0)
-        hms_error ("worker %d: %s", hms_worker_index (worker), err);
-    else {
+    w->lfd = relay->lfds[hms_worker_index (worker)];
+    if (w->lfd >= 0) {
         ev_io_init (&w->accept_w, s_on_accept, w->lfd, EV_READ);
         w->accept_w.data = w;
         ev_io_start (w->loop, &w->accept_w);
@@ -389,10 +386,9 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
         relay_destroy (&self);
         return NULL;
     }
-    /* Bind once here to report a busy port at start-up and learn a ":0" port; the workers
-     * bind their own SO_REUSEPORT sockets to the same address. */
-    int probe = hms_net_listen_probe (&self->listen, err, errlen);
-    if (probe < 0) {
+    /* Every worker's listener now: a busy port fails start-up, a ":0" port is learnt, and a
+     * peer never meets a port that is not listening yet. */
+    if (hms_net_listen_group (&self->listen, self->workers_n, self->lfds, 1024, err, errlen)) {
         relay_destroy (&self);
         return NULL;
     }
@@ -400,7 +396,6 @@ relay_t *relay_new (hms_config_t *cfg, char *err, size_t errlen)
     self->config = hms_current_new ();
     for (int i = 0; i < self->workers_n; i++)
         self->workers[i] = hms_worker_new (i, s_worker_init, s_worker_fini, self);
-    close (probe);
     char text[80];
     hms_info ("relay listening on %s node=%s workers=%d",
               hms_addr_str (&self->listen, text, sizeof text), self->node, self->workers_n);

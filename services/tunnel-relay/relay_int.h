@@ -32,6 +32,7 @@ typedef struct {
 struct relay {
     char node[64];
     hms_addr_t listen;
+    int lfds[RELAY_MAX_WORKERS]; /* made at start-up; worker i watches lfds[i] */
     uint16_t port;
     int workers_n;
     int connect_timeout_ms;
