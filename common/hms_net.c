@@ -135,6 +135,7 @@ int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errle
     int one = 1;
     setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt (fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    hms_net_nodelay (fd); /* inherited by every accepted socket: no setsockopt per client */
     if (bind (fd, (const struct sockaddr *) &addr->ss, addr->len) < 0 || listen (fd, backlog) < 0) {
         snprintf (err, errlen, "cannot listen on %s: %s (is the port in use?)",
                   hms_addr_str (addr, text, sizeof text), strerror (errno));
@@ -247,10 +248,8 @@ int hms_net_accept (int lfd, hms_addr_t *peer)
         peer = &tmp;
     peer->len = sizeof peer->ss;
     int fd = accept4 (lfd, (struct sockaddr *) &peer->ss, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-        hms_net_nodelay (fd);
+    if (fd >= 0)
         hms_addr_unmap (peer); /* an IPv4 client of a dual-stack listener is an IPv4 client */
-    }
     return fd;
 }
 

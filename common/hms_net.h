@@ -35,7 +35,8 @@ const char *hms_addr_str (const hms_addr_t *addr, char *out, size_t len);
 const char *hms_addr_ip (const hms_addr_t *addr, char *out, size_t len);
 uint16_t hms_addr_port (const hms_addr_t *addr);
 
-/* A non-blocking listening TCP socket with SO_REUSEADDR and SO_REUSEPORT. -1 with err. */
+/* A non-blocking listening TCP socket with SO_REUSEADDR, SO_REUSEPORT and TCP_NODELAY (which
+ * the sockets it accepts inherit). -1 with err. */
 int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errlen);
 /* The n listeners of an address that n workers share (SO_REUSEPORT), made at once at
  * start-up, so that a connection never meets a port that is not, or no longer, listening.
@@ -55,7 +56,7 @@ typedef struct {
 int hms_net_connect_opts (const hms_addr_t *addr, const hms_sockopts_t *opts);
 /* After the socket became writable: 0 when connected, else the connect error (errno). */
 int hms_net_connect_result (int fd);
-/* accept4 non-blocking + TCP_NODELAY; -1 with errno. */
+/* accept4, non-blocking (TCP_NODELAY comes from an hms_net_listen socket); -1 with errno. */
 int hms_net_accept (int lfd, hms_addr_t *peer);
 void hms_net_nodelay (int fd);
 /* The pre-NAT destination of a connection redirected by iptables REDIRECT. 0 or -1. */
