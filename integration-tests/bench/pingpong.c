@@ -868,11 +868,9 @@ static void s_flow_read (s_flow_t *f)
 {
     static char buf[S_CHUNK];
     for (int rounds = 0; rounds < 8 && f->phase != F_FREE; rounds++) {
-        ssize_t n;
-        if (f->phase == F_HEAD)
-            n = recv (f->fd, f->head + f->head_len, sizeof f->head - 1 - f->head_len, 0);
-        else
-            n = recv (f->fd, buf, sizeof buf, 0);
+        /* as a real client does, everything there is in one read, the proxy's answer head
+         * included (reading the head alone would cost a CONNECT arm one more recv) */
+        ssize_t n = recv (f->fd, buf, sizeof buf, 0);
         if (n == 0) {
             if (f->phase == F_IDLE) {
                 s_peer_closed++;
@@ -892,7 +890,12 @@ static void s_flow_read (s_flow_t *f)
             return;
         }
         if (f->phase == F_HEAD) {
-            f->head_len += (size_t) n;
+            size_t before = f->head_len;
+            size_t take = sizeof f->head - 1 - before;
+            if ((size_t) n < take)
+                take = (size_t) n;
+            memcpy (f->head + before, buf, take);
+            f->head_len += take;
             f->head[f->head_len] = 0;
             char *end = strstr (f->head, "\r\n\r\n");
             if (!end) {
@@ -911,7 +914,7 @@ static void s_flow_read (s_flow_t *f)
                 return;
             }
             size_t head_len = (size_t) (end + 4 - f->head);
-            s_flow_tunnel_ready (f, f->head_len - head_len);
+            s_flow_tunnel_ready (f, (size_t) n - (head_len - before)); /* the rest: payload */
             if (s_flow_flush (f) < 0)
                 return;
         } else if (f->phase == F_READ1 || f->phase == F_READ2 || f->phase == F_IDLE_ECHO) {
