@@ -149,9 +149,11 @@ int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
     }
     int sig = 0;
     sigwait (&stop_set, &sig);
-    if (def->drain && drain_s > 0)
+    if (def->drain && drain_s > 0) {
+        if (service)
+            hms_service_draining (service);
         s_drain (def, state, &stop_set, drain_s, sig);
-    else
+    } else
         hms_info ("stopping on signal %d", sig);
     hms_metrics_destroy (&metrics);
     hms_service_destroy (&service);

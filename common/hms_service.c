@@ -26,6 +26,7 @@ struct hms_service {
     zsock_t *sub;
     bool registered;
     bool away_logged;
+    bool draining; /* a graceful stop is under way: said in every heartbeat */
     int64_t last_reply_ms;
     int64_t started_ms;
     int64_t rejected_version;
@@ -243,6 +244,8 @@ static void s_tick (hms_service_t *self)
                        "applied_version", (json_int_t) atomic_load (&self->applied_version));
         if (self->opts.stats)
             json_object_set_new (body, "stats", self->opts.stats (self->opts.arg));
+        if (self->draining)
+            json_object_set_new (body, "draining", json_true ());
         s_send (self, hms_msg_new ("heartbeat", 1, self->src, body));
     }
 }
@@ -268,9 +271,14 @@ static void s_actor (zsock_t *pipe, void *arg)
         if (which == pipe) {
             char *cmd = zstr_recv (pipe);
             bool term = !cmd || strcmp (cmd, "$TERM") == 0;
+            bool drain = cmd && strcmp (cmd, "DRAIN") == 0;
             free (cmd);
             if (term)
                 break;
+            if (drain) {
+                self->draining = true;
+                next = hms_mono_ms (); /* tell the controller now */
+            }
         } else if (which == self->dealer)
             s_on_dealer (self);
         else if (which == self->sub)
@@ -329,6 +337,11 @@ void hms_service_destroy (hms_service_t **self_p)
     free (self->build);
     free (self);
     *self_p = NULL;
+}
+
+void hms_service_draining (hms_service_t *self)
+{
+    zstr_send (self->actor, "DRAIN");
 }
 
 int64_t hms_service_applied_version (hms_service_t *self)

@@ -48,6 +48,9 @@ hms_service_t *hms_service_new (const hms_service_opts_t *opts, char *err, size_
 /* Stops the thread and frees everything; nulls *self_p. */
 void hms_service_destroy (hms_service_t **self_p);
 
+/* A graceful stop has begun: the heartbeats say so from now on (the first one at once), and
+ * `hermesctl status` shows the instance as draining. */
+void hms_service_draining (hms_service_t *self);
 /* The version this instance runs (0 before the first snapshot). */
 int64_t hms_service_applied_version (hms_service_t *self);
 /* True while the controller answers. */

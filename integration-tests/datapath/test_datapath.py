@@ -1208,6 +1208,10 @@ def test_a_stopping_ingress_lets_open_flows_finish(overlay, targets, tmp_path, m
     ing.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: "draining on signal 15" in ing.log_text(), 5, what="the ingress draining")
     assert refused(port) and refused(h2_port)
+    # the controller knows at once (not at the next heartbeat), and hermesctl status shows it
+    wait_for(lambda: [x["state"] for x in s.services("ingress")] == ["draining"], 2,
+             what="hermesctl status showing the ingress draining")
+    assert re.search(r"ingress\s+ingress-1\s+draining", s.ctl("status")[1])
     assert closed_by_peer(kept)
     # a client that has sent nothing is closed; one still waiting to be accepted (the proxy
     # ports accept once the first bytes are there) went with the port: its bytes are refused

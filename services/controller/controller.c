@@ -24,6 +24,7 @@ typedef struct {
     char instance[160];
     bool session; /* registered with this controller process */
     bool up;
+    bool draining; /* its heartbeats say a graceful stop is under way */
     int64_t last_seen_mono;
     int64_t last_seen_wall;
     int64_t registered_wall;
@@ -265,6 +266,7 @@ static int s_on_register (controller_t *self, s_req_t *req, json_t **result, con
     inst->route = zframe_dup (req->route);
     inst->session = true;
     inst->up = true;
+    inst->draining = false; /* a new process */
     inst->last_seen_mono = hms_mono_ms ();
     inst->last_seen_wall = hms_wall_ms ();
     if (applied > self->version)
@@ -321,6 +323,10 @@ static int s_on_heartbeat (controller_t *self, s_req_t *req, json_t **result, co
     s_inst_t *inst = s_session (self, req, err);
     if (!inst)
         return -1;
+    bool draining = json_is_true (json_object_get (req->body, "draining"));
+    if (draining && !inst->draining)
+        hms_info ("instance draining kind=%s instance=%s", inst->kind, inst->instance);
+    inst->draining = draining;
     json_t *stats = json_object_get (req->body, "stats");
     if (stats) {
         json_decref (inst->stats);
@@ -365,6 +371,13 @@ static int s_on_ack (controller_t *self, s_req_t *req, json_t **result, controll
 
 /* ---- admin reads ----------------------------------------------------------------- */
 
+/* What status and stats show: down (silent), draining (stopping gracefully) or up. The
+ * database keeps up or down. */
+static const char *s_state (const s_inst_t *inst)
+{
+    return !inst->up ? "down" : inst->draining ? "draining" : "up";
+}
+
 static int s_on_status (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
 {
     json_t *services = json_array ();
@@ -376,11 +389,10 @@ static int s_on_status (controller_t *self, s_req_t *req, json_t **result, contr
     zlist_sort (keys, NULL);
     for (char *key = zlist_first (keys); key; key = zlist_next (keys)) {
         s_inst_t *inst = zhash_lookup (self->instances, key);
-        json_t *svc = json_pack ("{s:s, s:s, s:s, s:I, s:I, s:s, s:I}", "kind", inst->kind,
-                                 "instance", inst->instance, "state", inst->up ? "up" : "down",
-                                 "applied_version", (json_int_t) inst->applied, "last_seen_ms",
-                                 (json_int_t) inst->last_seen_wall, "host", inst->host, "pid",
-                                 (json_int_t) inst->pid);
+        json_t *svc = json_pack (
+            "{s:s, s:s, s:s, s:I, s:I, s:s, s:I}", "kind", inst->kind, "instance", inst->instance,
+            "state", s_state (inst), "applied_version", (json_int_t) inst->applied, "last_seen_ms",
+            (json_int_t) inst->last_seen_wall, "host", inst->host, "pid", (json_int_t) inst->pid);
         if (inst->rejected) {
             json_object_set_new (svc, "rejected_version", json_integer (inst->rejected));
             json_object_set_new (svc, "reject_reason", json_string (inst->reason));
@@ -408,7 +420,7 @@ static int s_on_stats (controller_t *self, s_req_t *req, json_t **result, contro
             continue;
         json_array_append_new (
             rows, json_pack ("{s:s, s:s, s:s, s:o}", "kind", inst->kind, "instance", inst->instance,
-                             "state", inst->up ? "up" : "down", "stats",
+                             "state", s_state (inst), "stats",
                              inst->stats ? json_incref (inst->stats) : json_object ()));
     }
     zlist_destroy (&keys);
