@@ -21,8 +21,10 @@ struct hms_worker_item {
     hms_worker_t *worker;
     void *obj;
     bool closing;
-    bool drained; /* its drain function ran */
-    bool nowait;  /* not counted by hms_worker_busy */
+    bool drained;       /* its drain function ran */
+    bool nowait;        /* not counted by hms_worker_busy */
+    bool drain_pending; /* in the worker's drain list, at drain_slot */
+    size_t drain_slot;
     struct hms_worker_item *prev, *next;
 };
 
@@ -42,7 +44,8 @@ struct hms_worker {
     s_call_t *calls, *last;
     bool stopping;
     atomic_bool draining;
-    atomic_int waited; /* tracked objects that a graceful stop waits for */
+    atomic_int waited;              /* tracked objects that a graceful stop waits for */
+    hms_worker_item_t **drain_list; /* while the drain functions run */
 };
 
 static void s_on_wake (struct ev_loop *loop, ev_async *w, int revents)
@@ -202,6 +205,8 @@ void hms_worker_untrack (hms_worker_t *self, hms_worker_item_t *item)
         item->next->prev = item->prev;
     if (!item->nowait)
         atomic_fetch_sub (&self->waited, 1);
+    if (item->drain_pending)
+        self->drain_list[item->drain_slot] = NULL; /* gone before its turn */
     free (item);
 }
 
@@ -215,18 +220,35 @@ void hms_worker_on_drain (hms_worker_item_t *item, hms_worker_close_fn *drain, b
     }
 }
 
-/* Runs the drain functions once each. A drain function may untrack (free) its own item or
- * others, and may track new ones: rescan from the start after each call. */
+/* Runs the drain function of every object tracked now, once. A drain function may untrack
+ * (free) its own object or others: those are taken off the list as they go, so one pass
+ * over a list made first serves any number of objects. Objects made meanwhile check
+ * hms_worker_draining themselves. */
 static void s_drain_items (hms_worker_t *self, void *arg)
 {
-    for (;;) {
-        hms_worker_item_t *item = self->items;
-        while (item && (item->drained || !item->drain))
-            item = item->next;
-        if (!item)
-            break;
-        item->drained = true;
-        item->drain (item->obj);
+    size_t n = 0;
+    for (hms_worker_item_t *item = self->items; item; item = item->next)
+        n += item->drain && !item->drained;
+    if (n) {
+        self->drain_list = hms_alloc (n * sizeof *self->drain_list);
+        size_t k = 0;
+        for (hms_worker_item_t *item = self->items; item; item = item->next)
+            if (item->drain && !item->drained) {
+                item->drain_pending = true;
+                item->drain_slot = k;
+                self->drain_list[k++] = item;
+            }
+        for (size_t i = 0; i < n; i++) {
+            hms_worker_item_t *item = self->drain_list[i];
+            if (!item)
+                continue;
+            self->drain_list[i] = NULL;
+            item->drain_pending = false;
+            item->drained = true;
+            item->drain (item->obj);
+        }
+        free (self->drain_list);
+        self->drain_list = NULL;
     }
     atomic_store (&self->draining, true);
 }
