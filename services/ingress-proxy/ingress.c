@@ -120,6 +120,9 @@ static void s_stop_upstreams (void *obj)
     ingress_worker_t *w = obj;
     hms_pool_shutdown (w->pool);
     hms_decider_destroy (&w->decider);
+    /* the kept origin connections too: their watchers would hold the stopping loop */
+    hms_origin_pool_destroy (&w->origins);
+    w->fetch.origins = NULL;
 }
 
 static void s_worker_init (hms_worker_t *worker, void *arg)

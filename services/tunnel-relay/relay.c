@@ -296,6 +296,7 @@ static void s_stop_pool (void *obj)
     relay_worker_t *w = obj;
     hms_pool_shutdown (w->pool);
     hms_origin_pool_destroy (&w->origins);
+    w->fetch.origins = NULL;
 }
 
 static void s_worker_init (hms_worker_t *worker, void *arg)
