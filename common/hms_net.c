@@ -81,10 +81,7 @@ int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *e
     memset (addr, 0, sizeof *addr);
     memcpy (&addr->ss, res->ai_addr, res->ai_addrlen);
     addr->len = res->ai_addrlen;
-    if (addr->ss.ss_family == AF_INET)
-        ((struct sockaddr_in *) &addr->ss)->sin_port = htons (port);
-    else
-        ((struct sockaddr_in6 *) &addr->ss)->sin6_port = htons (port);
+    hms_addr_set_port (addr, port);
     freeaddrinfo (res);
     return 0;
 }
@@ -105,6 +102,14 @@ uint16_t hms_addr_port (const hms_addr_t *addr)
     if (addr->ss.ss_family == AF_INET6)
         return ntohs (((const struct sockaddr_in6 *) &addr->ss)->sin6_port);
     return ntohs (((const struct sockaddr_in *) &addr->ss)->sin_port);
+}
+
+void hms_addr_set_port (hms_addr_t *addr, uint16_t port)
+{
+    if (addr->ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *) &addr->ss)->sin6_port = htons (port);
+    else
+        ((struct sockaddr_in *) &addr->ss)->sin_port = htons (port);
 }
 
 const char *hms_hostport (const char *host, uint16_t port, char *out, size_t len)
@@ -174,13 +179,8 @@ int hms_net_listen_group (hms_addr_t *addr, int n, int *fds, int backlog, char *
                 close (fds[i]);
             return -1;
         }
-        if (i == 0) { /* ":0": the others take the port the first one got */
-            uint16_t port = hms_net_local_port (fds[0]);
-            if (addr->ss.ss_family == AF_INET)
-                ((struct sockaddr_in *) &addr->ss)->sin_port = htons (port);
-            else
-                ((struct sockaddr_in6 *) &addr->ss)->sin6_port = htons (port);
-        }
+        if (i == 0) /* ":0": the others take the port the first one got */
+            hms_addr_set_port (addr, hms_net_local_port (fds[0]));
     }
     return 0;
 }

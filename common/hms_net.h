@@ -34,6 +34,7 @@ const char *hms_addr_str (const hms_addr_t *addr, char *out, size_t len);
 /* The IP alone ("1.2.3.4", "::1") into out. Returns out. */
 const char *hms_addr_ip (const hms_addr_t *addr, char *out, size_t len);
 uint16_t hms_addr_port (const hms_addr_t *addr);
+void hms_addr_set_port (hms_addr_t *addr, uint16_t port);
 
 /* A non-blocking listening TCP socket with SO_REUSEADDR, SO_REUSEPORT and TCP_NODELAY (which
  * the sockets it accepts inherit). -1 with err. */
@@ -42,8 +43,7 @@ int hms_net_listen (const hms_addr_t *addr, int backlog, char *err, size_t errle
  * start-up, so that a connection never meets a port that is not, or no longer, listening.
  * A port another process listens on already fails; the port ":0" got is written into addr.
  * 0 with fds[0..n) (each worker then watches its own), or -1 with err. */
-int hms_net_listen_group (hms_addr_t *addr, int n, int *fds, int backlog, char *err,
-                          size_t errlen);
+int hms_net_listen_group (hms_addr_t *addr, int n, int *fds, int backlog, char *err, size_t errlen);
 /* Starts a non-blocking connect; returns the fd (connection in progress) or -1 with errno. */
 int hms_net_connect (const hms_addr_t *addr);
 /* Socket settings made before the SYN leaves. */

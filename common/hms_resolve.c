@@ -111,21 +111,13 @@ static void s_on_idle (struct ev_loop *loop, ev_idle *w, int revents)
     s_report (w->data);
 }
 
-static void s_set_port (hms_addr_t *addr, uint16_t port)
-{
-    if (addr->ss.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *) &addr->ss)->sin6_port = htons (port);
-    else
-        ((struct sockaddr_in *) &addr->ss)->sin_port = htons (port);
-}
-
 /* Under the lock: the request takes the name's answer. */
 static void s_fill (hms_resolve_t *r, const s_name_t *n)
 {
     r->rc = n->rc;
     if (n->rc == 0) {
         r->addr = n->addr;
-        s_set_port (&r->addr, r->port);
+        hms_addr_set_port (&r->addr, r->port);
     } else
         snprintf (r->err, sizeof r->err, "%s", n->err);
 }

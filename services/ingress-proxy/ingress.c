@@ -134,7 +134,7 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
     w->loop = hms_worker_loop (worker);
     char err[512];
     for (int i = 0; i < 3; i++) {
-        w->lfd[i] = ingress->lfds[hms_worker_index (worker)][i];
+        w->lfd[i] = ingress->lfds[i][hms_worker_index (worker)];
         if (w->lfd[i] < 0)
             continue;
         /* the proxy fronts' clients speak first: a connection wakes us once its request (or
@@ -245,9 +245,9 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         snprintf (tls_dir, sizeof tls_dir, "%s", dir);
     else
         snprintf (tls_dir, sizeof tls_dir, "%s/tls", self->keys_dir);
-    for (int i = 0; i < INGRESS_MAX_WORKERS; i++)
-        for (int f = 0; f < 3; f++)
-            self->lfds[i][f] = -1;
+    for (int f = 0; f < 3; f++)
+        for (int k = 0; k < INGRESS_MAX_WORKERS; k++)
+            self->lfds[f][k] = -1;
     int rc = 0;
     for (int i = 0; i < 3 && !rc; i++) {
         const char *text = hms_config_str (cfg, s_listen_keys[i]);
@@ -261,14 +261,12 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         }
         /* every worker's listener now: a busy port fails start-up, ":0" learns its port,
          * and a client never meets a port that is not listening yet */
-        int fds[INGRESS_MAX_WORKERS];
-        if (hms_net_listen_group (&self->listen[i], self->workers_n, fds, 1024, why, sizeof why)) {
+        if (hms_net_listen_group (&self->listen[i], self->workers_n, self->lfds[i], 1024, why,
+                                  sizeof why)) {
             snprintf (err, errlen, "%s: %s", s_listen_keys[i], why);
             rc = -1;
             break;
         }
-        for (int k = 0; k < self->workers_n; k++)
-            self->lfds[k][i] = fds[k];
         self->enabled[i] = true;
     }
     /* the proxy port speaks HTTP/2, and HTTP/1.1 to a client that asks for it (ingress_tls) */
@@ -283,10 +281,10 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         rc = -1;
     }
     if (rc) {
-        for (int i = 0; i < INGRESS_MAX_WORKERS; i++)
-            for (int f = 0; f < 3; f++)
-                if (self->lfds[i][f] >= 0)
-                    close (self->lfds[i][f]);
+        for (int f = 0; f < 3; f++)
+            for (int k = 0; k < INGRESS_MAX_WORKERS; k++)
+                if (self->lfds[f][k] >= 0)
+                    close (self->lfds[f][k]);
         ingress_destroy (&self);
         return NULL;
     }

@@ -34,7 +34,7 @@ struct ingress {
     char node[64];
     hms_addr_t listen[3]; /* per front; family 0 when disabled */
     bool enabled[3];
-    int lfds[INGRESS_MAX_WORKERS][3]; /* made at start-up; worker i watches lfds[i] */
+    int lfds[3][INGRESS_MAX_WORKERS]; /* per front, made at start-up; worker k watches [f][k] */
     int workers_n;
     int connect_timeout_ms, idle_timeout_ms, policy_timeout_ms, head_timeout_ms, sni_wait_ms;
     char policy_endpoint[256];
