@@ -123,6 +123,7 @@ int hms_daemon_main (int argc, char **argv, const hms_daemon_def_t *def)
             .query = def->query,
             .arg = state,
             .build = HMS_VERSION,
+            .node = hms_config_str (cfg, "node"), /* NULL for daemons without one */
         };
         service = hms_service_new (&opts, err, sizeof err);
         if (!service) {

@@ -284,6 +284,12 @@ void hms_pool_warm (hms_pool_t *self, const char *host, uint16_t port, const cha
         s_connect (hop);
 }
 
+void hms_pool_cool (hms_pool_t *self)
+{
+    for (s_hop_t *h = self->hops; h; h = h->next)
+        h->warm = false;
+}
+
 size_t hms_pool_connections (const hms_pool_t *self)
 {
     size_t n = 0;

@@ -37,6 +37,10 @@ void hms_pool_cancel (hms_pool_req_t *req);
 
 /* Keeps at least one connection to host:port open from now on. */
 void hms_pool_warm (hms_pool_t *self, const char *host, uint16_t port, const char *server_name);
+/* Forgets which hops are warm (a new route set is about to warm its own): a hop that is
+ * not warmed again stops reconnecting; its open connections stay for the streams they
+ * carry and for new requests. */
+void hms_pool_cool (hms_pool_t *self);
 /* Connections open now (all hops), and how many streams they carry. */
 size_t hms_pool_connections (const hms_pool_t *self);
 

@@ -2,6 +2,8 @@
 #include "hms_routes.h"
 #include "hms_h1.h"
 
+#include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,6 +38,20 @@ static const json_t *s_node (const json_t *config, const char *name)
             return node;
     }
     return NULL;
+}
+
+int hms_routes_check_node (const char *name, char *err, size_t errlen)
+{
+    size_t n = strlen (name);
+    bool ok = n > 0 && n < 64 && isalnum ((unsigned char) name[0]);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum ((unsigned char) name[i]) || strchr ("_.-", name[i]);
+    if (!ok)
+        snprintf (err, errlen,
+                  "node '%s' is not a node name: 1 to 63 letters, digits, '_', '.' or '-', "
+                  "starting with a letter or digit",
+                  name);
+    return ok ? 0 : -1;
 }
 
 int hms_routes_check (const json_t *config, char *err, size_t errlen)
@@ -90,6 +106,7 @@ int hms_routes_next (const json_t *config, const char *from, const char *to, cha
 
 void hms_routes_warm (const json_t *config, const char *from, hms_pool_t *pool)
 {
+    hms_pool_cool (pool);
     size_t i;
     json_t *route;
     json_array_foreach (json_object_get (config, "routes"), i, route)

@@ -32,6 +32,9 @@ hms_h2_stream_t *hms_routes_connect (hms_h2_conn_t *conn, const char *target, co
 /* Parses a node address "host:port" or "host" (port 4433) into host / port. 0 or -1. */
 int hms_routes_parse_address (const char *address, char *host, size_t hostlen, uint16_t *port,
                               char *err, size_t errlen);
+/* Checks a node name as the topology has them (1-63 of A-Z a-z 0-9 _ . -, starting with a
+ * letter or digit): 0, or -1 with err. */
+int hms_routes_check_node (const char *name, char *err, size_t errlen);
 /* Checks every node address of config. 0, or -1 with err naming the node. */
 int hms_routes_check (const json_t *config, char *err, size_t errlen);
 /* The next hop from node `from` toward node `to`: its name, and the host / port of its
@@ -40,7 +43,8 @@ int hms_routes_next (const json_t *config, const char *from, const char *to, cha
                      size_t nextlen, char *host, size_t hostlen, uint16_t *port, char *err,
                      size_t errlen);
 
-/* Keeps warm a pooled connection to the next hop of every route from node `from`. */
+/* Keeps warm a pooled connection to the next hop of every route from node `from`, and only
+ * those: a hop that no route starts with any more stops reconnecting. */
 void hms_routes_warm (const json_t *config, const char *from, hms_pool_t *pool);
 
 #endif

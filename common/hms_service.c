@@ -16,7 +16,7 @@
 
 struct hms_service {
     hms_service_opts_t opts;
-    char *kind, *instance, *controller, *controller_push, *keys_dir, *build;
+    char *kind, *instance, *controller, *controller_push, *keys_dir, *build, *node;
     char src[256];
     char server_key[41];
     zcert_t *cert;
@@ -49,6 +49,8 @@ static void s_send_register (hms_service_t *self)
         json_pack ("{s:s, s:s, s:i, s:s, s:s, s:I}", "kind", self->kind, "instance", self->instance,
                    "pid", (int) getpid (), "host", host, "build", self->build, "applied_version",
                    (json_int_t) atomic_load (&self->applied_version));
+    if (self->node)
+        json_object_set_new (body, "node", json_string (self->node));
     s_send (self, hms_msg_new ("register", 1, self->src, body));
 }
 
@@ -304,6 +306,7 @@ hms_service_t *hms_service_new (const hms_service_opts_t *opts, char *err, size_
     self->controller_push = hms_strdup (opts->controller_push);
     self->keys_dir = hms_strdup (opts->keys_dir);
     self->build = hms_strdup (opts->build ? opts->build : "dev");
+    self->node = opts->node && *opts->node ? hms_strdup (opts->node) : NULL;
     snprintf (self->src, sizeof self->src, "%s/%s", opts->kind, opts->instance);
     self->cert = hms_keys_load_secret (opts->keys_dir, opts->key_name ? opts->key_name : opts->kind,
                                        err, errlen);
@@ -335,6 +338,7 @@ void hms_service_destroy (hms_service_t **self_p)
     free (self->controller_push);
     free (self->keys_dir);
     free (self->build);
+    free (self->node);
     free (self);
     *self_p = NULL;
 }

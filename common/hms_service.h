@@ -39,6 +39,7 @@ typedef struct {
     int heartbeat_ms;  /* 0 means 1000 */
     int away_ms;       /* silence after which the controller counts as away; 0 means 3000 */
     const char *build; /* version string reported at registration */
+    const char *node;  /* the topology node it serves (proxies), or NULL */
 } hms_service_opts_t;
 
 typedef struct hms_service hms_service_t;

@@ -12,10 +12,12 @@ def test_node_link_policy_commands_and_audit(running):
     rc, _, err = running.ctl("node", "add", "n1", check=False)
     assert rc == 1 and "exists already" in err
     nodes = running.ctl_json("node", "list")
-    assert nodes == [{"name": "n1", "address": "10.0.0.1", "site": "east"}]
+    # no relay has said it serves n1: none counted, and routes use it
+    assert nodes == [{"name": "n1", "address": "10.0.0.1", "site": "east", "relays": 0,
+                      "relays_up": 0}]
     _, table, _ = running.ctl("node", "list")
-    assert table.splitlines()[0].split() == ["NAME", "ADDRESS", "SITE"]
-    assert "n1" in table and "10.0.0.1" in table
+    assert table.splitlines()[0].split() == ["NAME", "ADDRESS", "SITE", "RELAYS", "ROUTES"]
+    assert table.splitlines()[1].split() == ["n1", "10.0.0.1", "east", "-", "used"]
     running.ctl("node", "add", "n2")
     running.ctl("link", "add", "n1", "n2", "--cost", "5")
     assert running.ctl_json("link", "list") == [

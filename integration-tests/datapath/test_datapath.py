@@ -1261,6 +1261,17 @@ def test_a_second_signal_or_the_drain_time_ends_a_graceful_stop(overlay, targets
             assert "second signal 15: closing what is still open" in d.log_text()
 
 
+def slow_download(s, targets, out):
+    """curl fetching the 100 MiB file through the HTTP/1.1 port in a tunnel (-p) at 25 MB/s,
+    once the first MiB has arrived."""
+    download = subprocess.Popen(
+        ["curl", "-sS", "--max-time", "60", "--limit-rate", "25M", "-x", s.http, "-p",
+         f"http://127.0.0.1:{targets['http']}/big.bin", "-o", str(out)], stderr=subprocess.PIPE)
+    wait_for(lambda: out.exists() and out.stat().st_size > (1 << 20), 10,
+             what="the download under way")
+    return download
+
+
 def test_a_stopping_relay_finishes_its_streams_and_takes_no_new_ones(overlay, targets, tmp_path):
     """SIGTERM to a relay: it sends GOAWAY (a notice, then the last stream id), closes its
     port, and the streams it carries finish; the ingress opens no new stream on that
@@ -1271,11 +1282,7 @@ def test_a_stopping_relay_finishes_its_streams_and_takes_no_new_ones(overlay, ta
     set_policy(s, MODES["one-relay"])
     relay = s.daemons["relay-core"]
     out = tmp_path / "big.bin"
-    download = subprocess.Popen(
-        ["curl", "-sS", "--max-time", "60", "--limit-rate", "25M", "-x", s.http, "-p",
-         f"http://127.0.0.1:{targets['http']}/big.bin", "-o", str(out)], stderr=subprocess.PIPE)
-    wait_for(lambda: out.exists() and out.stat().st_size > (1 << 20), 10,
-             what="the download under way")
+    download = slow_download(s, targets, out)
     relay.expected_exit = True
     relay.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: "draining on signal 15" in relay.log_text(), 5, what="the relay draining")
@@ -1288,3 +1295,122 @@ def test_a_stopping_relay_finishes_its_streams_and_takes_no_new_ones(overlay, ta
     assert sha256_file(out) == targets["digest"]
     assert stopped(relay, 5) == 0
     assert "drained: nothing open, stopping" in relay.log_text()
+
+
+def edge_route(s, to):
+    return s.ctl_json("route", "show", to, "--from", "edge")
+
+
+def test_routes_go_around_a_node_whose_relays_are_stopping_or_down(overlay, targets, tmp_path):
+    """A rolling restart: with two paths to far (edge-core-far, cost 2; edge-alt-far, cost
+    10), SIGTERM to core's only relay makes the controller push routes around core at once
+    (a new config version by "controller"); new flows cross alt while the download already
+    crossing core finishes. A new relay for core brings the short path back; when that one
+    dies without a word (SIGKILL), routes go around core again once it has been silent for
+    the controller's down time (3 s)."""
+    s = overlay
+    s.allow_error(r"instance down kind=relay instance=relay-core")
+    s.start_service("relay", "relay-alt", extra=("--node", "alt"))
+    wait_for(lambda: "relay listening on" in s.daemons["relay-alt"].log_text(), 10,
+             what="relay-alt listening")
+    s.ctl("node", "add", "alt", "--address", f"127.0.0.1:{s.port('relay-alt', 'tunnel')}")
+    s.ctl("link", "add", "edge", "alt", "--cost", "5")
+    s.ctl("link", "add", "alt", "far", "--cost", "5")
+    set_policy(s, MODES["two-relays"])
+    assert edge_route(s, "far")[0]["path"] == ["edge", "core", "far"]
+    nodes = {n["name"]: n for n in s.ctl_json("node", "list")}
+    assert (nodes["core"]["relays"], nodes["core"]["relays_up"]) == (1, 1)
+    assert "avoided" not in nodes["core"] and nodes["edge"]["relays"] == 0
+
+    relays = ["relay-core", "relay-alt", "relay-far"]
+    port = s.port("ingress-1", "http")
+
+    def done():
+        """Tunnels to the HTTP origin each relay has logged as done."""
+        line = f"tunnel done target=127.0.0.1:{targets['http']}"
+        return {r: s.daemons[r].log_text().count(line) for r in relays}
+
+    def requests_cross(n, expect):
+        """n requests, each in a new tunnel; expect: relay -> how many of them it carried."""
+        before = done()
+        for _ in range(n):
+            data = last_request(open_tunnel(port, targets["http"]))
+            assert data.endswith(b"hello through hermes\n"), data[:200]
+        wait_for(lambda: done()["relay-far"] - before["relay-far"] == n, 5,
+                 what=f"{n} tunnels done at far")
+        crossed = {r: done()[r] - before[r] for r in relays}
+        assert crossed == expect, crossed
+
+    requests_cross(2, {"relay-core": 2, "relay-alt": 0, "relay-far": 2})
+    out = tmp_path / "big.bin"
+    download = slow_download(s, targets, out)
+    core = s.daemons["relay-core"]
+    version = s.status()["config_version"]
+    core.expected_exit = True
+    core.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: edge_route(s, "far")[0]["path"] == ["edge", "alt", "far"], 3,
+             what="routes around core")
+    history = s.ctl_json("config", "history")[0]
+    assert history["version"] == version + 1 and history["author"] == "controller", history
+    assert history["reason"] == ("routes avoid node core: no relay of it is up "
+                                 "(relay-core draining)"), history
+    assert edge_route(s, "core") == []  # nothing leads to a node without a relay
+    s.wait_converged(expect=4, timeout=5, version=version + 1)  # policy, ingress, alt, far
+    nodes = {n["name"]: n for n in s.ctl_json("node", "list")}
+    assert nodes["core"]["relays_up"] == 0 and nodes["core"]["avoided"] == "relay-core draining"
+    assert re.search(r"core\s.*0 of 1 up\s+avoided: relay-core draining", s.ctl("node", "list")[1])
+    # new flows cross alt while core drains
+    requests_cross(3, {"relay-core": 0, "relay-alt": 3, "relay-far": 3})
+    # the download that crossed core arrives whole, and core leaves once it is done
+    assert download.wait(60) == 0, download.stderr.read()
+    assert sha256_file(out) == targets["digest"]
+    assert stopped(core, 5) == 0
+
+    # a new relay for core (same address) brings the short path back
+    s.start_service("relay", "relay-core-2",
+                    extra=("--node", "core", "--listen",
+                           f"127.0.0.1:{s.port('relay-core', 'tunnel')}"))
+    wait_for(lambda: edge_route(s, "far")[0]["path"] == ["edge", "core", "far"], 5,
+             what="routes through core again")
+    assert s.ctl_json("config", "history")[0]["reason"] == (
+        "routes use node core again: a relay of it is up")
+    nodes = {n["name"]: n for n in s.ctl_json("node", "list")}
+    assert (nodes["core"]["relays"], nodes["core"]["relays_up"]) == (2, 1)
+    assert "avoided" not in nodes["core"]
+    s.wait_converged(expect=5, timeout=5)
+    relays[0] = "relay-core-2"
+    requests_cross(2, {"relay-core-2": 2, "relay-alt": 0, "relay-far": 2})
+
+    # a relay that dies without draining: around core again after the down time; until
+    # then the ingress's warm pool tries to reconnect to it, and logs each try
+    core_addr = f"127.0.0.1:{s.port('relay-core', 'tunnel')}"
+    s.allow_error(rf"cannot reach next hop relay {core_addr}: ")
+    s.daemons["relay-core-2"].kill9()
+    t0 = time.monotonic()
+    wait_for(lambda: edge_route(s, "far")[0]["path"] == ["edge", "alt", "far"], 8,
+             what="routes around core after relay-core-2 died")
+    assert 2.5 < time.monotonic() - t0 < 8
+    reason = s.ctl_json("config", "history")[0]["reason"]
+    assert reason.startswith("routes avoid node core: no relay of it is up (") and \
+        "relay-core-2 down" in reason, reason
+    wait_for(lambda: s.services("ingress")[0]["applied_version"] == s.status()["config_version"],
+             5, what="the ingress running the new routes")
+    requests_cross(2, {"relay-core-2": 0, "relay-alt": 2, "relay-far": 2})
+    # and it stops trying core, which no route starts with now (its back-off is 3.2 s by then)
+    tries = s.daemons["ingress-1"].log_text().count(f"cannot reach next hop relay {core_addr}")
+    time.sleep(3.5)
+    assert s.daemons["ingress-1"].log_text().count(
+        f"cannot reach next hop relay {core_addr}") == tries
+
+    # a restarted controller counts every instance down until it registers again: it judges
+    # nodes only after its down time, so routes do not flap (core stays avoided, the others
+    # are used), and no version is made
+    version = s.status()["config_version"]
+    s.daemons["controller"].stop()
+    s.start_controller()
+    s.wait_converged(expect=4, timeout=10, version=version)  # policy, ingress, alt, far
+    time.sleep(3.5)
+    assert s.status()["config_version"] == version
+    assert edge_route(s, "far")[0]["path"] == ["edge", "alt", "far"]
+    nodes = {n["name"]: n for n in s.ctl_json("node", "list")}
+    assert nodes["core"]["avoided"].startswith("relay-core"), nodes["core"]

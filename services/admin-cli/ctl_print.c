@@ -178,9 +178,27 @@ void ctl_print_p4 (const json_t *result)
 
 void ctl_print_nodes (const json_t *result)
 {
-    static const char *keys[] = {"name", "address", "site"};
-    static const char *heads[] = {"NAME", "ADDRESS", "SITE"};
-    s_table (result, keys, heads, 3);
+    json_t *rows = json_deep_copy (result);
+    size_t i;
+    json_t *row;
+    json_array_foreach (rows, i, row)
+    {
+        json_int_t relays = json_integer_value (json_object_get (row, "relays"));
+        json_t *avoided = json_object_get (row, "avoided");
+        json_object_set_new (row, "relays_text",
+                             relays ? json_sprintf ("%lld of %lld up",
+                                                    (long long) json_integer_value (
+                                                        json_object_get (row, "relays_up")),
+                                                    (long long) relays)
+                                    : json_string ("-"));
+        json_object_set_new (row, "routes_text",
+                             avoided ? json_sprintf ("avoided: %s", json_string_value (avoided))
+                                     : json_string ("used"));
+    }
+    static const char *keys[] = {"name", "address", "site", "relays_text", "routes_text"};
+    static const char *heads[] = {"NAME", "ADDRESS", "SITE", "RELAYS", "ROUTES"};
+    s_table (rows, keys, heads, 5);
+    json_decref (rows);
 }
 
 void ctl_print_links (const json_t *result)

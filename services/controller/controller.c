@@ -33,6 +33,7 @@ typedef struct {
     int64_t pid;
     char host[256];
     char build[64];
+    char node[64]; /* the topology node it serves (relays, ingresses), or "" */
     char *reason;
     json_t *stats;   /* latest counters from its heartbeats */
     zframe_t *route; /* its connection's routing frame, to relay queries to it */
@@ -61,6 +62,8 @@ struct controller {
     zlist_t *queries;             /* s_query_t: operator queries relayed to services */
     hms_policy_set_t *policy_set; /* policies of policy_version, compiled for policy.test */
     int64_t policy_version;
+    int64_t started_mono;
+    json_t *unavailable; /* node -> why: nodes with relays, none of them up (as stored) */
     char start_err[1024];
 };
 
@@ -155,6 +158,7 @@ static void s_inst_save_dirty (controller_t *self)
             .last_seen_ms = inst->last_seen_wall,
             .applied = inst->applied,
             .rejected = inst->rejected,
+            .node = inst->node,
         };
         controller_store_instance_save (self->store, &row);
         inst->dirty = false;
@@ -238,6 +242,128 @@ static void s_load_current (controller_t *self)
         self->state = json_pack ("{s:[], s:[], s:[]}", "nodes", "links", "policies");
 }
 
+/* ---- node availability ------------------------------------------------------------ */
+
+/* What status and stats show: down (silent), draining (stopping gracefully) or up. The
+ * database keeps up or down. */
+static const char *s_state (const s_inst_t *inst)
+{
+    return !inst->up ? "down" : inst->draining ? "draining" : "up";
+}
+
+static int s_down_after_ms (const controller_t *self)
+{
+    return self->opts.down_after_ms ? self->opts.down_after_ms : 3000;
+}
+
+/* node -> null when one of its relays is up (and not draining), else why none is
+ * ("relay-a draining, relay-b down"); only nodes some relay instance has served. */
+static json_t *s_nodes_health (controller_t *self)
+{
+    json_t *health = json_object ();
+    for (s_inst_t *inst = zhash_first (self->instances); inst;
+         inst = zhash_next (self->instances)) {
+        if (strcmp (inst->kind, "relay") != 0 || !inst->node[0])
+            continue;
+        json_t *why = json_object_get (health, inst->node);
+        if (inst->up && !inst->draining)
+            json_object_set_new (health, inst->node, json_null ());
+        else if (!why)
+            json_object_set_new (health, inst->node,
+                                 json_sprintf ("%s %s", inst->instance, s_state (inst)));
+        else if (json_is_string (why))
+            json_object_set_new (health, inst->node,
+                                 json_sprintf ("%s, %s %s", json_string_value (why), inst->instance,
+                                               s_state (inst)));
+    }
+    return health;
+}
+
+static bool s_same_names (const json_t *a, const json_t *b)
+{
+    return json_array_size (a) == json_array_size (b) &&
+           (!json_array_size (a) || json_equal (a, b));
+}
+
+/* Routes go around a node once none of its relays is up (down, or draining in a graceful
+ * stop), and through it again when one is: a change makes a new config version (author
+ * "controller") when it changes the topology's routes. Right after a start every instance
+ * counts as down until it registers again, so nothing is judged for down_after_ms. */
+static void s_nodes_check (controller_t *self)
+{
+    if (!self->unavailable || hms_mono_ms () - self->started_mono < s_down_after_ms (self))
+        return;
+    json_t *health = s_nodes_health (self);
+    json_t *changes = json_object (); /* node -> why it is unavailable now, or null */
+    const char *node;
+    json_t *why;
+    json_object_foreach (health, node, why)
+    {
+        bool was = json_object_get (self->unavailable, node) != NULL;
+        if (was != json_is_string (why))
+            json_object_set (changes, node, why);
+        else if (was) /* still avoided: say why as of now ("draining", later "down") */
+            json_object_set (self->unavailable, node, why);
+    }
+    json_object_foreach (self->unavailable, node, why)
+    {
+        if (!json_object_get (health, node)) /* no relay serves it any more */
+            json_object_set_new (changes, node, json_null ());
+    }
+    json_decref (health);
+    if (json_object_size (changes) == 0) {
+        json_decref (changes);
+        return;
+    }
+    char reason[1024] = "";
+    size_t n = 0;
+    controller_err_t err = {0};
+    int rc = controller_store_begin (self->store, &err);
+    json_object_foreach (changes, node, why)
+    {
+        if (rc)
+            break;
+        bool out = json_is_string (why);
+        if (n < sizeof reason)
+            n += (size_t) snprintf (reason + n, sizeof reason - n,
+                                    out ? "%sroutes avoid node %s: no relay of it is up (%s)"
+                                        : "%sroutes use node %s again: a relay of it is up%s",
+                                    n ? "; " : "", node, out ? json_string_value (why) : "");
+        rc = controller_store_unavailable_set (self->store, node, out,
+                                               out ? json_string_value (why) : "", &err);
+    }
+    int64_t version = 0;
+    if (rc == 0) {
+        /* a new version only when the topology's list changes (a node it has) */
+        json_t *state = controller_store_state (self->store);
+        if (!s_same_names (json_object_get (state, "unavailable"),
+                           json_object_get (self->state, "unavailable")))
+            version = controller_store_version_new (self->store, "controller", reason, &err);
+        json_decref (state);
+    }
+    if (rc || version < 0 || controller_store_commit (self->store, &err)) {
+        controller_store_rollback (self->store);
+        hms_error ("cannot record node availability (%s): %s", reason, err.text);
+        json_decref (changes);
+        return;
+    }
+    json_object_foreach (changes, node, why)
+    {
+        if (json_is_string (why))
+            json_object_set (self->unavailable, node, why);
+        else
+            json_object_del (self->unavailable, node);
+    }
+    json_decref (changes);
+    if (version == 0) {
+        hms_info ("nodes outside the topology: %s", reason);
+        return;
+    }
+    s_load_current (self);
+    hms_info ("config version=%" PRId64 " by=controller reason=\"%s\"", version, reason);
+    s_publish (self);
+}
+
 /* ---- service messages ------------------------------------------------------------ */
 
 /* Service keys are named after their kind: a relay key may only speak for relays. */
@@ -276,9 +402,13 @@ static int s_on_register (controller_t *self, s_req_t *req, json_t **result, con
     inst->registered_wall = inst->last_seen_wall;
     snprintf (inst->host, sizeof inst->host, "%s", host ? host : "");
     snprintf (inst->build, sizeof inst->build, "%s", build ? build : "");
+    const char *node = json_string_value (json_object_get (req->body, "node"));
+    snprintf (inst->node, sizeof inst->node, "%s", node ? node : "");
     s_inst_persist (self, inst);
-    hms_info ("registered kind=%s instance=%s host=%s pid=%" PRId64 "%s", kind, name,
-              host ? host : "?", pid, was_up ? " (again)" : "");
+    hms_info ("registered kind=%s instance=%s host=%s pid=%" PRId64 "%s%s%s", kind, name,
+              host ? host : "?", pid, node ? " node=" : "", node ? node : "",
+              was_up ? " (again)" : "");
+    s_nodes_check (self);
     /* The current version, unless this instance rejected it: then the newest it applied. */
     json_t *snap = NULL;
     if (self->version > 0 && inst->rejected != self->version)
@@ -327,6 +457,7 @@ static int s_on_heartbeat (controller_t *self, s_req_t *req, json_t **result, co
     if (draining && !inst->draining)
         hms_info ("instance draining kind=%s instance=%s", inst->kind, inst->instance);
     inst->draining = draining;
+    s_nodes_check (self);
     json_t *stats = json_object_get (req->body, "stats");
     if (stats) {
         json_decref (inst->stats);
@@ -371,13 +502,6 @@ static int s_on_ack (controller_t *self, s_req_t *req, json_t **result, controll
 
 /* ---- admin reads ----------------------------------------------------------------- */
 
-/* What status and stats show: down (silent), draining (stopping gracefully) or up. The
- * database keeps up or down. */
-static const char *s_state (const s_inst_t *inst)
-{
-    return !inst->up ? "down" : inst->draining ? "draining" : "up";
-}
-
 static int s_on_status (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
 {
     json_t *services = json_array ();
@@ -393,6 +517,8 @@ static int s_on_status (controller_t *self, s_req_t *req, json_t **result, contr
             "{s:s, s:s, s:s, s:I, s:I, s:s, s:I}", "kind", inst->kind, "instance", inst->instance,
             "state", s_state (inst), "applied_version", (json_int_t) inst->applied, "last_seen_ms",
             (json_int_t) inst->last_seen_wall, "host", inst->host, "pid", (json_int_t) inst->pid);
+        if (inst->node[0])
+            json_object_set_new (svc, "node", json_string (inst->node));
         if (inst->rejected) {
             json_object_set_new (svc, "rejected_version", json_integer (inst->rejected));
             json_object_set_new (svc, "reject_reason", json_string (inst->reason));
@@ -428,9 +554,30 @@ static int s_on_stats (controller_t *self, s_req_t *req, json_t **result, contro
     return 0;
 }
 
+/* The topology's nodes, each with its relay instances (how many, how many up) and, when
+ * routes avoid it, why. */
 static int s_on_node_list (controller_t *self, s_req_t *req, json_t **result, controller_err_t *err)
 {
     *result = controller_store_nodes (self->store);
+    size_t i;
+    json_t *row;
+    json_array_foreach (*result, i, row)
+    {
+        const char *name = json_string_value (json_object_get (row, "name"));
+        json_int_t relays = 0, up = 0;
+        for (s_inst_t *inst = zhash_first (self->instances); inst;
+             inst = zhash_next (self->instances)) {
+            if (strcmp (inst->kind, "relay") == 0 && strcmp (inst->node, name) == 0) {
+                relays++;
+                up += inst->up && !inst->draining;
+            }
+        }
+        json_object_set_new (row, "relays", json_integer (relays));
+        json_object_set_new (row, "relays_up", json_integer (up));
+        json_t *why = json_object_get (self->unavailable, name);
+        if (why)
+            json_object_set (row, "avoided", why);
+    }
     return 0;
 }
 
@@ -476,7 +623,8 @@ static int s_on_route_show (controller_t *self, s_req_t *req, json_t **result,
                             controller_err_t *err)
 {
     json_t *all = controller_routes_compute (json_object_get (self->state, "nodes"),
-                                             json_object_get (self->state, "links"));
+                                             json_object_get (self->state, "links"),
+                                             json_object_get (self->state, "unavailable"));
     *result = controller_routes_filter (all, s_str (req, "from"), s_str (req, "to"));
     json_decref (all);
     return 0;
@@ -851,7 +999,7 @@ static int s_on_sweep (zloop_t *loop, int timer_id, void *arg)
 {
     controller_t *self = arg;
     int64_t now = hms_mono_ms ();
-    int limit = self->opts.down_after_ms ? self->opts.down_after_ms : 3000;
+    int limit = s_down_after_ms (self);
     for (s_inst_t *inst = zhash_first (self->instances); inst;
          inst = zhash_next (self->instances)) {
         if (inst->up && now - inst->last_seen_mono > limit) {
@@ -862,6 +1010,7 @@ static int s_on_sweep (zloop_t *loop, int timer_id, void *arg)
         }
     }
     s_check_converged (self);
+    s_nodes_check (self);
     s_inst_save_dirty (self);
     return 0;
 }
@@ -909,6 +1058,8 @@ static int s_start (controller_t *self)
                   json_string_value (json_object_get (row, "host")));
         snprintf (inst->build, sizeof inst->build, "%s",
                   json_string_value (json_object_get (row, "build")));
+        snprintf (inst->node, sizeof inst->node, "%s",
+                  json_string_value (json_object_get (row, "node")));
         free (inst->reason);
         inst->reason = hms_strdup (json_string_value (json_object_get (row, "reject_reason")));
         if (strcmp (json_string_value (json_object_get (row, "state")), "up") == 0)
@@ -916,6 +1067,8 @@ static int s_start (controller_t *self)
     }
     json_decref (rows);
     s_inst_save_dirty (self);
+    self->started_mono = hms_mono_ms ();
+    self->unavailable = controller_store_unavailable (self->store);
     self->auth = hms_auth_new (self->keys_dir, err, sizeof err);
     self->cert =
         self->auth ? hms_keys_load_secret (self->keys_dir, "controller", err, sizeof err) : NULL;
@@ -993,6 +1146,7 @@ void controller_destroy (controller_t **self_p)
     controller_store_destroy (&self->store);
     zhash_destroy (&self->instances);
     json_decref (self->state);
+    json_decref (self->unavailable);
     hms_policy_destroy (&self->policy_set);
     free (self->api_bind);
     free (self->push_bind);

@@ -1,7 +1,9 @@
-/* controller_routes: Dijkstra from every node, deterministic tie-breaking. */
+/* controller_routes: Dijkstra from every node, deterministic tie-breaking, around the nodes
+ * that have no relay up. */
 #include "controller_routes.h"
 #include "hms_alloc.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@ typedef struct {
     const char *name;
     s_edge_t *edges;
     size_t nedges;
+    bool avoided; /* no relay up: never a hop or a destination */
 } s_node_t;
 
 static int s_cmp_names (const void *a, const void *b)
@@ -75,7 +78,7 @@ static void s_dijkstra (const s_node_t *nodes, size_t n, int src, int64_t *dist,
         for (size_t e = 0; e < nodes[u].nedges; e++) {
             int v = nodes[u].edges[e].to;
             int64_t d = dist[u] + nodes[u].edges[e].cost;
-            if (done[v])
+            if (done[v] || nodes[v].avoided)
                 continue;
             if (d < dist[v]) {
                 dist[v] = d;
@@ -89,7 +92,8 @@ static void s_dijkstra (const s_node_t *nodes, size_t n, int src, int64_t *dist,
     free (done);
 }
 
-json_t *controller_routes_compute (const json_t *jnodes, const json_t *jlinks)
+json_t *controller_routes_compute (const json_t *jnodes, const json_t *jlinks,
+                                   const json_t *unavailable)
 {
     size_t n = json_array_size (jnodes);
     json_t *routes = json_array ();
@@ -100,7 +104,13 @@ json_t *controller_routes_compute (const json_t *jnodes, const json_t *jlinks)
         nodes[i].name = json_string_value (json_object_get (json_array_get (jnodes, i), "name"));
     qsort (nodes, n, sizeof *nodes, s_cmp_names);
     size_t i;
-    json_t *link;
+    json_t *link, *name;
+    json_array_foreach (unavailable, i, name)
+    {
+        int k = s_index (nodes, n, json_string_value (name));
+        if (k >= 0)
+            nodes[k].avoided = true;
+    }
     json_array_foreach (jlinks, i, link)
     {
         int from = s_index (nodes, n, json_string_value (json_object_get (link, "from")));

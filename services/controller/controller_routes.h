@@ -9,9 +9,12 @@
 
 /* Every reachable (from, to) pair of distinct nodes as
  * [{"from":A, "to":B, "cost":C, "path":[A, …, B]}], sorted by from then to.
- * nodes and links are borrowed (the shapes of schemas/config/snapshot.v1).
+ * nodes and links are borrowed (the shapes of schemas/config/snapshot.v1). unavailable (an
+ * array of node names, borrowed, may be NULL) are nodes with no relay up: no path goes
+ * through or to them, while routes from them (for an ingress there) are computed as usual.
  * Caller owns return value. */
-json_t *controller_routes_compute (const json_t *nodes, const json_t *links);
+json_t *controller_routes_compute (const json_t *nodes, const json_t *links,
+                                   const json_t *unavailable);
 
 /* The routes of all that match from / to (either may be NULL for any). Caller owns. */
 json_t *controller_routes_filter (const json_t *routes, const char *from, const char *to);

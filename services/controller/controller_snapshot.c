@@ -41,6 +41,8 @@ json_t *controller_snapshot_compile (const json_t *state, const char *kind)
     json_t *config = json_pack ("{s:{s:o, s:o}, s:o}", "topology", "nodes", nodes, "links", links,
                                 "policies", policies);
     if (s_wants_routes (kind))
-        json_object_set_new (config, "routes", controller_routes_compute (nodes, links));
+        json_object_set_new (
+            config, "routes",
+            controller_routes_compute (nodes, links, json_object_get (state, "unavailable")));
     return config;
 }

@@ -1,6 +1,7 @@
 /* controller_snapshot: compiles the config one daemon kind runs (schemas/config/snapshot.v1)
  * from a config version's source state (topology + policies): proxies (ingress, relay) also
- * get the shortest routes, the policy engine the policies. */
+ * get the shortest routes (around the state's unavailable nodes), the policy engine the
+ * policies. */
 #ifndef CONTROLLER_SNAPSHOT_H_INCLUDED
 #define CONTROLLER_SNAPSHOT_H_INCLUDED
 

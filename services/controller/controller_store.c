@@ -387,22 +387,62 @@ json_t *controller_store_links (controller_store_t *self)
                                     NULL));
 }
 
-json_t *controller_store_policies (controller_store_t *self)
+/* The values of one column of st's rows, as an array. */
+static json_t *s_column (controller_store_t *self, sqlite3_stmt *st, const char *key)
 {
-    json_t *rows = s_rows (
-        self, s_prepare (self, "SELECT doc AS doc_json FROM policies ORDER BY priority, id", NULL));
+    json_t *rows = s_rows (self, st);
     json_t *out = json_array ();
     size_t i;
     json_t *row;
-    json_array_foreach (rows, i, row) json_array_append (out, json_object_get (row, "doc"));
+    json_array_foreach (rows, i, row) json_array_append (out, json_object_get (row, key));
     json_decref (rows);
     return out;
 }
 
+json_t *controller_store_policies (controller_store_t *self)
+{
+    return s_column (
+        self, s_prepare (self, "SELECT doc AS doc_json FROM policies ORDER BY priority, id", NULL),
+        "doc");
+}
+
 json_t *controller_store_state (controller_store_t *self)
 {
-    return json_pack ("{s:o, s:o, s:o}", "nodes", controller_store_nodes (self), "links",
-                      controller_store_links (self), "policies", controller_store_policies (self));
+    /* unavailable: those of the nodes in the topology, sorted */
+    json_t *unavailable = s_column (self,
+                                    s_prepare (self,
+                                               "SELECT name FROM unavailable_nodes WHERE name IN "
+                                               "(SELECT name FROM nodes) ORDER BY name",
+                                               NULL),
+                                    "name");
+    return json_pack ("{s:o, s:o, s:o, s:o}", "nodes", controller_store_nodes (self), "links",
+                      controller_store_links (self), "policies", controller_store_policies (self),
+                      "unavailable", unavailable);
+}
+
+json_t *controller_store_unavailable (controller_store_t *self)
+{
+    json_t *rows =
+        s_rows (self, s_prepare (self, "SELECT name, reason FROM unavailable_nodes", NULL));
+    json_t *why = json_object ();
+    size_t i;
+    json_t *row;
+    json_array_foreach (rows, i, row) json_object_set (
+        why, json_string_value (json_object_get (row, "name")), json_object_get (row, "reason"));
+    json_decref (rows);
+    return why;
+}
+
+int controller_store_unavailable_set (controller_store_t *self, const char *name, bool unavailable,
+                                      const char *reason, controller_err_t *err)
+{
+    sqlite3_stmt *st =
+        unavailable ? s_prepare (self,
+                                 "INSERT OR IGNORE INTO unavailable_nodes (name, since_ms, reason) "
+                                 "VALUES (?, ?, ?)",
+                                 "sis", name, hms_wall_ms (), reason)
+                    : s_prepare (self, "DELETE FROM unavailable_nodes WHERE name = ?", "s", name);
+    return s_write (self, st, err, "cannot record node availability");
 }
 
 int controller_store_restore (controller_store_t *self, const json_t *state, controller_err_t *err)
@@ -508,17 +548,17 @@ json_t *controller_store_audit_list (controller_store_t *self, int limit)
 int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *r)
 {
     controller_err_t err;
-    int rc =
-        s_write (self,
-                 s_prepare (self,
-                            "INSERT OR REPLACE INTO instances (kind, instance, host, pid, "
-                            "build, registered_ms, last_seen_ms, state, applied_version, "
-                            "rejected_version, reject_reason) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                            "?, ?, ?, ?)",
-                            "sssisiisiis", r->kind, r->instance, r->host ? r->host : "", r->pid,
-                            r->build ? r->build : "", r->registered_ms, r->last_seen_ms, r->state,
-                            r->applied, r->rejected, r->reason ? r->reason : ""),
-                 &err, "cannot save instance");
+    int rc = s_write (
+        self,
+        s_prepare (self,
+                   "INSERT OR REPLACE INTO instances (kind, instance, host, pid, "
+                   "build, registered_ms, last_seen_ms, state, applied_version, "
+                   "rejected_version, reject_reason, node) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                   "?, ?, ?, ?, ?)",
+                   "sssisiisiiss", r->kind, r->instance, r->host ? r->host : "", r->pid,
+                   r->build ? r->build : "", r->registered_ms, r->last_seen_ms, r->state,
+                   r->applied, r->rejected, r->reason ? r->reason : "", r->node ? r->node : ""),
+        &err, "cannot save instance");
     if (rc)
         hms_error ("%s", err.text);
     return rc;
@@ -530,6 +570,6 @@ json_t *controller_store_instances (controller_store_t *self)
                                     "SELECT kind, instance, host, pid, build, registered_ms, "
                                     "state, "
                                     "last_seen_ms, applied_version, rejected_version, "
-                                    "reject_reason FROM instances ORDER BY kind, instance",
+                                    "reject_reason, node FROM instances ORDER BY kind, instance",
                                     NULL));
 }

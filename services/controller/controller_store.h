@@ -5,6 +5,7 @@
 #define CONTROLLER_STORE_H_INCLUDED
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* What went wrong: code is one of HMS_ERR_* (hms_msg.h), text says what and where. */
@@ -44,9 +45,17 @@ int controller_store_policy_add (controller_store_t *self, const json_t *doc, in
                                  controller_err_t *err);
 int controller_store_policy_del (controller_store_t *self, const char *id, controller_err_t *err);
 
-/* The current source state {"nodes":[…], "links":[…], "policies":[…]}. Caller owns. */
+/* The current source state {"nodes":[…], "links":[…], "policies":[…], "unavailable":[…]}
+ * (unavailable: the names of those nodes of the topology that routes avoid). Caller owns. */
 json_t *controller_store_state (controller_store_t *self);
-/* Replaces topology and policies with state (for rollback). */
+/* The nodes that routes avoid (no relay of theirs is up), in the topology or not, as
+ * {name: why}. Caller owns. */
+json_t *controller_store_unavailable (controller_store_t *self);
+/* Marks name unavailable (with why) or available again. Only the controller's health
+ * tracking writes these; rollback leaves them. */
+int controller_store_unavailable_set (controller_store_t *self, const char *name, bool unavailable,
+                                      const char *reason, controller_err_t *err);
+/* Replaces topology and policies with state (for rollback); node availability stays. */
 int controller_store_restore (controller_store_t *self, const json_t *state, controller_err_t *err);
 
 /* Records the current state as a new config version; returns it, or -1. */
@@ -67,13 +76,14 @@ json_t *controller_store_audit_list (controller_store_t *self, int limit);
 /* Service instances: soft state that registration rebuilds, saved in batches. */
 typedef struct {
     const char *kind, *instance, *host, *build, *state, *reason;
+    const char *node; /* the topology node it serves, or "" */
     int64_t pid, registered_ms, last_seen_ms, applied, rejected;
 } controller_instance_row_t;
 
 /* Inserts or replaces one instance row. 0 or -1 (logged). */
 int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *row);
 /* [{kind, instance, host, pid, build, registered_ms, state, last_seen_ms, applied_version,
- *   rejected_version, reject_reason}]. Caller owns. */
+ *   rejected_version, reject_reason, node}]. Caller owns. */
 json_t *controller_store_instances (controller_store_t *self);
 
 /* Lists for the admin client. Caller owns. */

@@ -1,4 +1,5 @@
-/* Unit tests of controller_routes: shortest paths, ties, unreachable nodes, directions. */
+/* Unit tests of controller_routes: shortest paths, ties, unreachable nodes, directions,
+ * nodes with no relay up. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,7 +46,7 @@ static void test_shortest_and_directed (void **state)
                     "{\"from\":\"a\",\"to\":\"c\",\"cost\":5,\"transport\":\"h2\"},"
                     "{\"from\":\"c\",\"to\":\"d\",\"cost\":2,\"transport\":\"h3\"}]",
                     &links);
-    json_t *routes = controller_routes_compute (nodes, links);
+    json_t *routes = controller_routes_compute (nodes, links, NULL);
     char path[256];
     json_int_t cost;
     s_path (routes, "a", "c", path, sizeof path, &cost);
@@ -63,7 +64,7 @@ static void test_shortest_and_directed (void **state)
     json_array_append_new (links, json_pack ("{s:s,s:s,s:i,s:s}", "from", "a", "to", "d", "cost", 3,
                                              "transport", "h2"));
     json_decref (routes);
-    routes = controller_routes_compute (nodes, links);
+    routes = controller_routes_compute (nodes, links, NULL);
     s_path (routes, "a", "d", path, sizeof path, &cost);
     assert_string_equal (path, "a>d");
     assert_int_equal (cost, 3);
@@ -83,7 +84,7 @@ static void test_ties_go_to_the_smallest_names (void **state)
                     "{\"from\":\"s\",\"to\":\"m\",\"cost\":2,\"transport\":\"h2\"},"
                     "{\"from\":\"m\",\"to\":\"t\",\"cost\":2,\"transport\":\"h2\"}]",
                     &links);
-    json_t *routes = controller_routes_compute (nodes, links);
+    json_t *routes = controller_routes_compute (nodes, links, NULL);
     char path[256];
     json_int_t cost;
     s_path (routes, "s", "t", path, sizeof path, &cost);
@@ -97,19 +98,64 @@ static void test_ties_go_to_the_smallest_names (void **state)
 static void test_empty_and_unknown (void **state)
 {
     json_t *empty = json_array ();
-    json_t *routes = controller_routes_compute (empty, empty);
+    json_t *routes = controller_routes_compute (empty, empty, NULL);
     assert_int_equal (json_array_size (routes), 0);
     json_decref (routes);
     json_t *links;
     json_t *nodes =
         s_topology ("[{\"name\":\"a\"}]",
                     "[{\"from\":\"a\",\"to\":\"ghost\",\"cost\":1,\"transport\":\"h2\"}]", &links);
-    routes = controller_routes_compute (nodes, links);
+    routes = controller_routes_compute (nodes, links, NULL);
     assert_int_equal (json_array_size (routes), 0);
     json_decref (routes);
     json_decref (nodes);
     json_decref (links);
     json_decref (empty);
+}
+
+/* A node with no relay up is neither a hop nor a destination; routes from it stay (an
+ * ingress there still needs them), and an unknown name in the list changes nothing. */
+static void test_unavailable_nodes_are_avoided (void **state)
+{
+    json_t *links;
+    /* e -> core -> far costs 2, e -> alt -> far costs 10 */
+    json_t *nodes =
+        s_topology ("[{\"name\":\"e\"},{\"name\":\"core\"},{\"name\":\"alt\"},{\"name\":\"far\"}]",
+                    "[{\"from\":\"e\",\"to\":\"core\",\"cost\":1,\"transport\":\"h2\"},"
+                    "{\"from\":\"core\",\"to\":\"far\",\"cost\":1,\"transport\":\"h2\"},"
+                    "{\"from\":\"e\",\"to\":\"alt\",\"cost\":5,\"transport\":\"h2\"},"
+                    "{\"from\":\"alt\",\"to\":\"far\",\"cost\":5,\"transport\":\"h2\"}]",
+                    &links);
+    char path[256];
+    json_int_t cost;
+    json_t *none = json_loads ("[\"ghost\"]", 0, NULL);
+    json_t *routes = controller_routes_compute (nodes, links, none);
+    s_path (routes, "e", "far", path, sizeof path, &cost);
+    assert_string_equal (path, "e>core>far");
+    assert_int_equal (json_array_size (routes), 5);
+    json_decref (routes);
+    json_t *core = json_loads ("[\"core\"]", 0, NULL);
+    routes = controller_routes_compute (nodes, links, core);
+    s_path (routes, "e", "far", path, sizeof path, &cost);
+    assert_string_equal (path, "e>alt>far");
+    assert_int_equal (cost, 10);
+    s_path (routes, "e", "core", path, sizeof path, &cost);
+    assert_string_equal (path, "");
+    s_path (routes, "core", "far", path, sizeof path, &cost);
+    assert_string_equal (path, "core>far");
+    json_decref (routes);
+    /* with both middle nodes gone, far cannot be reached from e */
+    json_t *both = json_loads ("[\"alt\", \"core\"]", 0, NULL);
+    routes = controller_routes_compute (nodes, links, both);
+    s_path (routes, "e", "far", path, sizeof path, &cost);
+    assert_string_equal (path, "");
+    assert_int_equal (json_array_size (routes), 2); /* core -> far, alt -> far */
+    json_decref (routes);
+    json_decref (both);
+    json_decref (core);
+    json_decref (none);
+    json_decref (nodes);
+    json_decref (links);
 }
 
 int main (void)
@@ -118,6 +164,7 @@ int main (void)
         cmocka_unit_test (test_shortest_and_directed),
         cmocka_unit_test (test_ties_go_to_the_smallest_names),
         cmocka_unit_test (test_empty_and_unknown),
+        cmocka_unit_test (test_unavailable_nodes_are_avoided),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -134,7 +134,7 @@ static void test_fresh_and_reopen (void **state)
     snprintf (saved, sizeof saved, "%s", epoch);
     assert_int_equal (controller_store_version_current (store), 0);
     json_t *st = controller_store_state (store);
-    s_assert_json (st, "{\"nodes\":[],\"links\":[],\"policies\":[]}");
+    s_assert_json (st, "{\"nodes\":[],\"links\":[],\"policies\":[],\"unavailable\":[]}");
     json_decref (st);
     json_t *history = controller_store_version_history (store, 10);
     assert_int_equal (json_array_size (history), 0);
@@ -396,7 +396,8 @@ static void test_versions_and_restore (void **state)
     s_assert_json (v1, "{\"nodes\":[{\"name\":\"a\",\"address\":\"10.0.0.1\",\"site\":\"ber\"},"
                        "{\"name\":\"b\",\"address\":\"10.0.0.2\",\"site\":\"fra\"}],"
                        "\"links\":[{\"from\":\"a\",\"to\":\"b\",\"cost\":7,\"transport\":\"h3\"}],"
-                       "\"policies\":[{\"id\":\"p1\",\"priority\":1,\"action\":\"allow\"}]}");
+                       "\"policies\":[{\"id\":\"p1\",\"priority\":1,\"action\":\"allow\"}],"
+                       "\"unavailable\":[]}");
     json_t *now = controller_store_state (store);
     assert_true (json_equal (now, v1));
     json_decref (now);
@@ -467,6 +468,38 @@ static void test_versions_and_restore (void **state)
     assert_true (json_equal (now, v1));
     json_decref (now);
     json_decref (broken);
+
+    /* nodes that routes avoid: listed in the state while the topology has them, and left
+     * alone by a restore */
+    assert_int_equal (controller_store_begin (store, &err), 0);
+    assert_int_equal (controller_store_unavailable_set (store, "b", true, "r1 down", &err), 0);
+    assert_int_equal (controller_store_unavailable_set (store, "zz", true, "r9 down", &err), 0);
+    assert_int_equal (controller_store_unavailable_set (store, "b", true, "again", &err), 0);
+    assert_int_equal (controller_store_commit (store, &err), 0);
+    json_t *names = controller_store_unavailable (store);
+    s_assert_json (names, "{\"b\":\"r1 down\",\"zz\":\"r9 down\"}");
+    json_decref (names);
+    now = controller_store_state (store);
+    s_assert_json (json_object_get (now, "unavailable"), "[\"b\"]");
+    json_decref (now);
+    assert_int_equal (controller_store_begin (store, &err), 0);
+    assert_int_equal (controller_store_restore (store, v2, &err), 0); /* v2 has no node b */
+    assert_int_equal (controller_store_commit (store, &err), 0);
+    now = controller_store_state (store);
+    s_assert_json (json_object_get (now, "unavailable"), "[]");
+    json_decref (now);
+    assert_int_equal (controller_store_begin (store, &err), 0);
+    assert_int_equal (controller_store_restore (store, v1, &err), 0);
+    assert_int_equal (controller_store_commit (store, &err), 0);
+    now = controller_store_state (store);
+    s_assert_json (json_object_get (now, "unavailable"), "[\"b\"]");
+    json_decref (now);
+    assert_int_equal (controller_store_begin (store, &err), 0);
+    assert_int_equal (controller_store_unavailable_set (store, "b", false, "", &err), 0);
+    assert_int_equal (controller_store_commit (store, &err), 0);
+    names = controller_store_unavailable (store);
+    s_assert_json (names, "{\"zz\":\"r9 down\"}");
+    json_decref (names);
 
     json_decref (v1);
     json_decref (v2);
@@ -576,7 +609,8 @@ static void test_instances (void **state)
                                        .state = "up",
                                        .pid = 100,
                                        .registered_ms = 900,
-                                       .last_seen_ms = 1000};
+                                       .last_seen_ms = 1000,
+                                       .node = "core"};
     controller_instance_row_t ingress = {.kind = "ingress",
                                          .instance = "in-1",
                                          .host = "host-b",
@@ -591,10 +625,11 @@ static void test_instances (void **state)
     s_assert_json (
         list, "[{\"kind\":\"ingress\",\"instance\":\"in-1\",\"host\":\"host-b\",\"pid\":200,"
               "\"build\":\"0.1.0\",\"registered_ms\":1100,\"state\":\"up\",\"last_seen_ms\":1100,"
-              "\"applied_version\":0,\"rejected_version\":0,\"reject_reason\":\"\"},"
+              "\"applied_version\":0,\"rejected_version\":0,\"reject_reason\":\"\",\"node\":\"\"},"
               "{\"kind\":\"relay\",\"instance\":\"relay-1\",\"host\":\"host-a\",\"pid\":100,"
               "\"build\":\"0.1.0\",\"registered_ms\":900,\"state\":\"up\",\"last_seen_ms\":1000,"
-              "\"applied_version\":0,\"rejected_version\":0,\"reject_reason\":\"\"}]");
+              "\"applied_version\":0,\"rejected_version\":0,\"reject_reason\":\"\","
+              "\"node\":\"core\"}]");
     json_decref (list);
 
     /* saving again replaces the row */
@@ -610,7 +645,8 @@ static void test_instances (void **state)
         json_array_get (list, 1),
         "{\"kind\":\"relay\",\"instance\":\"relay-1\",\"host\":\"host-a\",\"pid\":100,"
         "\"build\":\"0.1.0\",\"registered_ms\":900,\"state\":\"down\",\"last_seen_ms\":5000,"
-        "\"applied_version\":3,\"rejected_version\":4,\"reject_reason\":\"bad route\"}");
+        "\"applied_version\":3,\"rejected_version\":4,\"reject_reason\":\"bad route\","
+        "\"node\":\"core\"}");
     json_decref (list);
     /* a state outside up/down is refused by the database, and nothing changes */
     relay.state = "sideways";

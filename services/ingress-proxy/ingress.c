@@ -220,7 +220,8 @@ ingress_t *ingress_new (hms_config_t *cfg, char *err, size_t errlen)
         free (self);
         return NULL;
     }
-    if (hms_origin_pool_limits (cfg, &self->origin_keep, err, errlen) ||
+    if (hms_routes_check_node (self->node, err, errlen) ||
+        hms_origin_pool_limits (cfg, &self->origin_keep, err, errlen) ||
         hms_resolve_apply (cfg, err, errlen)) {
         free (self);
         return NULL;
