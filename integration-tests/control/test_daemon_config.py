@@ -33,6 +33,9 @@ def test_bad_bootstrap_config_is_refused_clearly(tmp_path):
     assert r.returncode == 1 and "dns_cache_s must be 0 to 86400, not -1" in r.stderr
     r = run("hermes-relay", "--drain-s", "-1")
     assert r.returncode == 2 and "drain_s must be 0 to 3600, not -1" in r.stderr
+    for binary in ("hermes-relay", "hermes-ingress"):  # the name it registers its node by
+        r = run(binary, "--node", "east west")  # refused before it listens on anything
+        assert r.returncode == 1 and "node 'east west' is not a node name" in r.stderr, r.stderr
     r = run("hermes-retry", "--help")
     assert r.returncode == 0 and "--controller" in r.stdout and "HERMES_" in r.stdout
 
