@@ -6,6 +6,7 @@
 #include "hms_keys.h"
 #include "hms_log.h"
 #include "hms_msg.h"
+#include "hms_soon.h"
 #include "hms_time.h"
 
 #include <czmq.h>
@@ -35,8 +36,7 @@ struct hms_decider {
     struct ev_loop *loop;
     zsock_t *sock;
     ev_io io;
-    ev_idle prep; /* "before the loop next blocks": an idle watcher, since one started from
-                   * a prepare callback would only run after the next poll */
+    hms_soon_t prep; /* sends the turn's queries as one batch, at the end of the turn */
     int timeout_ms;
     uint64_t next_qid;
     zhashx_t *pending; /* qid -> req */
@@ -165,10 +165,10 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
     s_drain (w->data);
 }
 
-/* Before the loop blocks: send what was asked this turn as one batch, then drain. */
-static void s_on_prepare (struct ev_loop *loop, ev_idle *w, int revents)
+/* At the end of the loop turn: send what was asked this turn as one batch, then drain. */
+static void s_on_prepare (struct ev_loop *loop, hms_soon_t *soon)
 {
-    hms_decider_t *self = w->data;
+    hms_decider_t *self = soon->data;
     while (self->queue) {
         json_t *queries = json_array ();
         while (self->queue && json_array_size (queries) < HMS_DECIDE_BATCH_MAX) {
@@ -183,7 +183,6 @@ static void s_on_prepare (struct ev_loop *loop, ev_idle *w, int revents)
         hms_bus_send (self->sock, NULL, NULL, &env);
     }
     self->queue_last = NULL;
-    ev_idle_stop (loop, w);
     s_drain (self);
 }
 
@@ -218,8 +217,7 @@ hms_decider_t *hms_decider_new (struct ev_loop *loop, const char *endpoint, cons
     ev_io_init (&self->io, s_on_io, zsock_fd (self->sock), EV_READ);
     self->io.data = self;
     ev_io_start (loop, &self->io);
-    ev_idle_init (&self->prep, s_on_prepare);
-    self->prep.data = self;
+    hms_soon_init (&self->prep, s_on_prepare, self);
     return self;
 }
 
@@ -229,7 +227,7 @@ void hms_decider_destroy (hms_decider_t **self_p)
         return;
     hms_decider_t *self = *self_p;
     ev_io_stop (self->loop, &self->io);
-    ev_idle_stop (self->loop, &self->prep);
+    hms_soon_stop (self->loop, &self->prep);
     /* the askers learn that no answer comes (they may free themselves in the callback) */
     self->queue = self->queue_last = NULL;
     hms_decide_req_t *req;
@@ -290,7 +288,7 @@ hms_decide_req_t *hms_decide (hms_decider_t *self, const hms_query_t *q, hms_dec
     ev_timer_init (&req->timer, s_on_timeout, self->timeout_ms / 1000.0, 0);
     req->timer.data = req;
     ev_timer_start (self->loop, &req->timer);
-    ev_idle_start (self->loop, &self->prep);
+    hms_soon_start (self->loop, &self->prep);
     return req;
 }
 

@@ -2,6 +2,7 @@
  * and resolver threads), so the loop never waits for DNS. */
 #include "hms_dial.h"
 #include "hms_alloc.h"
+#include "hms_soon.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -19,7 +20,7 @@ struct hms_dial {
     ev_timer timer;
     int timeout_ms;
     hms_sockopts_t opts;
-    ev_idle idle; /* reports an immediate result from the loop */
+    hms_soon_t now; /* reports a result known at once, from the loop */
     hms_resolve_t *resolve;
     char why[320];
     char target[300];
@@ -38,7 +39,7 @@ static void s_finish (hms_dial_t *self, int fd)
 {
     ev_io_stop (self->loop, &self->io);
     ev_timer_stop (self->loop, &self->timer);
-    ev_idle_stop (self->loop, &self->idle);
+    hms_soon_stop (self->loop, &self->now);
     s_resolve_release (self);
     if (fd < 0 && self->fd >= 0)
         close (self->fd);
@@ -76,9 +77,9 @@ static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* A result known at once: connected (fd kept) or failed (why set). */
-static void s_on_idle (struct ev_loop *loop, ev_idle *w, int revents)
+static void s_on_now (struct ev_loop *loop, hms_soon_t *soon)
 {
-    hms_dial_t *self = w->data;
+    hms_dial_t *self = soon->data;
     int fd = self->fd;
     self->fd = -1;
     s_finish (self, fd);
@@ -91,7 +92,7 @@ static void s_connect (hms_dial_t *self)
         /* Asked again, connect says whether the handshake is over already (a target on
          * this host usually is): then no wait for writability, no watcher to register. */
         if (connect (self->fd, (const struct sockaddr *) &self->addr.ss, self->addr.len) == 0) {
-            ev_idle_start (self->loop, &self->idle);
+            hms_soon_start (self->loop, &self->now);
             return;
         }
         if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR) {
@@ -105,7 +106,7 @@ static void s_connect (hms_dial_t *self)
         errno = e;
     }
     s_set_why (self, errno);
-    ev_idle_start (self->loop, &self->idle); /* fd -1: reported as the failure */
+    hms_soon_start (self->loop, &self->now); /* fd -1: reported as the failure */
 }
 
 static void s_on_dial_resolved (const hms_addr_t *addr, const char *why, void *arg)
@@ -137,16 +138,11 @@ static hms_dial_t *s_start (struct ev_loop *loop, const char *host, uint16_t por
     self->timeout_ms = timeout_ms;
     if (opts)
         self->opts = *opts;
-    ev_idle_init (&self->idle, s_on_idle);
-    /* an idle watcher runs only when nothing of its priority or above is pending: at the
-     * lowest it would wait until a busy loop had nothing else to do (every flow of a burst
-     * stalled until the whole burst was read); at the top it runs at the next turn */
-    ev_set_priority (&self->idle, EV_MAXPRI);
-    self->idle.data = self;
+    hms_soon_init (&self->now, s_on_now, self);
     ev_timer_start (loop, &self->timer);
     if (hms_addr_from (host, port, &self->addr) == 0) {
         s_connect (self);
-        if (fd_now && self->fd >= 0 && ev_is_active (&self->idle)) { /* connected already */
+        if (fd_now && self->fd >= 0 && hms_soon_pending (&self->now)) { /* connected already */
             *fd_now = self->fd;
             self->fd = -1;
             hms_dial_cancel (self);
@@ -176,7 +172,7 @@ void hms_dial_cancel (hms_dial_t *self)
 {
     ev_io_stop (self->loop, &self->io);
     ev_timer_stop (self->loop, &self->timer);
-    ev_idle_stop (self->loop, &self->idle);
+    hms_soon_stop (self->loop, &self->now);
     s_resolve_release (self);
     if (self->fd >= 0)
         close (self->fd);

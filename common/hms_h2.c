@@ -3,6 +3,7 @@
 #include "hms_alloc.h"
 #include "hms_buf.h"
 #include "hms_log.h"
+#include "hms_soon.h"
 #include "hms_worker.h"
 
 #include <errno.h>
@@ -45,8 +46,7 @@ struct hms_h2_conn {
     bool server;
     nghttp2_session *session;
     ev_io io;
-    ev_idle prep; /* "before the loop next blocks": an idle watcher, since one started from
-                   * a prepare callback would only run after the next poll */
+    hms_soon_t prep; /* the flush (and a teardown, if failed) at the end of the loop turn */
     ev_timer timer;
     hms_buf_t *out;
     bool handshaking;
@@ -76,11 +76,11 @@ static void s_fail (hms_h2_conn_t *self, const char *why)
     }
 }
 
-/* Asks for a flush (and a teardown, if failed) before the loop next blocks. */
+/* Asks for a flush (and a teardown, if failed) at the end of this loop turn: what the turn
+ * submitted goes out together. */
 static void s_dirty (hms_h2_conn_t *self)
 {
-    if (!ev_is_active (&self->prep))
-        ev_idle_start (self->loop, &self->prep);
+    hms_soon_start (self->loop, &self->prep);
 }
 
 /* ---- streams --------------------------------------------------------------------- */
@@ -449,11 +449,9 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
     s_after (self);
 }
 
-static void s_on_prepare (struct ev_loop *loop, ev_idle *w, int revents)
+static void s_on_prepare (struct ev_loop *loop, hms_soon_t *soon)
 {
-    hms_h2_conn_t *self = w->data;
-    ev_idle_stop (loop, w);
-    s_after (self);
+    s_after (soon->data);
 }
 
 static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
@@ -473,7 +471,7 @@ static void s_teardown (hms_h2_conn_t *self)
     if (self->worker)
         hms_worker_untrack (self->worker, self->item);
     ev_io_stop (self->loop, &self->io);
-    ev_idle_stop (self->loop, &self->prep);
+    hms_soon_stop (self->loop, &self->prep);
     ev_timer_stop (self->loop, &self->timer);
     while (self->streams)
         s_stream_closed (self->streams, NGHTTP2_CANCEL);
@@ -531,8 +529,7 @@ hms_h2_conn_t *hms_h2_conn_new (struct ev_loop *loop, hms_tls_t *tls, bool serve
     }
     ev_io_init (&self->io, s_on_io, self->fd, EV_READ | EV_WRITE);
     self->io.data = self;
-    ev_idle_init (&self->prep, s_on_prepare);
-    self->prep.data = self;
+    hms_soon_init (&self->prep, s_on_prepare, self);
     ev_timer_init (&self->timer, s_on_timer, HMS_H2_HANDSHAKE_MS / 1000.0, 0);
     self->timer.data = self;
     ev_io_start (loop, &self->io);

@@ -4,6 +4,7 @@
  * ended when idle). Answers reach each request's own loop through its ev_async. */
 #include "hms_resolve.h"
 #include "hms_alloc.h"
+#include "hms_soon.h"
 #include "hms_time.h"
 
 #include <ctype.h>
@@ -30,7 +31,7 @@ struct hms_resolve {
     uint16_t port;
     struct ev_loop *loop;
     ev_async async; /* the answer of a lookup (sent by a resolver thread) */
-    ev_idle idle;   /* an answer known at once: a literal, the cache, no resolver */
+    hms_soon_t now; /* an answer known at once: a literal, the cache, no resolver */
     hms_resolve_fn *fn;
     void *arg;
     s_name_t *name;      /* the name it waits for (under s.lock) */
@@ -81,7 +82,7 @@ static void s_unref (hms_resolve_t *r)
 static void s_stop (hms_resolve_t *r)
 {
     ev_async_stop (r->loop, &r->async);
-    ev_idle_stop (r->loop, &r->idle);
+    hms_soon_stop (r->loop, &r->now);
     s_unref (r);
 }
 
@@ -106,9 +107,9 @@ static void s_on_async (struct ev_loop *loop, ev_async *w, int revents)
     s_report (w->data);
 }
 
-static void s_on_idle (struct ev_loop *loop, ev_idle *w, int revents)
+static void s_on_now (struct ev_loop *loop, hms_soon_t *soon)
 {
-    s_report (w->data);
+    s_report (soon->data);
 }
 
 /* Under the lock: the request takes the name's answer. */
@@ -303,13 +304,9 @@ hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t por
     r->arg = arg;
     ev_async_init (&r->async, s_on_async);
     r->async.data = r;
-    ev_idle_init (&r->idle, s_on_idle);
-    /* at the top, an idle watcher runs at the next turn, not when the loop has nothing
-     * else to do */
-    ev_set_priority (&r->idle, EV_MAXPRI);
-    r->idle.data = r;
+    hms_soon_init (&r->now, s_on_now, r);
     if (hms_addr_from (host, port, &r->addr) == 0) {
-        ev_idle_start (loop, &r->idle);
+        hms_soon_start (loop, &r->now);
         return r;
     }
     char key[256];
@@ -318,7 +315,7 @@ hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t por
         r->rc = -1;
         snprintf (r->err, sizeof r->err, "cannot resolve '%.200s': %s", host,
                   len ? "name too long" : "empty name");
-        ev_idle_start (loop, &r->idle);
+        hms_soon_start (loop, &r->now);
         return r;
     }
     for (size_t i = 0; i <= len; i++)
@@ -332,7 +329,7 @@ hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t por
         r->rc = -1;
         snprintf (r->err, sizeof r->err,
                   "cannot resolve '%.200s': .invalid names never resolve (RFC 6761)", host);
-        ev_idle_start (loop, &r->idle);
+        hms_soon_start (loop, &r->now);
         return r;
     }
     if (s_under (key, klen, "localhost"))
@@ -346,7 +343,7 @@ hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t por
         s.cached++;
         s_fill (r, n);
         pthread_mutex_unlock (&s.lock);
-        ev_idle_start (loop, &r->idle);
+        hms_soon_start (loop, &r->now);
         return r;
     }
     ev_async_start (loop, &r->async); /* before a resolver can send to it */

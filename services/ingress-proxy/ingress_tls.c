@@ -8,6 +8,7 @@
 #include "hms_alloc.h"
 #include "hms_h2.h"
 #include "hms_log.h"
+#include "hms_soon.h"
 #include "ingress_int.h"
 
 #include <errno.h>
@@ -121,7 +122,7 @@ typedef struct {
     int plain; /* our end of the pair; the HTTP/1.1 front end has the other */
     char ip[64];
     ev_io tls_io, plain_io;
-    ev_idle more; /* a busy pump goes on at the next loop turn, after the others */
+    hms_soon_t more; /* a busy pump goes on at the end of the loop turn, after the others */
     char up[S_BUF];
     size_t up_len, up_off; /* decrypted from the client, for the front end */
     char down[S_BUF];
@@ -137,7 +138,7 @@ static void s_pump_end (s_pump_t *p, const char *why)
     hms_worker_untrack (p->w->worker, p->item);
     ev_io_stop (p->w->loop, &p->tls_io);
     ev_io_stop (p->w->loop, &p->plain_io);
-    ev_idle_stop (p->w->loop, &p->more);
+    hms_soon_stop (p->w->loop, &p->more);
     hms_tls_destroy (&p->tls);
     close (p->fd);
     close (p->plain);
@@ -225,7 +226,7 @@ static int s_down (s_pump_t *p, bool *moved)
 
 static void s_pump (s_pump_t *p)
 {
-    ev_idle_stop (p->w->loop, &p->more);
+    hms_soon_stop (p->w->loop, &p->more);
     for (int round = 0;; round++) {
         bool moved = false;
         if (s_up (p, &moved) < 0 || s_down (p, &moved) < 0)
@@ -233,7 +234,7 @@ static void s_pump (s_pump_t *p)
         if (!moved)
             break;
         if (round == S_ROUNDS) {
-            ev_idle_start (p->w->loop, &p->more);
+            hms_soon_start (p->w->loop, &p->more);
             break;
         }
     }
@@ -258,9 +259,9 @@ static void s_pump_on_io (struct ev_loop *loop, ev_io *io, int revents)
     s_pump (io->data);
 }
 
-static void s_pump_on_more (struct ev_loop *loop, ev_idle *idle, int revents)
+static void s_pump_on_more (struct ev_loop *loop, hms_soon_t *soon)
 {
-    s_pump (idle->data);
+    s_pump (soon->data);
 }
 
 static void s_pump_on_stop (void *obj)
@@ -287,8 +288,7 @@ static void s_pump_start (ingress_worker_t *w, hms_tls_t *tls, int fd, const hms
     p->tls_io.data = p;
     ev_io_init (&p->plain_io, s_pump_on_io, pair[0], EV_READ);
     p->plain_io.data = p;
-    ev_idle_init (&p->more, s_pump_on_more);
-    p->more.data = p;
+    hms_soon_init (&p->more, s_pump_on_more, p);
     p->item = hms_worker_track (w->worker, s_pump_on_stop, p);
     ingress_h1_accept (w, pair[1], peer); /* the client, as the HTTP/1.1 port sees one */
     s_pump (p);
