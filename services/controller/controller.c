@@ -256,10 +256,12 @@ static int s_down_after_ms (const controller_t *self)
     return self->opts.down_after_ms ? self->opts.down_after_ms : 3000;
 }
 
-/* node -> null when one of its relays is up (and not draining), else why none is
- * ("relay-a draining, relay-b down"); only nodes some relay instance has served. */
+/* node -> null when one of its relays is up (and not draining), false while that cannot be
+ * told yet (right after a start, a relay that has not registered again may still be up), else
+ * why none is ("relay-a draining, relay-b down"); only nodes some relay instance has served. */
 static json_t *s_nodes_health (controller_t *self)
 {
+    bool starting = hms_mono_ms () - self->started_mono < s_down_after_ms (self);
     json_t *health = json_object ();
     for (s_inst_t *inst = zhash_first (self->instances); inst;
          inst = zhash_next (self->instances)) {
@@ -268,10 +270,14 @@ static json_t *s_nodes_health (controller_t *self)
         json_t *why = json_object_get (health, inst->node);
         if (inst->up && !inst->draining)
             json_object_set_new (health, inst->node, json_null ());
+        else if (why && !json_is_string (why))
+            continue; /* up, or not known yet: this one changes nothing */
+        else if (starting && !inst->session)
+            json_object_set_new (health, inst->node, json_false ());
         else if (!why)
             json_object_set_new (health, inst->node,
                                  json_sprintf ("%s %s", inst->instance, s_state (inst)));
-        else if (json_is_string (why))
+        else
             json_object_set_new (health, inst->node,
                                  json_sprintf ("%s, %s %s", json_string_value (why), inst->instance,
                                                s_state (inst)));
@@ -287,11 +293,12 @@ static bool s_same_names (const json_t *a, const json_t *b)
 
 /* Routes go around a node once none of its relays is up (down, or draining in a graceful
  * stop), and through it again when one is: a change makes a new config version (author
- * "controller") when it changes the topology's routes. Right after a start every instance
- * counts as down until it registers again, so nothing is judged for down_after_ms. */
+ * "controller") when it changes the topology's routes. Right after a start the instances
+ * known from the database count as down until they register again, so for down_after_ms
+ * a node with such a relay is not judged. */
 static void s_nodes_check (controller_t *self)
 {
-    if (!self->unavailable || hms_mono_ms () - self->started_mono < s_down_after_ms (self))
+    if (!self->unavailable)
         return;
     json_t *health = s_nodes_health (self);
     json_t *changes = json_object (); /* node -> why it is unavailable now, or null */
@@ -299,6 +306,8 @@ static void s_nodes_check (controller_t *self)
     json_t *why;
     json_object_foreach (health, node, why)
     {
+        if (json_is_false (why))
+            continue;
         bool was = json_object_get (self->unavailable, node) != NULL;
         if (was != json_is_string (why))
             json_object_set (changes, node, why);
