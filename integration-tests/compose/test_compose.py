@@ -5,8 +5,10 @@ answers (and stops only that one at the end), builds a local Debian base image w
 debootstrap when it is absent (kept between runs), builds the Hermes image with
 compose/Dockerfile, starts compose/docker-compose.yml with three tunnel relays and waits
 until the controller reports every service up and on the current config version; then
-changes the config (`hermesctl node add`) and waits until every container runs the new
-version (the push channel between containers). Always tears the project down.
+changes the config (`hermesctl node add` of the relays' node) and waits until every container
+runs the new version (the push channel between containers), checks that every relay serves
+that node, and that a scale-down by one leaves the node in the routes. Always tears the
+project down.
 
 Environment: HERMES_BIN_DIR (the build's bin dir, for hermesctl on the host),
 HERMES_SOURCE_DIR (repository root). Optional: HERMES_COMPOSE (default docker-compose,
@@ -341,19 +343,43 @@ def test_compose_stack_converges():
 
             # A config change reaches every container over the push channel (7101).
             version = status["config_version"]
-            log(f"converged at config version {version}; adding a node")
-            run([*ctl, "node", "add", "citest-node", "--address", "192.0.2.1"], timeout=30)
+            log(f"converged at config version {version}; adding the relays' node")
+            run([*ctl, "node", "add", "relays", "--address", "tunnel-relay:4433"], timeout=30)
             status = wait_converged(ctl, PUSH_S, min_version=version + 1)
             log(f"converged at config version {status['config_version']}")
+            # every relay container registered the node it serves (HERMES_NODE)
+            assert relay_node(ctl) == (RELAYS, RELAYS, None)
 
             # The bypass agent shares the ingress's network namespace: its eBPF data plane
             # loaded, its SYN shaper on the ingress's interface, the ingress connected to it.
             stats = wait_bypass_ready(ctl, BYPASS_S)
             log(f"bypass agent ready: {stats}")
             check_bypass_splices(ctl, compose, env, status["config_version"])
+
+            # A scale-down stops one relay gracefully: the node keeps its other relays,
+            # so routes keep it and no version is made.
+            version = ctl_json(ctl, "status")["config_version"]
+            run([*compose, "up", "-d", "--no-build", "--scale", f"tunnel-relay={RELAYS - 1}"],
+                timeout=300, env=env, cwd=SOURCE_DIR)
+            deadline = time.monotonic() + PUSH_S
+            while relay_node(ctl)[1] != RELAYS - 1 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert relay_node(ctl) == (RELAYS, RELAYS - 1, None)
+            assert ctl_json(ctl, "status")["config_version"] == version
+            log("scaled the relays down by one: their node is still used")
         except BaseException:
             dump_logs(compose, env)
             raise
+
+
+def ctl_json(ctl, *args):
+    return json.loads(run([*ctl, *args, "--json"], timeout=30).stdout)
+
+
+def relay_node(ctl):
+    """(relay instances, of them up, why routes avoid it or None) of the node "relays"."""
+    node = {n["name"]: n for n in ctl_json(ctl, "node", "list")}["relays"]
+    return node["relays"], node["relays_up"], node.get("avoided")
 
 
 def dump_logs(compose, env):
