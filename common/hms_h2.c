@@ -346,9 +346,16 @@ static void s_flush (hms_h2_conn_t *self)
         bool blocked = false;
         hms_tls_batch (self->tls, true); /* the records leave together, not a send each */
         while (hms_buf_size (self->out) > 0 && !hms_tls_want_write (self->tls)) {
+            /* a full record straight from the queue when it is contiguous there (the usual
+             * case: records and queue chunks are both 16 KiB), else gathered in a copy */
             uint8_t record[16384];
-            size_t len = hms_buf_copy (self->out, record, sizeof record);
-            ssize_t n = hms_tls_write (self->tls, record, len);
+            size_t len = hms_buf_size (self->out), run;
+            if (len > sizeof record)
+                len = sizeof record;
+            const uint8_t *data = hms_buf_peek (self->out, &run);
+            if (run < len)
+                data = record, len = hms_buf_copy (self->out, record, len);
+            ssize_t n = hms_tls_write (self->tls, data, len);
             if (n == HMS_TLS_AGAIN) {
                 blocked = true;
                 break;
