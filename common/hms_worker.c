@@ -23,7 +23,7 @@ struct hms_worker_item {
     void *obj;
     bool closing;
     bool drained;       /* its drain function ran */
-    bool nowait;        /* not counted by hms_worker_busy */
+    bool nowait;        /* not counted by hms_workers_busy */
     bool drain_pending; /* in the worker's drain list, at drain_slot */
     size_t drain_slot;
     struct hms_worker_item *prev, *next;
@@ -255,7 +255,7 @@ static void s_drain_items (hms_worker_t *self, void *arg)
     atomic_store (&self->draining, true);
 }
 
-/* From another thread: wait (a little) until the drain ran, so that hms_worker_busy counts
+/* From another thread: wait (a little) until the drain ran, so that hms_workers_busy counts
  * what is really still open. */
 static void s_drain_wait (hms_worker_t *self)
 {
@@ -263,20 +263,9 @@ static void s_drain_wait (hms_worker_t *self)
         usleep (1000);
 }
 
-void hms_worker_drain (hms_worker_t *self)
-{
-    hms_worker_post (self, s_drain_items, NULL);
-    s_drain_wait (self);
-}
-
 bool hms_worker_draining (hms_worker_t *self)
 {
     return atomic_load (&self->draining);
-}
-
-int hms_worker_busy (hms_worker_t *self)
-{
-    return atomic_load (&self->waited);
 }
 
 void hms_workers_drain (hms_worker_t *const *workers, int n)
@@ -291,7 +280,7 @@ int hms_workers_busy (hms_worker_t *const *workers, int n)
 {
     int busy = 0;
     for (int i = 0; i < n; i++)
-        busy += hms_worker_busy (workers[i]);
+        busy += atomic_load (&workers[i]->waited);
     return busy;
 }
 

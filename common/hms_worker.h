@@ -31,21 +31,18 @@ typedef void (hms_worker_close_fn) (void *obj);
 hms_worker_item_t *hms_worker_track (hms_worker_t *self, hms_worker_close_fn *close, void *obj);
 void hms_worker_untrack (hms_worker_t *self, hms_worker_item_t *item);
 
-/* A graceful stop (hms_worker_drain) asks every tracked object to end by itself: each one's
+/* A graceful stop (hms_workers_drain) asks every tracked object to end by itself: each one's
  * drain function runs once (none by default), and the worker counts as busy while any
  * object that is waited for is still tracked. By default an object is traffic: waited for,
  * left to finish. An object that never ends by itself (a pool, a listener) says wait=false;
  * a listener's drain function closes it, a kept-alive connection's closes it when idle. */
 void hms_worker_on_drain (hms_worker_item_t *item, hms_worker_close_fn *drain, bool wait);
-/* Starts the graceful stop on the worker's thread; called from another thread, returns once
- * the drain functions have run (or after 1 s). Thread-safe. */
-void hms_worker_drain (hms_worker_t *self);
-/* True once the drain functions ran (objects made later check it). Thread-safe. */
-bool hms_worker_draining (hms_worker_t *self);
-/* Objects still waited for (valid after hms_worker_drain). Thread-safe. */
-int hms_worker_busy (hms_worker_t *self);
-/* The same for a daemon's n workers: drain them all; the sum of what they wait for. */
+/* Starts the graceful stop of a daemon's n workers on their threads; called from another
+ * thread, returns once their drain functions have run (or after 1 s each). Thread-safe. */
 void hms_workers_drain (hms_worker_t *const *workers, int n);
+/* True once the worker's drain functions ran (objects made later check it). Thread-safe. */
+bool hms_worker_draining (hms_worker_t *self);
+/* Objects the n workers still wait for (valid after hms_workers_drain). Thread-safe. */
 int hms_workers_busy (hms_worker_t *const *workers, int n);
 /* The worker whose thread runs now, or NULL outside worker threads. */
 hms_worker_t *hms_worker_current (void);

@@ -64,6 +64,7 @@ struct controller {
     int64_t policy_version;
     int64_t started_mono;
     json_t *unavailable; /* node -> why: nodes with relays, none of them up (as stored) */
+    bool nodes_dirty;    /* a relay's state changed since s_nodes_check last judged */
     char start_err[1024];
 };
 
@@ -251,6 +252,18 @@ static const char *s_state (const s_inst_t *inst)
     return !inst->up ? "down" : inst->draining ? "draining" : "up";
 }
 
+/* A relay that has said which node it serves. */
+static bool s_node_relay (const s_inst_t *inst)
+{
+    return strcmp (inst->kind, "relay") == 0 && inst->node[0];
+}
+
+/* Up and not draining: routes may send it new flows. */
+static bool s_serving (const s_inst_t *inst)
+{
+    return inst->up && !inst->draining;
+}
+
 static int s_down_after_ms (const controller_t *self)
 {
     return self->opts.down_after_ms ? self->opts.down_after_ms : 3000;
@@ -265,10 +278,10 @@ static json_t *s_nodes_health (controller_t *self)
     json_t *health = json_object ();
     for (s_inst_t *inst = zhash_first (self->instances); inst;
          inst = zhash_next (self->instances)) {
-        if (strcmp (inst->kind, "relay") != 0 || !inst->node[0])
+        if (!s_node_relay (inst))
             continue;
         json_t *why = json_object_get (health, inst->node);
-        if (inst->up && !inst->draining)
+        if (s_serving (inst))
             json_object_set_new (health, inst->node, json_null ());
         else if (why && !json_is_string (why))
             continue; /* up, or not known yet: this one changes nothing */
@@ -295,19 +308,23 @@ static bool s_same_names (const json_t *a, const json_t *b)
  * stop), and through it again when one is: a change makes a new config version (author
  * "controller") when it changes the topology's routes. Right after a start the instances
  * known from the database count as down until they register again, so for down_after_ms
- * a node with such a relay is not judged. */
+ * a node with such a relay is not judged. Does nothing unless a relay's state changed (or a
+ * node still waits to be judged). */
 static void s_nodes_check (controller_t *self)
 {
-    if (!self->unavailable)
+    if (!self->unavailable || !self->nodes_dirty)
         return;
+    self->nodes_dirty = false;
     json_t *health = s_nodes_health (self);
     json_t *changes = json_object (); /* node -> why it is unavailable now, or null */
     const char *node;
     json_t *why;
     json_object_foreach (health, node, why)
     {
-        if (json_is_false (why))
+        if (json_is_false (why)) {
+            self->nodes_dirty = true; /* judged once its relays registered or the time is up */
             continue;
+        }
         bool was = json_object_get (self->unavailable, node) != NULL;
         if (was != json_is_string (why))
             json_object_set (changes, node, why);
@@ -353,6 +370,7 @@ static void s_nodes_check (controller_t *self)
     if (rc || version < 0 || controller_store_commit (self->store, &err)) {
         controller_store_rollback (self->store);
         hms_error ("cannot record node availability (%s): %s", reason, err.text);
+        self->nodes_dirty = true; /* tried again at the next check */
         json_decref (changes);
         return;
     }
@@ -417,6 +435,7 @@ static int s_on_register (controller_t *self, s_req_t *req, json_t **result, con
     hms_info ("registered kind=%s instance=%s host=%s pid=%" PRId64 "%s%s%s", kind, name,
               host ? host : "?", pid, node ? " node=" : "", node ? node : "",
               was_up ? " (again)" : "");
+    self->nodes_dirty = true; /* a new process: up, not draining, maybe another node */
     s_nodes_check (self);
     /* The current version, unless this instance rejected it: then the newest it applied. */
     json_t *snap = NULL;
@@ -452,6 +471,7 @@ static s_inst_t *s_session (controller_t *self, s_req_t *req, controller_err_t *
     if (!inst->up) {
         inst->up = true;
         hms_info ("instance up again kind=%s instance=%s", kind, name);
+        self->nodes_dirty = true;
         s_inst_persist (self, inst);
     }
     return inst;
@@ -465,6 +485,8 @@ static int s_on_heartbeat (controller_t *self, s_req_t *req, json_t **result, co
     bool draining = json_is_true (json_object_get (req->body, "draining"));
     if (draining && !inst->draining)
         hms_info ("instance draining kind=%s instance=%s", inst->kind, inst->instance);
+    if (draining != inst->draining)
+        self->nodes_dirty = true;
     inst->draining = draining;
     s_nodes_check (self);
     json_t *stats = json_object_get (req->body, "stats");
@@ -576,9 +598,9 @@ static int s_on_node_list (controller_t *self, s_req_t *req, json_t **result, co
         json_int_t relays = 0, up = 0;
         for (s_inst_t *inst = zhash_first (self->instances); inst;
              inst = zhash_next (self->instances)) {
-            if (strcmp (inst->kind, "relay") == 0 && strcmp (inst->node, name) == 0) {
+            if (s_node_relay (inst) && strcmp (inst->node, name) == 0) {
                 relays++;
-                up += inst->up && !inst->draining;
+                up += s_serving (inst);
             }
         }
         json_object_set_new (row, "relays", json_integer (relays));
@@ -1013,6 +1035,7 @@ static int s_on_sweep (zloop_t *loop, int timer_id, void *arg)
          inst = zhash_next (self->instances)) {
         if (inst->up && now - inst->last_seen_mono > limit) {
             inst->up = false;
+            self->nodes_dirty = true;
             hms_warning ("instance down kind=%s instance=%s silent_ms=%" PRId64, inst->kind,
                          inst->instance, now - inst->last_seen_mono);
             s_inst_persist (self, inst);
@@ -1078,6 +1101,7 @@ static int s_start (controller_t *self)
     s_inst_save_dirty (self);
     self->started_mono = hms_mono_ms ();
     self->unavailable = controller_store_unavailable (self->store);
+    self->nodes_dirty = true;
     self->auth = hms_auth_new (self->keys_dir, err, sizeof err);
     self->cert =
         self->auth ? hms_keys_load_secret (self->keys_dir, "controller", err, sizeof err) : NULL;
