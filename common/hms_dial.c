@@ -1,5 +1,8 @@
 /* hms_dial: non-blocking connect with a deadline; names go through hms_resolve (its cache
- * and resolver threads), so the loop never waits for DNS. */
+ * and resolver threads), so the loop never waits for DNS. A name with several addresses is
+ * tried address by address, in the manner of RFC 8305 (Happy Eyeballs): the next one as
+ * soon as one fails, or after S_ATTEMPT_DELAY_MS while the earlier ones still wait; the
+ * first connection made wins. An address that failed is put last in the resolver's cache. */
 #include "hms_dial.h"
 #include "hms_alloc.h"
 #include "hms_soon.h"
@@ -10,19 +13,35 @@
 #include <string.h>
 #include <unistd.h>
 
+/* RFC 8305 5: "Connection Attempt Delay", 250 ms recommended */
+#define S_ATTEMPT_DELAY_MS 250
+
+typedef struct {
+    hms_dial_t *dial;
+    int fd; /* -1: not started, or over */
+    ev_io io;
+} s_attempt_t;
+
 struct hms_dial {
     struct ev_loop *loop;
     hms_dial_fn *fn;
     void *arg;
-    hms_addr_t addr;
-    int fd;
-    ev_io io;
+    hms_addrs_t addrs;
+    s_attempt_t att[HMS_RESOLVE_ADDRS_MAX]; /* one per address, in the same order */
+    int next;                               /* the address tried next */
+    int waiting;                            /* attempts in progress */
+    int won;                                /* the address connected, -1 until then */
+    int won_fd;
+    bool named; /* host is a name: failed addresses are demoted in the cache */
     ev_timer timer;
+    ev_timer stagger;
     int timeout_ms;
     hms_sockopts_t opts;
     hms_soon_t now; /* reports a result known at once, from the loop */
     hms_resolve_t *resolve;
+    char host[256];
     char why[320];
+    char errs[320]; /* what each failed address said */
     char target[300];
 };
 
@@ -35,91 +54,167 @@ static void s_resolve_release (hms_dial_t *self)
     }
 }
 
-static void s_finish (hms_dial_t *self, int fd)
+static void s_attempt_stop (hms_dial_t *self, s_attempt_t *a)
 {
-    ev_io_stop (self->loop, &self->io);
+    ev_io_stop (self->loop, &a->io);
+    if (a->fd >= 0) {
+        close (a->fd);
+        a->fd = -1;
+        self->waiting--;
+    }
+}
+
+static void s_stop_all (hms_dial_t *self)
+{
+    for (int i = 0; i < self->addrs.n; i++)
+        s_attempt_stop (self, &self->att[i]);
     ev_timer_stop (self->loop, &self->timer);
+    ev_timer_stop (self->loop, &self->stagger);
     hms_soon_stop (self->loop, &self->now);
     s_resolve_release (self);
-    if (fd < 0 && self->fd >= 0)
-        close (self->fd);
-    self->fn (fd, &self->addr, fd < 0 ? self->why : NULL, self->arg);
+}
+
+static void s_finish (hms_dial_t *self)
+{
+    int fd = self->won_fd;
+    self->won_fd = -1;
+    s_stop_all (self);
+    hms_addr_t addr = {0};
+    if (self->won >= 0)
+        addr = self->addrs.addr[self->won];
+    self->fn (fd, &addr, fd < 0 ? self->why : NULL, self->arg);
     free (self);
 }
 
-static void s_set_why (hms_dial_t *self, int err)
+/* Address i said err: noted for the failure's text, and put last for later dials. */
+static void s_failed (hms_dial_t *self, int i, int err)
 {
     char text[80];
-    snprintf (self->why, sizeof self->why, "connect to %s: %s",
-              hms_addr_str (&self->addr, text, sizeof text), strerror (err));
+    hms_addr_str (&self->addrs.addr[i], text, sizeof text);
+    size_t used = strlen (self->errs);
+    snprintf (self->errs + used, sizeof self->errs - used, "%s%s: %s", used ? ", " : "", text,
+              strerror (err));
+    if (self->named)
+        hms_resolve_demote (self->host, &self->addrs.addr[i]);
 }
+
+/* Every address failed: one address says "connect to ADDR: why", several "connect to
+ * host:port: ADDR: why, ADDR: why". */
+static void s_all_failed (hms_dial_t *self)
+{
+    if (self->addrs.n == 1)
+        snprintf (self->why, sizeof self->why, "connect to %s", self->errs);
+    else
+        snprintf (self->why, sizeof self->why, "connect to %s: %s", self->target, self->errs);
+}
+
+/* Address i connected on fd: the others are let go (those still waiting are slower than it:
+ * put last), and the dial reports. */
+static void s_win (hms_dial_t *self, int i, int fd)
+{
+    self->att[i].fd = -1;
+    self->waiting--;
+    ev_io_stop (self->loop, &self->att[i].io);
+    self->won = i;
+    self->won_fd = fd;
+    for (int j = 0; j < i && self->named; j++)
+        if (self->att[j].fd >= 0)
+            hms_resolve_demote (self->host, &self->addrs.addr[j]);
+}
+
+static void s_try_next (hms_dial_t *self);
 
 static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
 {
-    hms_dial_t *self = w->data;
-    int e = hms_net_connect_result (self->fd);
+    s_attempt_t *a = w->data;
+    hms_dial_t *self = a->dial;
+    int i = (int) (a - self->att);
+    int e = hms_net_connect_result (a->fd);
     if (e == 0) {
-        int fd = self->fd;
-        self->fd = -1;
-        s_finish (self, fd);
+        s_win (self, i, a->fd);
+        s_finish (self);
         return;
     }
-    s_set_why (self, e);
-    s_finish (self, -1);
+    s_attempt_stop (self, a);
+    s_failed (self, i, e);
+    s_try_next (self); /* a result it comes to is reported from the loop */
+}
+
+/* Starts attempts until one is in progress, or connected, or no address is left (then the
+ * failure is reported from the loop when nothing waits either). */
+static void s_try_next (hms_dial_t *self)
+{
+    ev_timer_stop (self->loop, &self->stagger);
+    while (self->next < self->addrs.n) {
+        int i = self->next++;
+        const hms_addr_t *addr = &self->addrs.addr[i];
+        int fd = hms_net_connect_opts (addr, &self->opts);
+        if (fd >= 0) {
+            /* Asked again, connect says whether the handshake is over already (a target on
+             * this host usually is): then no wait for writability, no watcher to register. */
+            if (connect (fd, (const struct sockaddr *) &addr->ss, addr->len) == 0) {
+                self->waiting++;
+                s_win (self, i, fd);
+                hms_soon_start (self->loop, &self->now);
+                return;
+            }
+            if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR) {
+                s_attempt_t *a = &self->att[i];
+                a->fd = fd;
+                self->waiting++;
+                ev_io_set (&a->io, fd, EV_WRITE);
+                ev_io_start (self->loop, &a->io);
+                if (self->next < self->addrs.n)
+                    ev_timer_start (self->loop, &self->stagger);
+                return;
+            }
+            int e = errno;
+            close (fd);
+            errno = e;
+        }
+        s_failed (self, i, errno);
+    }
+    if (self->waiting == 0) {
+        s_all_failed (self);
+        hms_soon_start (self->loop, &self->now); /* won_fd -1: reported as the failure */
+    }
+}
+
+/* The earlier addresses still wait: the next one is tried alongside. */
+static void s_on_stagger (struct ev_loop *loop, ev_timer *w, int revents)
+{
+    s_try_next (w->data);
 }
 
 static void s_on_timer (struct ev_loop *loop, ev_timer *w, int revents)
 {
     hms_dial_t *self = w->data;
-    snprintf (self->why, sizeof self->why, "connect to %s: no answer within %d ms", self->target,
-              self->timeout_ms);
-    s_finish (self, -1);
+    if (self->errs[0])
+        snprintf (self->why, sizeof self->why, "connect to %s: no answer within %d ms (%s)",
+                  self->target, self->timeout_ms, self->errs);
+    else
+        snprintf (self->why, sizeof self->why, "connect to %s: no answer within %d ms",
+                  self->target, self->timeout_ms);
+    s_finish (self);
 }
 
-/* A result known at once: connected (fd kept) or failed (why set). */
+/* A result known at once: connected (won_fd) or failed (why set). */
 static void s_on_now (struct ev_loop *loop, hms_soon_t *soon)
 {
-    hms_dial_t *self = soon->data;
-    int fd = self->fd;
-    self->fd = -1;
-    s_finish (self, fd);
+    s_finish (soon->data);
 }
 
-static void s_connect (hms_dial_t *self)
-{
-    self->fd = hms_net_connect_opts (&self->addr, &self->opts);
-    if (self->fd >= 0) {
-        /* Asked again, connect says whether the handshake is over already (a target on
-         * this host usually is): then no wait for writability, no watcher to register. */
-        if (connect (self->fd, (const struct sockaddr *) &self->addr.ss, self->addr.len) == 0) {
-            hms_soon_start (self->loop, &self->now);
-            return;
-        }
-        if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR) {
-            ev_io_set (&self->io, self->fd, EV_WRITE);
-            ev_io_start (self->loop, &self->io);
-            return;
-        }
-        int e = errno;
-        close (self->fd);
-        self->fd = -1;
-        errno = e;
-    }
-    s_set_why (self, errno);
-    hms_soon_start (self->loop, &self->now); /* fd -1: reported as the failure */
-}
-
-static void s_on_dial_resolved (const hms_addr_t *addr, const char *why, void *arg)
+static void s_on_dial_resolved (const hms_addrs_t *addrs, const char *why, void *arg)
 {
     hms_dial_t *self = arg;
     self->resolve = NULL;
-    if (!addr) {
+    if (!addrs) {
         snprintf (self->why, sizeof self->why, "%s", why);
-        s_finish (self, -1);
+        s_finish (self);
         return;
     }
-    self->addr = *addr;
-    s_connect (self);
+    self->addrs = *addrs;
+    s_try_next (self);
 }
 
 static hms_dial_t *s_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
@@ -129,27 +224,38 @@ static hms_dial_t *s_start (struct ev_loop *loop, const char *host, uint16_t por
     self->loop = loop;
     self->fn = fn;
     self->arg = arg;
-    self->fd = -1;
+    self->won = -1;
+    self->won_fd = -1;
+    snprintf (self->host, sizeof self->host, "%s", host);
     hms_hostport (host, port, self->target, sizeof self->target);
-    ev_io_init (&self->io, s_on_io, -1, EV_WRITE);
-    self->io.data = self;
+    for (int i = 0; i < HMS_RESOLVE_ADDRS_MAX; i++) {
+        s_attempt_t *a = &self->att[i];
+        a->dial = self;
+        a->fd = -1;
+        ev_io_init (&a->io, s_on_io, -1, EV_WRITE);
+        a->io.data = a;
+    }
     ev_timer_init (&self->timer, s_on_timer, timeout_ms / 1000.0, 0);
     self->timer.data = self;
+    ev_timer_init (&self->stagger, s_on_stagger, S_ATTEMPT_DELAY_MS / 1000.0, 0);
+    self->stagger.data = self;
     self->timeout_ms = timeout_ms;
     if (opts)
         self->opts = *opts;
     hms_soon_init (&self->now, s_on_now, self);
     ev_timer_start (loop, &self->timer);
-    if (hms_addr_from (host, port, &self->addr) == 0) {
-        s_connect (self);
-        if (fd_now && self->fd >= 0 && hms_soon_pending (&self->now)) { /* connected already */
-            *fd_now = self->fd;
-            self->fd = -1;
+    if (hms_addr_from (host, port, &self->addrs.addr[0]) == 0) {
+        self->addrs.n = 1;
+        s_try_next (self);
+        if (fd_now && self->won_fd >= 0) { /* connected already */
+            *fd_now = self->won_fd;
+            self->won_fd = -1;
             hms_dial_cancel (self);
             return NULL;
         }
         return self;
     }
+    self->named = true;
     self->resolve = hms_resolve (loop, host, port, s_on_dial_resolved, self);
     return self;
 }
@@ -170,11 +276,8 @@ hms_dial_t *hms_dial_start_now (struct ev_loop *loop, const char *host, uint16_t
 
 void hms_dial_cancel (hms_dial_t *self)
 {
-    ev_io_stop (self->loop, &self->io);
-    ev_timer_stop (self->loop, &self->timer);
-    hms_soon_stop (self->loop, &self->now);
-    s_resolve_release (self);
-    if (self->fd >= 0)
-        close (self->fd);
+    s_stop_all (self);
+    if (self->won_fd >= 0)
+        close (self->won_fd);
     free (self);
 }

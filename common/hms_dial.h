@@ -1,6 +1,9 @@
 /* hms_dial: opens a TCP connection to host:port from a libev loop without blocking it:
  * resolution (IP literals at once, names through hms_resolve), a non-blocking connect, and
- * a deadline. One callback with the connected socket or the reason it failed. */
+ * a deadline. A name's addresses are tried in turn (the next at once when one fails, or
+ * after 250 ms alongside one that has not answered, as RFC 8305 does; the first connected
+ * wins), so a name behind which one of several instances is gone still connects. One
+ * callback with the connected socket or the reason it failed. */
 #ifndef HMS_DIAL_H_INCLUDED
 #define HMS_DIAL_H_INCLUDED
 
@@ -10,8 +13,10 @@
 #include <ev.h>
 
 typedef struct hms_dial hms_dial_t;
-/* fd >= 0 on success (caller owns it, non-blocking, TCP_NODELAY); -1 with why (e.g.
- * "connect to 127.0.0.1:9: Connection refused"). The dial is freed after the callback. */
+/* fd >= 0 on success (caller owns it, non-blocking, TCP_NODELAY), addr the address it
+ * reached; -1 with why (e.g. "connect to 127.0.0.1:9: Connection refused", "connect to
+ * relays.example:4433: 10.0.0.2:4433: Connection refused, 10.0.0.3:4433: No route to host").
+ * The dial is freed after the callback. */
 typedef void (hms_dial_fn) (int fd, const hms_addr_t *addr, const char *why, void *arg);
 
 /* Starts dialing; the callback always comes later from the loop, never from this call.

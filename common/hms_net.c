@@ -67,10 +67,15 @@ int hms_addr_parse (const char *text, hms_addr_t *addr, char *err, size_t errlen
     return 0;
 }
 
-int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *err, size_t errlen)
+int hms_addr_resolve_all (const char *host, uint16_t port, hms_addr_t *addrs, int max, char *err,
+                          size_t errlen)
 {
-    if (hms_addr_from (host, port, addr) == 0)
-        return 0;
+    if (max < 1) {
+        snprintf (err, errlen, "cannot resolve '%s': no room for an address", host);
+        return -1;
+    }
+    if (hms_addr_from (host, port, &addrs[0]) == 0)
+        return 1;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
     int rc = getaddrinfo (host, NULL, &hints, &res);
@@ -78,12 +83,39 @@ int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *e
         snprintf (err, errlen, "cannot resolve '%s': %s", host, gai_strerror (rc));
         return -1;
     }
-    memset (addr, 0, sizeof *addr);
-    memcpy (&addr->ss, res->ai_addr, res->ai_addrlen);
-    addr->len = res->ai_addrlen;
-    hms_addr_set_port (addr, port);
+    int n = 0;
+    for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof addrs[n].ss)
+            continue;
+        hms_addr_t a = {.len = ai->ai_addrlen};
+        memcpy (&a.ss, ai->ai_addr, ai->ai_addrlen);
+        hms_addr_set_port (&a, port);
+        bool seen = false;
+        for (int i = 0; i < n && !seen; i++)
+            seen = hms_addr_same_ip (&addrs[i], &a);
+        if (!seen)
+            addrs[n++] = a;
+    }
     freeaddrinfo (res);
-    return 0;
+    if (n == 0) {
+        snprintf (err, errlen, "cannot resolve '%s': no usable address", host);
+        return -1;
+    }
+    return n;
+}
+
+bool hms_addr_same_ip (const hms_addr_t *a, const hms_addr_t *b)
+{
+    if (a->ss.ss_family != b->ss.ss_family)
+        return false;
+    if (a->ss.ss_family == AF_INET)
+        return ((const struct sockaddr_in *) &a->ss)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *) &b->ss)->sin_addr.s_addr;
+    if (a->ss.ss_family == AF_INET6)
+        return memcmp (&((const struct sockaddr_in6 *) &a->ss)->sin6_addr,
+                       &((const struct sockaddr_in6 *) &b->ss)->sin6_addr,
+                       sizeof (struct in6_addr)) == 0;
+    return false;
 }
 
 const char *hms_addr_ip (const hms_addr_t *addr, char *out, size_t len)

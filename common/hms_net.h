@@ -20,9 +20,13 @@ typedef struct {
 int hms_addr_parse (const char *text, hms_addr_t *addr, char *err, size_t errlen);
 /* Builds addr from a numeric host and a port; -1 when host is not an IP literal. */
 int hms_addr_from (const char *host, uint16_t port, hms_addr_t *addr);
-/* Resolves host (a name or an IP literal) with getaddrinfo; blocking for names.
- * 0 or -1 with err. */
-int hms_addr_resolve (const char *host, uint16_t port, hms_addr_t *addr, char *err, size_t errlen);
+/* Resolves host (a name or an IP literal) with getaddrinfo, blocking for names: up to max of
+ * its addresses into addrs, in getaddrinfo's order (RFC 6724), each once, port set. How many,
+ * or -1 with err. */
+int hms_addr_resolve_all (const char *host, uint16_t port, hms_addr_t *addrs, int max, char *err,
+                          size_t errlen);
+/* True when a and b are the same address, ports aside. */
+bool hms_addr_same_ip (const hms_addr_t *a, const hms_addr_t *b);
 /* "1.2.3.4:80" / "[::1]:443" into out. Returns out. */
 /* An IPv4-mapped IPv6 address (::ffff:a.b.c.d, what a dual-stack socket reports for an IPv4
  * peer) becomes the IPv4 address itself; any other is left alone. */

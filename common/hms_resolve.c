@@ -37,7 +37,7 @@ struct hms_resolve {
     s_name_t *name;      /* the name it waits for (under s.lock) */
     hms_resolve_t *next; /* in that name's waiters */
     int rc;
-    hms_addr_t addr;
+    hms_addrs_t addrs;
     char err[256];
 };
 
@@ -47,7 +47,7 @@ struct s_name {
     char host[256]; /* lower case */
     bool pending;
     int rc;
-    hms_addr_t addr; /* port 0 */
+    hms_addrs_t addrs; /* ports 0; demoted ones last */
     char err[256];
     int64_t expires, answered; /* monotonic ms */
     hms_resolve_t *waiters;
@@ -63,7 +63,7 @@ static struct {
     uint64_t names;
     int threads, idle_threads, threads_max;
     int ok_ms, fail_ms, max_names;
-    uint64_t lookups, cached, joined;
+    uint64_t lookups, cached, joined, demoted;
 } s = {.lock = PTHREAD_MUTEX_INITIALIZER,
        .work = PTHREAD_COND_INITIALIZER,
        .ok_ms = 10000,
@@ -93,13 +93,13 @@ static void s_report (hms_resolve_t *r)
     /* written by a resolver thread under the lock; ev_async_send orders it too, but a race
      * detector cannot see inside libev */
     pthread_mutex_lock (&s.lock);
-    hms_addr_t addr = r->addr;
+    hms_addrs_t addrs = r->addrs;
     char err[256];
     snprintf (err, sizeof err, "%s", r->err);
     bool ok = r->rc == 0;
     pthread_mutex_unlock (&s.lock);
     s_stop (r);
-    fn (ok ? &addr : NULL, ok ? NULL : err, arg);
+    fn (ok ? &addrs : NULL, ok ? NULL : err, arg);
 }
 
 static void s_on_async (struct ev_loop *loop, ev_async *w, int revents)
@@ -117,8 +117,9 @@ static void s_fill (hms_resolve_t *r, const s_name_t *n)
 {
     r->rc = n->rc;
     if (n->rc == 0) {
-        r->addr = n->addr;
-        hms_addr_set_port (&r->addr, r->port);
+        r->addrs = n->addrs;
+        for (int i = 0; i < r->addrs.n; i++)
+            hms_addr_set_port (&r->addrs.addr[i], r->port);
     } else
         snprintf (r->err, sizeof r->err, "%s", n->err);
 }
@@ -191,13 +192,13 @@ static void s_answer (s_name_t *n)
 }
 
 /* n's lookup is over; its answer is kept keep_ms. */
-static void s_settle (s_name_t *n, int rc, const hms_addr_t *addr, const char *err, int keep_ms)
+static void s_settle (s_name_t *n, int rc, const hms_addrs_t *addrs, const char *err, int keep_ms)
 {
     int64_t now = hms_mono_ms ();
     n->pending = false;
     n->rc = rc;
     if (rc == 0)
-        n->addr = *addr;
+        n->addrs = *addrs;
     else
         snprintf (n->err, sizeof n->err, "%s", err);
     n->answered = now;
@@ -234,12 +235,14 @@ static void *s_thread (void *arg)
         snprintf (host, sizeof host, "%s", n->host);
         pthread_mutex_unlock (&s.lock);
 
-        hms_addr_t addr;
+        hms_addrs_t addrs;
         char err[256] = "";
-        int rc = hms_addr_resolve (host, 0, &addr, err, sizeof err);
+        addrs.n =
+            hms_addr_resolve_all (host, 0, addrs.addr, HMS_RESOLVE_ADDRS_MAX, err, sizeof err);
+        int rc = addrs.n > 0 ? 0 : -1;
 
         pthread_mutex_lock (&s.lock);
-        s_settle (n, rc, &addr, err, rc == 0 ? s.ok_ms : s.fail_ms);
+        s_settle (n, rc, &addrs, err, rc == 0 ? s.ok_ms : s.fail_ms);
     }
 }
 
@@ -293,6 +296,32 @@ static bool s_under (const char *name, size_t len, const char *domain)
     return len == dlen || name[len - dlen - 1] == '.';
 }
 
+/* host as the cache knows it (lower case, no trailing dot, a name under .localhost as
+ * localhost) into key; -1 with why for a name that is never looked up. */
+static int s_key (const char *host, char key[256], char *why, size_t whylen)
+{
+    size_t len = strlen (host);
+    if (len == 0 || len >= 256) {
+        snprintf (why, whylen, "cannot resolve '%.200s': %s", host,
+                  len ? "name too long" : "empty name");
+        return -1;
+    }
+    for (size_t i = 0; i <= len; i++)
+        key[i] = (char) tolower ((unsigned char) host[i]);
+    /* RFC 6761 6.3 and 6.4: a .invalid name fails at once, and a name under .localhost is
+     * the loopback address, whatever localhost is here; neither is asked of a DNS server */
+    if (len > 1 && key[len - 1] == '.')
+        key[--len] = '\0';
+    if (s_under (key, len, "invalid")) {
+        snprintf (why, whylen, "cannot resolve '%.200s': .invalid names never resolve (RFC 6761)",
+                  host);
+        return -1;
+    }
+    if (s_under (key, len, "localhost"))
+        snprintf (key, 256, "localhost");
+    return 0;
+}
+
 hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t port,
                             hms_resolve_fn *fn, void *arg)
 {
@@ -305,36 +334,18 @@ hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t por
     ev_async_init (&r->async, s_on_async);
     r->async.data = r;
     hms_soon_init (&r->now, s_on_now, r);
-    if (hms_addr_from (host, port, &r->addr) == 0) {
+    if (hms_addr_from (host, port, &r->addrs.addr[0]) == 0) {
+        r->addrs.n = 1;
         hms_soon_start (loop, &r->now);
         return r;
     }
     char key[256];
-    size_t len = strlen (host);
-    if (len == 0 || len >= sizeof key) {
+    if (s_key (host, key, r->err, sizeof r->err) != 0) {
         r->rc = -1;
-        snprintf (r->err, sizeof r->err, "cannot resolve '%.200s': %s", host,
-                  len ? "name too long" : "empty name");
         hms_soon_start (loop, &r->now);
         return r;
     }
-    for (size_t i = 0; i <= len; i++)
-        key[i] = (char) tolower ((unsigned char) host[i]);
-    /* RFC 6761 6.3 and 6.4: a .invalid name fails at once, and a name under .localhost is
-     * the loopback address, whatever localhost is here; neither is asked of a DNS server */
-    size_t klen = len;
-    if (klen > 1 && key[klen - 1] == '.')
-        key[--klen] = '\0';
-    if (s_under (key, klen, "invalid")) {
-        r->rc = -1;
-        snprintf (r->err, sizeof r->err,
-                  "cannot resolve '%.200s': .invalid names never resolve (RFC 6761)", host);
-        hms_soon_start (loop, &r->now);
-        return r;
-    }
-    if (s_under (key, klen, "localhost"))
-        snprintf (key, sizeof key, "localhost");
-    len = strlen (key);
+    size_t len = strlen (key);
 
     pthread_mutex_lock (&s.lock);
     int64_t now = hms_mono_ms ();
@@ -391,6 +402,27 @@ void hms_resolve_cancel (hms_resolve_t *r)
     s_stop (r);
 }
 
+void hms_resolve_demote (const char *host, const hms_addr_t *addr)
+{
+    char key[256], why[8];
+    if (s_key (host, key, why, sizeof why) != 0)
+        return;
+    pthread_mutex_lock (&s.lock);
+    s_name_t *n = s_find (key);
+    if (n && !n->pending && n->rc == 0 && n->addrs.n > 1) {
+        hms_addrs_t *a = &n->addrs;
+        for (int i = 0; i < a->n - 1; i++)
+            if (hms_addr_same_ip (&a->addr[i], addr)) {
+                hms_addr_t gone = a->addr[i];
+                memmove (&a->addr[i], &a->addr[i + 1], (size_t) (a->n - 1 - i) * sizeof gone);
+                a->addr[a->n - 1] = gone;
+                s.demoted++;
+                break;
+            }
+    }
+    pthread_mutex_unlock (&s.lock);
+}
+
 void hms_resolve_config (int ok_ms, int fail_ms, int max_names)
 {
     pthread_mutex_lock (&s.lock);
@@ -414,7 +446,8 @@ void hms_resolve_stats (hms_resolve_stats_t *out)
                                  .joined = s.joined,
                                  .names = s.names,
                                  .threads = (uint64_t) s.threads,
-                                 .threads_max = (uint64_t) s.threads_max};
+                                 .threads_max = (uint64_t) s.threads_max,
+                                 .demoted = s.demoted};
     pthread_mutex_unlock (&s.lock);
 }
 
@@ -422,9 +455,9 @@ json_t *hms_resolve_stats_add (json_t *into, const char *prefix)
 {
     hms_resolve_stats_t st;
     hms_resolve_stats (&st);
-    const char *names[5] = {"lookups", "cached", "joined", "names", "threads"};
-    uint64_t values[5] = {st.lookups, st.cached, st.joined, st.names, st.threads};
-    for (int i = 0; i < 5 && into; i++) {
+    const char *names[6] = {"lookups", "cached", "joined", "names", "threads", "demoted"};
+    uint64_t values[6] = {st.lookups, st.cached, st.joined, st.names, st.threads, st.demoted};
+    for (int i = 0; i < 6 && into; i++) {
         char key[64];
         snprintf (key, sizeof key, "%s_dns_%s", prefix, names[i]);
         json_object_set_new (into, key, json_integer ((json_int_t) values[i]));

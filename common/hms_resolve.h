@@ -1,6 +1,7 @@
 /* hms_resolve: names to addresses for libev loops, without blocking them: getaddrinfo runs
  * on a small pool of resolver threads, one lookup per name however many flows wait for it,
- * and the answer (or the failure) is kept for a while in a process-wide cache. */
+ * and the answer (all of the name's addresses, or the failure) is kept for a while in a
+ * process-wide cache, where an address that a connection found dead goes last. */
 #ifndef HMS_RESOLVE_H_INCLUDED
 #define HMS_RESOLVE_H_INCLUDED
 
@@ -13,8 +14,15 @@
 
 typedef struct hms_resolve hms_resolve_t;
 
-/* addr on success (its port set); NULL with why ("cannot resolve 'NAME': ..."). */
-typedef void (hms_resolve_fn) (const hms_addr_t *addr, const char *why, void *arg);
+/* A name's addresses, best first (at most this many are kept). */
+#define HMS_RESOLVE_ADDRS_MAX 8
+typedef struct {
+    int n;
+    hms_addr_t addr[HMS_RESOLVE_ADDRS_MAX];
+} hms_addrs_t;
+
+/* addrs on success (n >= 1, ports set); NULL with why ("cannot resolve 'NAME': ..."). */
+typedef void (hms_resolve_fn) (const hms_addrs_t *addrs, const char *why, void *arg);
 
 /* Resolves host:port (an IP literal too); fn always comes later from the loop, never from
  * this call, also for an answer from the cache. As RFC 6761 asks of resolver libraries,
@@ -25,6 +33,10 @@ hms_resolve_t *hms_resolve (struct ev_loop *loop, const char *host, uint16_t por
                             hms_resolve_fn *fn, void *arg);
 /* fn will not be called. */
 void hms_resolve_cancel (hms_resolve_t *r);
+/* A connection to addr, one of host's addresses, failed: while host's answer is kept, addr
+ * comes after its other addresses (a name with several addresses, one of them gone: a scaled
+ * service whose instance stopped). Nothing when host is not kept or has one address. */
+void hms_resolve_demote (const char *host, const hms_addr_t *addr);
 
 /* How long an answer is kept (ok_ms; 0: no cache, every request looks up), how long a
  * failure is (fail_ms, at most ok_ms), and how many names at most. For all loops of the
@@ -38,10 +50,11 @@ typedef struct {
     uint64_t names;       /* names kept now */
     uint64_t threads;     /* resolver threads now */
     uint64_t threads_max; /* most resolver threads at once so far */
+    uint64_t demoted;     /* addresses put last after a failed connection */
 } hms_resolve_stats_t;
 void hms_resolve_stats (hms_resolve_stats_t *out);
 /* Adds them to a daemon's counters as PREFIX_dns_lookups, _dns_cached, _dns_joined,
- * _dns_names and _dns_threads. Returns into. */
+ * _dns_names, _dns_threads and _dns_demoted. Returns into. */
 json_t *hms_resolve_stats_add (json_t *into, const char *prefix);
 
 /* Resolver threads at most. */

@@ -22,18 +22,23 @@ typedef struct {
     int calls;
     int ok;
     uint16_t port;
+    int n;
+    char addrs[HMS_RESOLVE_ADDRS_MAX][64];
     char why[300];
     pthread_t thread;
 } s_answer_t;
 
-static void s_on_answer (const hms_addr_t *addr, const char *why, void *arg)
+static void s_on_answer (const hms_addrs_t *addrs, const char *why, void *arg)
 {
     s_answer_t *a = arg;
     a->calls++;
     a->thread = pthread_self ();
-    if (addr) {
+    if (addrs) {
         a->ok = 1;
-        a->port = hms_addr_port (addr);
+        a->port = hms_addr_port (&addrs->addr[0]);
+        a->n = addrs->n;
+        for (int i = 0; i < addrs->n; i++)
+            hms_addr_str (&addrs->addr[i], a->addrs[i], sizeof a->addrs[i]);
     } else
         snprintf (a->why, sizeof a->why, "%s", why);
 }

@@ -295,7 +295,7 @@ def dns_counters(s, instance, kind):
     text = urllib.request.urlopen(
         f"http://127.0.0.1:{s.port(instance, 'metrics')}/metrics", timeout=5).read().decode()
     out = {}
-    for what in ("lookups", "cached", "joined", "names", "threads"):
+    for what in ("lookups", "cached", "joined", "names", "threads", "demoted"):
         m = re.search(rf"^hermes_{kind}_dns_{what}{{[^}}]*}} (\d+)$", text, re.M)
         assert m, (what, text)
         out[what] = int(m.group(1))
@@ -1415,3 +1415,80 @@ def test_routes_go_around_a_node_whose_relays_are_stopping_or_down(overlay, targ
     assert edge_route(s, "far")[0]["path"] == ["edge", "alt", "far"]
     nodes = {n["name"]: n for n in s.ctl_json("node", "list")}
     assert nodes["core"]["avoided"].startswith("relay-core"), nodes["core"]
+
+
+def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(suite, targets):
+    """A node whose address is one name with several addresses, one relay behind each (a
+    scaled relay service behind its DNS name; here an /etc/hosts that the ingress alone
+    sees). The ingress tries the name's addresses in turn, so when the relay it uses dies
+    (SIGKILL) new flows reach the other one at once: no 502, and the routes stay (the node
+    has a relay up). Then a rolling restart under the same name: the dead relay comes back,
+    the other one drains (SIGTERM), and new flows go to the one that is up."""
+    s = suite
+    port = free_port()
+    s.start_controller()
+    s.start_service("policy")
+    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"),
+                    hosts="127.0.0.1 localhost\n127.0.0.2 relay\n127.0.0.3 relay\n")
+    addr = {"relay-a": "127.0.0.2", "relay-b": "127.0.0.3"}
+
+    def start_relay(name, ip):
+        s.start_service("relay", name, extra=("--node", "pair", "--listen", f"{ip}:{port}"))
+        wait_for(lambda: "relay listening on" in s.daemons[name].log_text(), 10,
+                 what=f"{name} listening")
+
+    for name, ip in addr.items():
+        start_relay(name, ip)
+    s.ctl("node", "add", "edge")
+    s.ctl("node", "add", "pair", "--address", f"relay:{port}")  # the name in relays' certs
+    s.ctl("link", "add", "edge", "pair")
+    set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
+    http = s.port("ingress-1", "http")
+    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
+             what="ingress listening")
+    line = f"tunnel done target=127.0.0.1:{targets['http']}"
+
+    def requests(n, relays):
+        """n requests, each in a new tunnel (answered 200, so not 502); how many of them each
+        of relays carried."""
+        def done():
+            return {r: s.daemons[r].log_text().count(line) for r in relays}
+        before = done()
+        for _ in range(n):
+            data = last_request(open_tunnel(http, targets["http"]))
+            assert data.endswith(b"hello through hermes\n"), data[:200]
+        wait_for(lambda: sum(done().values()) - sum(before.values()) == n, 5,
+                 what=f"{n} tunnels done at the relays")
+        return {r: done()[r] - before[r] for r in relays}
+
+    crossed = requests(3, list(addr))
+    first = max(crossed, key=crossed.get)  # the pool's connection: the name's first address
+    other = next(r for r in addr if r != first)
+    assert crossed == {first: 3, other: 0}, crossed
+
+    # the relay in use dies without a word: the next flows reach the other one at once. (The
+    # warm pool reconnects the instant its connection drops; if its connect lands before the
+    # dying relay's port is closed, that one handshake is reset, and logged.)
+    s.allow_error(rf"instance down kind=relay instance={first}")
+    s.allow_error(rf"cannot reach next hop relay relay:{port}: TLS handshake: .*reset by peer")
+    version = s.status()["config_version"]
+    s.daemons[first].kill9()
+    assert requests(5, [other]) == {other: 5}
+    wait_for(lambda: {n["name"]: n for n in s.ctl_json("node", "list")}["pair"]["relays_up"]
+             == 1, 8, what="the controller counting the dead relay down")
+    pair = {n["name"]: n for n in s.ctl_json("node", "list")}["pair"]
+    assert pair["relays"] == 2 and "avoided" not in pair, pair
+    assert s.status()["config_version"] == version  # the routes stayed
+    assert dns_counters(s, "ingress-1", "ingress")["demoted"] == 1  # the dead relay's address
+
+    # a rolling restart under the one name: the dead relay comes back, the other drains
+    start_relay(f"{first}-2", addr[first])
+    unreachable = s.daemons["ingress-1"].log_text().count("cannot reach next hop")
+    s.daemons[other].expected_exit = True
+    s.daemons[other].proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining on signal 15" in s.daemons[other].log_text(), 5,
+             what=f"{other} draining")
+    assert requests(4, [f"{first}-2", other]) == {f"{first}-2": 4, other: 0}
+    assert stopped(s.daemons[other], 10) == 0
+    assert s.daemons["ingress-1"].log_text().count("cannot reach next hop") == unreachable
+    assert dns_counters(s, "ingress-1", "ingress")["demoted"] == 2  # and now the drained one's

@@ -150,9 +150,11 @@ class Suite:
             self.listen[key] = free_port()
         return self.listen[key]
 
-    def start_service(self, kind, instance=None, extra=(), policy="policy-1"):
+    def start_service(self, kind, instance=None, extra=(), policy="policy-1", hosts=None):
         """Every listener on loopback and a free port, so that tests never meet the
-        default ports (a suite of the user's, or another test)."""
+        default ports (a suite of the user's, or another test). hosts: the text of an
+        /etc/hosts that this daemon alone sees (a mount namespace of its own with the file
+        bind-mounted over the system's; the PID stays the daemon's own)."""
         instance = instance or f"{kind}-1"
         if kind == "policy" and "--listen" not in extra:
             extra = ("--listen", self.listen_endpoint(instance), *extra)
@@ -173,6 +175,12 @@ class Suite:
         argv = [*self.prefix, os.path.join(BIN_DIR, BINARY[kind]), "--controller", self.api,
                 "--controller-push", self.push, "--keys-dir", self.keys, "--instance", instance,
                 *extra]
+        if hosts is not None:
+            path = os.path.join(self.dir, f"{instance}.hosts")
+            with open(path, "w") as f:
+                f.write(hosts)
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$0" /etc/hosts && exec "$@"', path, *argv]
         d = Daemon(instance, argv, os.path.join(self.dir, f"{instance}.log")).start()
         self.daemons[instance] = d
         return d

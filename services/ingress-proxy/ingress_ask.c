@@ -40,12 +40,14 @@ static void s_deliver (ingress_ask_t *a, const hms_decision_t *d)
     a->fn (d, a->arg); /* may free a */
 }
 
-static void s_resolved (const hms_addr_t *addr, const char *why, void *arg)
+/* The policy is asked with the name's first address, and that address is what is dialed
+ * then (a dst condition holds for what the flow reaches). */
+static void s_resolved (const hms_addrs_t *addrs, const char *why, void *arg)
 {
     ingress_ask_t *a = arg;
     a->resolve = NULL;
-    if (addr) {
-        hms_addr_ip (addr, a->dst_ip, sizeof a->dst_ip);
+    if (addrs) {
+        hms_addr_ip (&addrs->addr[0], a->dst_ip, sizeof a->dst_ip);
         if (!a->q.host)
             a->q.host = a->q.dst;
         a->q.dst = a->dst_ip;
