@@ -614,6 +614,13 @@ void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd)
     s_attached (e);
 }
 
+void hms_tunnel_read_now (hms_tunnel_t *self, hms_tunnel_side_t side)
+{
+    s_end_t *e = &self->end[side];
+    if (e->kind == S_FD && !self->paused && !e->eof_in)
+        s_on_io (self->loop, &e->io, EV_READ);
+}
+
 static void s_on_hold (struct ev_loop *loop, ev_timer *t, int revents)
 {
     s_end_t *e = t->data;

@@ -37,6 +37,10 @@ hms_tunnel_t *hms_tunnel_new (struct ev_loop *loop, int idle_ms, hms_tunnel_done
 /* Attaches a connected non-blocking socket (the tunnel closes it); what was queued for this
  * end with hms_tunnel_send is written to it at once, as far as it takes it. */
 void hms_tunnel_attach_fd (hms_tunnel_t *self, hms_tunnel_side_t side, int fd);
+/* Reads what socket end side has received already, as its readiness would: a client that
+ * spoke first while the other end was being connected is passed on now, not a loop turn
+ * later. May end the tunnel (its done callback runs before this returns). */
+void hms_tunnel_read_now (hms_tunnel_t *self, hms_tunnel_side_t side);
 /* For tunnels that carry one HTTP exchange (a request forwarded between relays): the
  * response headers that arrive on side B's stream are handed to fn (which answers side A);
  * they come before any of B's data. */

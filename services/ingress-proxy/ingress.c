@@ -145,6 +145,8 @@ static void s_worker_init (hms_worker_t *worker, void *arg)
             setsockopt (w->lfd[i], IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof defer_s) != 0)
             hms_warning ("worker %d: TCP_DEFER_ACCEPT: %s", hms_worker_index (worker),
                          strerror (errno));
+        if (i == INGRESS_FRONT_TRANSPARENT)
+            w->transparent_port = hms_net_local_port (w->lfd[i]);
         ev_io_init (&w->accept_w[i], s_on_accept, w->lfd[i], EV_READ);
         w->accept_w[i].data = w;
         ev_io_start (w->loop, &w->accept_w[i]);

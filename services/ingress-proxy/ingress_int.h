@@ -59,6 +59,7 @@ typedef struct {
     hms_worker_t *worker;
     struct ev_loop *loop;
     int lfd[3];
+    uint16_t transparent_port; /* the transparent front's own port (0: none) */
     ev_io accept_w[3];
     hms_pool_t *pool;
     hms_origin_pool_t *origins; /* idle connections to origins of direct http(s):// requests */

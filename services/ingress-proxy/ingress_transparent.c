@@ -10,9 +10,12 @@
 
 /* True when dst is the socket's own local address: a connection made straight to the
  * transparent port, not redirected (once the nat table is in use, conntrack reports such
- * a connection's "original" destination as the listener itself). */
-static bool s_is_self (int fd, const hms_addr_t *dst)
+ * a connection's "original" destination as the listener itself). Only a destination on the
+ * listener's port can be. */
+static bool s_is_self (const ingress_worker_t *w, int fd, const hms_addr_t *dst)
 {
+    if (hms_addr_port (dst) != w->transparent_port)
+        return false;
     hms_addr_t local;
     local.len = sizeof local.ss;
     if (getsockname (fd, (struct sockaddr *) &local.ss, &local.len) != 0)
@@ -28,7 +31,7 @@ void ingress_transparent_accept (ingress_worker_t *w, int fd, const hms_addr_t *
     hms_addr_t dst;
     char peer_ip[64], host[64];
     hms_addr_ip (peer, peer_ip, sizeof peer_ip);
-    if (hms_net_original_dst (fd, &dst) != 0 || s_is_self (fd, &dst)) {
+    if (hms_net_original_dst (fd, &dst) != 0 || s_is_self (w, fd, &dst)) {
         hms_info ("transparent connection from %s was not redirected here (connect to the "
                   "target, with an iptables REDIRECT rule in the path): closed",
                   peer_ip);
