@@ -7,8 +7,10 @@ compose/Dockerfile, starts compose/docker-compose.yml with three tunnel relays a
 until the controller reports every service up and on the current config version; then
 changes the config (`hermesctl node add` of the relays' node) and waits until every container
 runs the new version (the push channel between containers), checks that every relay serves
-that node, and that a scale-down by one leaves the node in the routes. Always tears the
-project down.
+that node, and sends flows from this host through an ingress container and the relays (the
+node's address is the relays' service name, which Docker's DNS answers with every relay's
+address) to the controller's push port. A scale-down by one leaves the node in the routes,
+and no flow sent while it happens fails. Always tears the project down.
 
 Environment: HERMES_BIN_DIR (the build's bin dir, for hermesctl on the host),
 HERMES_SOURCE_DIR (repository root). Optional: HERMES_COMPOSE (default docker-compose,
@@ -29,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -256,6 +259,13 @@ def wait_bypass_ready(ctl, seconds):
     pytest.fail(f"the bypass agent is not ready within {seconds} s: {last}")
 
 
+def ingress_ip(compose, env):
+    cid = run([*compose, "ps", "-q", "ingress-proxy"], timeout=60, env=env,
+              cwd=SOURCE_DIR).stdout.split()[0]
+    return run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} "
+                "{{end}}", cid], timeout=30).stdout.split()[0]
+
+
 def check_bypass_splices(ctl, compose, env, version):
     """A bypass-eligible flow through the ingress container, from this host to the
     controller's api port: the ingress offers it, the agent (in the ingress's network
@@ -265,10 +275,7 @@ def check_bypass_splices(ctl, compose, env, version):
             "match": {"ports": ["7100"]}}
     run([*ctl, "policy", "add", "-"], timeout=30, input=json.dumps(rule))
     wait_converged(ctl, PUSH_S, min_version=version + 1)
-    cid = run([*compose, "ps", "-q", "ingress-proxy"], timeout=60, env=env,
-              cwd=SOURCE_DIR).stdout.split()[0]
-    ip = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} "
-              "{{end}}", cid], timeout=30).stdout.split()[0]
+    ip = ingress_ip(compose, env)
     log(f"bypass: a flow through the ingress at {ip}:3128 to controller:7100")
     with socket.create_connection((ip, 3128), timeout=10) as s:
         s.sendall(b"CONNECT controller:7100 HTTP/1.1\r\nHost: controller:7100\r\n\r\n")
@@ -301,6 +308,28 @@ def check_bypass_splices(ctl, compose, env, version):
         rest = s.recv(1)
         assert rest == b"\x03", f"no ZMTP version through the splice: {rest!r}"
     log(f"bypass: spliced and carrying bytes: {flow['proxy']} {flow['interfaces']}")
+
+
+def overlay_flow(ip):
+    """One flow through the ingress at ip, routed through the relays (tunnel-relay:4433,
+    mutual TLS, the name in their certificate) to controller:7101, whose ZMTP greeting
+    starts with its signature. None when it worked, else what went wrong."""
+    try:
+        with socket.create_connection((ip, 3128), timeout=10) as s:
+            s.settimeout(10)
+            s.sendall(b"CONNECT controller:7101 HTTP/1.1\r\nHost: controller:7101\r\n\r\n")
+            head = b""
+            while not head.endswith(b"\r\n\r\n") and len(head) < 4096:
+                b = s.recv(1)
+                if not b:
+                    return f"closed after {head!r}"
+                head += b
+            if not head.startswith(b"HTTP/1.1 200"):
+                return f"answered {head[:200]!r}"
+            sig = s.recv(1)
+            return None if sig == b"\xff" else f"no ZMTP signature through the relays: {sig!r}"
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def test_compose_stack_converges():
@@ -350,6 +379,19 @@ def test_compose_stack_converges():
             # every relay container registered the node it serves (HERMES_NODE)
             assert relay_node(ctl) == (RELAYS, RELAYS, None)
 
+            # Flows from the ingress's node through the relays' node: the ingress dials the
+            # relays by their service name (the name in their certificate)
+            run([*ctl, "node", "add", "edge"], timeout=30)
+            run([*ctl, "link", "add", "edge", "relays"], timeout=30)
+            rule = {"id": "citest-overlay", "priority": 4, "action": "route", "route": "relays",
+                    "match": {"ports": ["7101"]}}
+            run([*ctl, "policy", "add", "-"], timeout=30, input=json.dumps(rule))
+            status = wait_converged(ctl, PUSH_S, min_version=status["config_version"] + 3)
+            ip = ingress_ip(compose, env)
+            errors = [e for e in (overlay_flow(ip) for _ in range(5)) if e]
+            assert not errors, f"flows through the relays failed: {errors}"
+            log(f"flows through {ip}:3128 and the relays reach controller:7101")
+
             # The bypass agent shares the ingress's network namespace: its eBPF data plane
             # loaded, its SYN shaper on the ingress's interface, the ingress connected to it.
             stats = wait_bypass_ready(ctl, BYPASS_S)
@@ -358,15 +400,35 @@ def test_compose_stack_converges():
 
             # A scale-down stops one relay gracefully: the node keeps its other relays,
             # so routes keep it and no version is made.
+            # Flows go on meanwhile, and none fails: a flow whose relay connection drains
+            # gets a new one, to a relay that is still up.
             version = ctl_json(ctl, "status")["config_version"]
-            run([*compose, "up", "-d", "--no-build", "--scale", f"tunnel-relay={RELAYS - 1}"],
-                timeout=300, env=env, cwd=SOURCE_DIR)
-            deadline = time.monotonic() + PUSH_S
-            while relay_node(ctl)[1] != RELAYS - 1 and time.monotonic() < deadline:
-                time.sleep(0.5)
+            outcomes, stop = [], threading.Event()
+
+            def flows():
+                while not stop.is_set() and len(outcomes) < 5000:
+                    outcomes.append(overlay_flow(ip))
+                    time.sleep(0.02)
+
+            sender = threading.Thread(target=flows, daemon=True)
+            sender.start()
+            try:
+                run([*compose, "up", "-d", "--no-build", "--scale",
+                     f"tunnel-relay={RELAYS - 1}"], timeout=300, env=env, cwd=SOURCE_DIR)
+                deadline = time.monotonic() + PUSH_S
+                while relay_node(ctl)[1] != RELAYS - 1 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                time.sleep(2)
+            finally:
+                stop.set()
+                sender.join(30)
             assert relay_node(ctl) == (RELAYS, RELAYS - 1, None)
             assert ctl_json(ctl, "status")["config_version"] == version
-            log("scaled the relays down by one: their node is still used")
+            failed = [e for e in outcomes if e]
+            assert len(outcomes) >= 20 and not failed, \
+                f"{len(failed)} of {len(outcomes)} flows failed during the scale-down: {failed[:5]}"
+            log(f"scaled the relays down by one: their node is still used, and "
+                f"{len(outcomes)} flows sent meanwhile all arrived")
         except BaseException:
             dump_logs(compose, env)
             raise
