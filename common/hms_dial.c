@@ -140,39 +140,57 @@ static void s_on_io (struct ev_loop *loop, ev_io *w, int revents)
     s_try_next (self); /* a result it comes to is reported from the loop */
 }
 
+/* Opens a socket to addr and connects it: 1 when connected already (asked again, connect
+ * says whether the handshake is over: a target on this host usually is, and then no wait
+ * for writability, no watcher), 0 in progress, -1 with errno. The socket in *fd. */
+static int s_open (const hms_addr_t *addr, const hms_sockopts_t *opts, int *fd)
+{
+    *fd = hms_net_connect_opts (addr, opts);
+    if (*fd < 0)
+        return -1;
+    if (connect (*fd, (const struct sockaddr *) &addr->ss, addr->len) == 0)
+        return 1;
+    if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR)
+        return 0;
+    int e = errno;
+    close (*fd);
+    *fd = -1;
+    errno = e;
+    return -1;
+}
+
+/* Attempt i goes on with what s_open said (rc, fd): true when it connected or waits. */
+static bool s_attempt_go (hms_dial_t *self, int i, int rc, int fd)
+{
+    if (rc < 0) {
+        s_failed (self, i, errno);
+        return false;
+    }
+    self->waiting++;
+    if (rc == 1) {
+        s_win (self, i, fd);
+        hms_soon_start (self->loop, &self->now);
+        return true;
+    }
+    s_attempt_t *a = &self->att[i];
+    a->fd = fd;
+    ev_io_set (&a->io, fd, EV_WRITE);
+    ev_io_start (self->loop, &a->io);
+    if (self->next < self->addrs.n)
+        ev_timer_start (self->loop, &self->stagger);
+    return true;
+}
+
 /* Starts attempts until one is in progress, or connected, or no address is left (then the
  * failure is reported from the loop when nothing waits either). */
 static void s_try_next (hms_dial_t *self)
 {
     ev_timer_stop (self->loop, &self->stagger);
     while (self->next < self->addrs.n) {
-        int i = self->next++;
-        const hms_addr_t *addr = &self->addrs.addr[i];
-        int fd = hms_net_connect_opts (addr, &self->opts);
-        if (fd >= 0) {
-            /* Asked again, connect says whether the handshake is over already (a target on
-             * this host usually is): then no wait for writability, no watcher to register. */
-            if (connect (fd, (const struct sockaddr *) &addr->ss, addr->len) == 0) {
-                self->waiting++;
-                s_win (self, i, fd);
-                hms_soon_start (self->loop, &self->now);
-                return;
-            }
-            if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR) {
-                s_attempt_t *a = &self->att[i];
-                a->fd = fd;
-                self->waiting++;
-                ev_io_set (&a->io, fd, EV_WRITE);
-                ev_io_start (self->loop, &a->io);
-                if (self->next < self->addrs.n)
-                    ev_timer_start (self->loop, &self->stagger);
-                return;
-            }
-            int e = errno;
-            close (fd);
-            errno = e;
-        }
-        s_failed (self, i, errno);
+        int i = self->next++, fd;
+        int rc = s_open (&self->addrs.addr[i], &self->opts, &fd);
+        if (s_attempt_go (self, i, rc, fd))
+            return;
     }
     if (self->waiting == 0) {
         s_all_failed (self);
@@ -220,6 +238,19 @@ static void s_on_dial_resolved (const hms_addrs_t *addrs, const char *why, void 
 static hms_dial_t *s_start (struct ev_loop *loop, const char *host, uint16_t port, int timeout_ms,
                             const hms_sockopts_t *opts, hms_dial_fn *fn, void *arg, int *fd_now)
 {
+    /* An IP literal is tried before anything is set up: on this host it usually connects
+     * at once, and a caller that can take it then gets it with no dial made at all */
+    hms_addr_t literal;
+    int literal_rc = 0, literal_fd = -1, literal_errno = 0;
+    bool is_literal = hms_addr_from (host, port, &literal) == 0;
+    if (is_literal) {
+        literal_rc = s_open (&literal, opts, &literal_fd);
+        literal_errno = errno;
+        if (literal_rc == 1 && fd_now) {
+            *fd_now = literal_fd;
+            return NULL;
+        }
+    }
     hms_dial_t *self = hms_alloc (sizeof *self);
     self->loop = loop;
     self->fn = fn;
@@ -244,14 +275,14 @@ static hms_dial_t *s_start (struct ev_loop *loop, const char *host, uint16_t por
         self->opts = *opts;
     hms_soon_init (&self->now, s_on_now, self);
     ev_timer_start (loop, &self->timer);
-    if (hms_addr_from (host, port, &self->addrs.addr[0]) == 0) {
+    if (is_literal) {
+        self->addrs.addr[0] = literal;
         self->addrs.n = 1;
-        s_try_next (self);
-        if (fd_now && self->won_fd >= 0) { /* connected already */
-            *fd_now = self->won_fd;
-            self->won_fd = -1;
-            hms_dial_cancel (self);
-            return NULL;
+        self->next = 1;
+        errno = literal_errno;
+        if (!s_attempt_go (self, 0, literal_rc, literal_fd)) {
+            s_all_failed (self);
+            hms_soon_start (loop, &self->now); /* reported from the loop */
         }
         return self;
     }
