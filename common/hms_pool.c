@@ -1,4 +1,7 @@
-/* hms_pool: per-hop lists of HTTP/2 client connections, waiters, warm reconnects. */
+/* hms_pool: per-hop lists of HTTP/2 client connections, waiters, warm reconnects. A new
+ * connection whose peer fails the TLS/HTTP/2 set-up, the first failure in a row, is tried
+ * once more at once (its address put last in the resolver's cache: a name with several
+ * relays goes to another) before the waiters are failed. */
 #include "hms_pool.h"
 #include "hms_alloc.h"
 #include "hms_dial.h"
@@ -15,6 +18,7 @@ typedef struct s_conn {
     s_hop_t *hop;
     hms_h2_conn_t *h2; /* NULL while dialing */
     hms_dial_t *dial;
+    hms_addr_t addr; /* the address the connection reached */
     bool ready;
     struct s_conn *next;
 } s_conn_t;
@@ -149,13 +153,21 @@ static void s_on_closed (hms_h2_conn_t *h2, const char *why, void *arg)
         return; /* the pool is gone */
     s_hop_t *hop = conn->hop;
     bool was_ready = conn->ready;
+    hms_addr_t addr = conn->addr;
     s_unlink (conn);
     if (hop->pool->closing)
         return;
     char text[512], hp[300];
     snprintf (text, sizeof text, "relay %s: %s", hms_hostport (hop->host, hop->port, hp, sizeof hp),
               why);
-    if (!was_ready) {
+    if (!was_ready && hop->failures == 0 && (hop->warm || hop->waiters)) {
+        /* the first failure in a row (a relay that died as it was reached, or something else
+         * on one of the name's addresses): once more at once, elsewhere if it can */
+        hop->failures++;
+        hms_resolve_demote (hop->host, &addr);
+        hms_info ("next hop %s: trying again at once", text);
+        s_connect (hop);
+    } else if (!was_ready) {
         hms_warning ("cannot reach next hop %s", text);
         s_after_failure (hop, text);
     } else {
@@ -172,6 +184,8 @@ static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *
     s_conn_t *conn = arg;
     s_hop_t *hop = conn->hop;
     conn->dial = NULL;
+    if (fd >= 0)
+        conn->addr = *addr;
     hms_tls_t *tls = fd >= 0 ? hms_tls_new (hop->pool->tls, fd, hop->server_name) : NULL;
     if (!tls) {
         char text[512], hp[300];

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -1492,3 +1493,65 @@ def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(s
     assert stopped(s.daemons[other], 10) == 0
     assert s.daemons["ingress-1"].log_text().count("cannot reach next hop") == unreachable
     assert dns_counters(s, "ingress-1", "ingress")["demoted"] == 2  # and now the drained one's
+
+
+def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(suite, targets):
+    """The node's name leads to two addresses: at the one the resolver gives first, something
+    that accepts TCP and closes at once (no TLS); at the other, a relay. The ingress's pool
+    meets the failed handshake, puts that address last and tries again at once: flows arrive,
+    none is answered 502, and nothing is logged as unreachable."""
+    s = suite
+    port = free_port()
+    hosts = "127.0.0.1 localhost\n127.0.0.2 relay\n127.0.0.3 relay\n"
+    path = os.path.join(s.dir, "order.hosts")
+    with open(path, "w") as f:
+        f.write(hosts)
+    order = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            'mount --bind "$0" /etc/hosts && exec getent ahostsv4 relay', path],
+                           capture_output=True, text=True, timeout=30)
+    assert order.returncode == 0, order.stderr
+    first = order.stdout.split()[0]  # the address getaddrinfo gives first, as the ingress sees
+    other = "127.0.0.3" if first == "127.0.0.2" else "127.0.0.2"
+    closer = socket.socket()
+    closer.bind((first, port))
+    closer.listen(16)
+    stop = threading.Event()
+
+    def close_all():
+        closer.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = closer.accept()
+                c.close()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=close_all, daemon=True)
+    t.start()
+    try:
+        s.start_controller()
+        s.start_service("policy")
+        s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"),
+                        hosts=hosts)
+        s.start_service("relay", "relay-b", extra=("--node", "pair", "--listen",
+                                                   f"{other}:{port}"))
+        wait_for(lambda: "relay listening on" in s.daemons["relay-b"].log_text(), 10,
+                 what="relay-b listening")
+        s.ctl("node", "add", "edge")
+        s.ctl("node", "add", "pair", "--address", f"relay:{port}")
+        s.ctl("link", "add", "edge", "pair")
+        set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
+        http = s.port("ingress-1", "http")
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
+                 what="ingress listening")
+        for _ in range(3):
+            data = last_request(open_tunnel(http, targets["http"]))
+            assert data.endswith(b"hello through hermes\n"), data[:200]
+        log = s.daemons["ingress-1"].log_text()
+        assert f"next hop relay relay:{port}: " in log and "trying again at once" in log, log
+        assert "cannot reach next hop" not in log
+        assert dns_counters(s, "ingress-1", "ingress")["demoted"] >= 1
+    finally:
+        stop.set()
+        t.join(5)
+        closer.close()
