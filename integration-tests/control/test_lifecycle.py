@@ -1,7 +1,9 @@
 """Control plane, end to end with real processes: registration, config push, rejection,
 controller and daemon crashes, rollback."""
+import errno
 import json
 import os
+import signal
 import time
 
 from hermes_harness import KINDS, wait_for
@@ -133,3 +135,68 @@ def test_rollback_restores_an_earlier_version(running):
     rc, _, err = running.ctl("config", "rollback", "9999", check=False)
     assert rc == 1 and "no config version 9999" in err
     assert running.status()["config_version"] == v_new
+
+
+def fill(path):
+    """Writes path until its file system is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_loses_nothing_and_the_controller_catches_up(suite):
+    """The database's file system fills up (a tmpfs the controller alone sees, filled
+    through /proc). Admin writes fail with a clear error and change nothing; the controller
+    keeps serving reads and heartbeats; a relay that drains meanwhile cannot be recorded: the
+    error is logged once, not on every check (back-off). Once there is room again, what was
+    waiting is recorded without anyone asking (routes avoid the node), and everything stored
+    before is still there."""
+    s = suite
+    s.db = os.path.join(s.dir, "dbfs", "hermes.db")
+    ctl = s.start_controller(db_tmpfs_kib=4096)
+    s.start_service("relay", "relay-core", extra=("--node", "core"))
+    s.ctl("node", "add", "edge")
+    s.ctl("node", "add", "core", "--address", f"127.0.0.1:{s.port('relay-core', 'tunnel')}")
+    s.ctl("link", "add", "edge", "core")
+    s.wait_converged(expect=1, timeout=5)
+    before = {q: s.ctl_json(*q.split()) for q in ("node list", "link list", "config history")}
+    version = s.status()["config_version"]
+
+    filler = f"/proc/{ctl.proc.pid}/root{os.path.dirname(s.db)}/filler"
+    fill(filler)
+    s.allow_error(r"database or disk is full")
+    s.allow_error(r"instance down kind=relay instance=relay-core")
+    rc, _, err = s.ctl("node", "add", "far", check=False)
+    assert rc == 1 and "database or disk is full" in err, (rc, err)
+    assert s.ctl_json("node", "list") == before["node list"]  # reads go on
+
+    # the relay drains: the controller sees it (status) but cannot store the new routes
+    relay = s.daemons["relay-core"]
+    relay.expected_exit = True
+    relay.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: any(x["state"] == "draining" for x in s.services("relay"))
+             or relay.proc.poll() is not None, 5, what="the relay draining or gone")
+    time.sleep(3)  # about 12 checks of the controller's sweep
+    log = ctl.log_text()
+    failures = log.count("cannot record node availability")
+    assert failures == 1, log[-3000:]
+    assert s.status()["config_version"] == version
+
+    os.unlink(filler)
+    wait_for(lambda: s.status()["config_version"] == version + 1, 12,
+             what="the availability recorded once there is room")
+    history = s.ctl_json("config", "history")[0]
+    assert history["author"] == "controller" and "routes avoid node core" in history["reason"]
+    assert "recorded node availability" in ctl.log_text()
+    s.ctl("node", "add", "far")  # admin writes work again
+    nodes = s.ctl_json("node", "list")
+    assert [n["name"] for n in nodes] == ["core", "edge", "far"]
+    assert s.ctl_json("link", "list") == before["link list"]
+    assert s.ctl_json("config", "history")[2:] == before["config history"]  # after far, avoid core

@@ -126,9 +126,18 @@ class Suite:
         assert rc.returncode == 0, rc.stderr
 
     # -- processes ---------------------------------------------------------------------
-    def start_controller(self, wait=True):
+    def start_controller(self, wait=True, db_tmpfs_kib=None):
+        """db_tmpfs_kib: the database's directory is a tmpfs of that size that this
+        controller alone sees (a mount namespace of its own; the PID stays the controller's),
+        so that a test can fill it through /proc/PID/root (a full disk)."""
         argv = [*self.prefix, os.path.join(BIN_DIR, "hermes-controller"), "--api-bind", self.api,
                 "--push-bind", self.push, "--db", self.db, "--keys-dir", self.keys]
+        if db_tmpfs_kib:
+            db_dir = os.path.dirname(self.db)
+            os.makedirs(db_dir, exist_ok=True)
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    f'mount -t tmpfs -o size={int(db_tmpfs_kib)}k tmpfs "$0" && exec "$@"',
+                    db_dir, *argv]
         d = Daemon("controller", argv, os.path.join(self.dir, "controller.log")).start()
         self.daemons["controller"] = d
         if wait:

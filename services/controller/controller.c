@@ -40,6 +40,12 @@ typedef struct {
     bool dirty;      /* changed since the last save */
 } s_inst_t;
 
+/* A write the controller makes by itself, while the store refuses it (s_retry_*). */
+typedef struct {
+    int failures;               /* in a row */
+    int64_t next_ms, logged_ms; /* monotonic */
+} s_retry_t;
+
 struct controller {
     controller_opts_t opts;
     char *api_bind, *push_bind, *db_path, *keys_dir, *instance;
@@ -65,8 +71,45 @@ struct controller {
     int64_t started_mono;
     json_t *unavailable; /* node -> why: nodes with relays, none of them up (as stored) */
     bool nodes_dirty;    /* a relay's state changed since s_nodes_check last judged */
+    s_retry_t nodes_write, inst_write; /* the controller's own writes, when the store fails */
     char start_err[1024];
 };
+
+/* ---- the controller's own writes when the store fails (a full disk) -------------------- */
+
+/* A write the controller makes by itself (node availability, instance rows) that failed is
+ * tried again after a back-off (0.5 s, doubling to 8 s), and its error logged once, then at
+ * most every 30 s, until it succeeds; admin writes fail to their client as they happen. */
+#define S_RETRY_FIRST_MS 500
+#define S_RETRY_MAX_MS   8000
+#define S_RETRY_LOG_MS   30000
+
+static bool s_retry_due (const s_retry_t *r)
+{
+    return r->failures == 0 || hms_mono_ms () >= r->next_ms;
+}
+
+static void s_retry_failed (s_retry_t *r, const char *what, const char *why)
+{
+    int64_t now = hms_mono_ms ();
+    int shift = r->failures < 4 ? r->failures : 4;
+    r->failures++;
+    r->next_ms = now + ((int64_t) S_RETRY_FIRST_MS << shift);
+    if (r->next_ms > now + S_RETRY_MAX_MS)
+        r->next_ms = now + S_RETRY_MAX_MS;
+    if (r->failures == 1 || now - r->logged_ms >= S_RETRY_LOG_MS) {
+        hms_error ("cannot record %s (try %d, again in %" PRId64 " ms): %s", what, r->failures,
+                   r->next_ms - now, why);
+        r->logged_ms = now;
+    }
+}
+
+static void s_retry_ok (s_retry_t *r, const char *what)
+{
+    if (r->failures)
+        hms_info ("recorded %s after %d failed tries", what, r->failures);
+    r->failures = 0;
+}
 
 /* One request being handled. */
 typedef struct {
@@ -136,14 +179,17 @@ static void s_inst_persist (controller_t *self, s_inst_t *inst)
 
 static void s_inst_save_dirty (controller_t *self)
 {
+    if (!s_retry_due (&self->inst_write))
+        return;
     controller_err_t err;
     bool open = false;
+    int rc = 0;
     for (s_inst_t *inst = zhash_first (self->instances); inst;
          inst = zhash_next (self->instances)) {
         if (!inst->dirty)
             continue;
         if (!open && controller_store_begin (self->store, &err)) {
-            hms_error ("%s", err.text);
+            s_retry_failed (&self->inst_write, "instance states", err.text);
             return;
         }
         open = true;
@@ -161,11 +207,19 @@ static void s_inst_save_dirty (controller_t *self)
             .rejected = inst->rejected,
             .node = inst->node,
         };
-        controller_store_instance_save (self->store, &row);
-        inst->dirty = false;
+        if (rc == 0)
+            rc = controller_store_instance_save (self->store, &row, &err);
     }
-    if (open && controller_store_commit (self->store, &err))
-        hms_error ("%s", err.text);
+    if (!open)
+        return;
+    if (rc || controller_store_commit (self->store, &err)) {
+        controller_store_rollback (self->store);
+        s_retry_failed (&self->inst_write, "instance states", err.text);
+        return; /* still dirty: saved with the next try */
+    }
+    for (s_inst_t *inst = zhash_first (self->instances); inst; inst = zhash_next (self->instances))
+        inst->dirty = false;
+    s_retry_ok (&self->inst_write, "instance states");
 }
 
 /* Logs once when every up instance runs the current version or has rejected it. */
@@ -312,7 +366,7 @@ static bool s_same_names (const json_t *a, const json_t *b)
  * node still waits to be judged). */
 static void s_nodes_check (controller_t *self)
 {
-    if (!self->unavailable || !self->nodes_dirty)
+    if (!self->unavailable || !self->nodes_dirty || !s_retry_due (&self->nodes_write))
         return;
     self->nodes_dirty = false;
     json_t *health = s_nodes_health (self);
@@ -369,11 +423,14 @@ static void s_nodes_check (controller_t *self)
     }
     if (rc || version < 0 || controller_store_commit (self->store, &err)) {
         controller_store_rollback (self->store);
-        hms_error ("cannot record node availability (%s): %s", reason, err.text);
-        self->nodes_dirty = true; /* tried again at the next check */
+        char what[1100];
+        snprintf (what, sizeof what, "node availability (%s)", reason);
+        s_retry_failed (&self->nodes_write, what, err.text);
+        self->nodes_dirty = true; /* tried again after the back-off */
         json_decref (changes);
         return;
     }
+    s_retry_ok (&self->nodes_write, "node availability");
     json_object_foreach (changes, node, why)
     {
         if (json_is_string (why))

@@ -545,10 +545,10 @@ json_t *controller_store_audit_list (controller_store_t *self, int limit)
                                     "i", (int64_t) limit));
 }
 
-int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *r)
+int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *r,
+                                    controller_err_t *err)
 {
-    controller_err_t err;
-    int rc = s_write (
+    return s_write (
         self,
         s_prepare (self,
                    "INSERT OR REPLACE INTO instances (kind, instance, host, pid, "
@@ -558,10 +558,7 @@ int controller_store_instance_save (controller_store_t *self, const controller_i
                    "sssisiisiiss", r->kind, r->instance, r->host ? r->host : "", r->pid,
                    r->build ? r->build : "", r->registered_ms, r->last_seen_ms, r->state,
                    r->applied, r->rejected, r->reason ? r->reason : "", r->node ? r->node : ""),
-        &err, "cannot save instance");
-    if (rc)
-        hms_error ("%s", err.text);
-    return rc;
+        err, "cannot save instance");
 }
 
 json_t *controller_store_instances (controller_store_t *self)

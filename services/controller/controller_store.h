@@ -80,8 +80,9 @@ typedef struct {
     int64_t pid, registered_ms, last_seen_ms, applied, rejected;
 } controller_instance_row_t;
 
-/* Inserts or replaces one instance row. 0 or -1 (logged). */
-int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *row);
+/* Inserts or replaces one instance row. 0 or -1 with err. */
+int controller_store_instance_save (controller_store_t *self, const controller_instance_row_t *row,
+                                    controller_err_t *err);
 /* [{kind, instance, host, pid, build, registered_ms, state, last_seen_ms, applied_version,
  *   rejected_version, reject_reason, node}]. Caller owns. */
 json_t *controller_store_instances (controller_store_t *self);

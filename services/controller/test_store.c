@@ -598,6 +598,7 @@ static void test_instances (void **state)
 {
     (void) state;
     controller_store_t *store = s_open ();
+    controller_err_t err;
     json_t *list = controller_store_instances (store);
     assert_int_equal (json_array_size (list), 0);
     json_decref (list);
@@ -619,8 +620,8 @@ static void test_instances (void **state)
                                          .pid = 200,
                                          .registered_ms = 1100,
                                          .last_seen_ms = 1100};
-    assert_int_equal (controller_store_instance_save (store, &relay), 0);
-    assert_int_equal (controller_store_instance_save (store, &ingress), 0);
+    assert_int_equal (controller_store_instance_save (store, &relay, &err), 0);
+    assert_int_equal (controller_store_instance_save (store, &ingress, &err), 0);
     list = controller_store_instances (store);
     s_assert_json (
         list, "[{\"kind\":\"ingress\",\"instance\":\"in-1\",\"host\":\"host-b\",\"pid\":200,"
@@ -638,7 +639,7 @@ static void test_instances (void **state)
     relay.applied = 3;
     relay.rejected = 4;
     relay.reason = "bad route";
-    assert_int_equal (controller_store_instance_save (store, &relay), 0);
+    assert_int_equal (controller_store_instance_save (store, &relay, &err), 0);
     list = controller_store_instances (store);
     assert_int_equal (json_array_size (list), 2);
     s_assert_json (
@@ -650,7 +651,8 @@ static void test_instances (void **state)
     json_decref (list);
     /* a state outside up/down is refused by the database, and nothing changes */
     relay.state = "sideways";
-    assert_int_equal (controller_store_instance_save (store, &relay), -1);
+    assert_int_equal (controller_store_instance_save (store, &relay, &err), -1);
+    assert_non_null (strstr (err.text, "cannot save instance"));
     assert_int_equal (s_sql_int ("SELECT count(*) FROM instances WHERE state = 'down'"), 1);
     controller_store_destroy (&store);
 }
