@@ -99,9 +99,11 @@ static void s_failed (hms_dial_t *self, int i, int err)
 }
 
 /* Every address failed: one address says "connect to ADDR: why", several "connect to
- * host:port: ADDR: why, ADDR: why". */
+ * host:port: ADDR: why, ADDR: why". A name is looked up again by the next dial. */
 static void s_all_failed (hms_dial_t *self)
 {
+    if (self->named)
+        hms_resolve_forget (self->host);
     if (self->addrs.n == 1)
         snprintf (self->why, sizeof self->why, "connect to %s", self->errs);
     else

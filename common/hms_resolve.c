@@ -423,6 +423,18 @@ void hms_resolve_demote (const char *host, const hms_addr_t *addr)
     pthread_mutex_unlock (&s.lock);
 }
 
+void hms_resolve_forget (const char *host)
+{
+    char key[256], why[8];
+    if (s_key (host, key, why, sizeof why) != 0)
+        return;
+    pthread_mutex_lock (&s.lock);
+    s_name_t *n = s_find (key);
+    if (n && !n->pending && hms_mono_ms () - n->answered >= HMS_RESOLVE_FORGET_MS)
+        s_drop (n);
+    pthread_mutex_unlock (&s.lock);
+}
+
 void hms_resolve_config (int ok_ms, int fail_ms, int max_names)
 {
     pthread_mutex_lock (&s.lock);

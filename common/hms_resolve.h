@@ -37,6 +37,13 @@ void hms_resolve_cancel (hms_resolve_t *r);
  * comes after its other addresses (a name with several addresses, one of them gone: a scaled
  * service whose instance stopped). Nothing when host is not kept or has one address. */
 void hms_resolve_demote (const char *host, const hms_addr_t *addr);
+/* No address of host could be connected to: its kept answer is dropped, so that the next
+ * request looks it up again (the instances behind the name were replaced, with new
+ * addresses). Nothing while a lookup of it is in progress, or when the answer is younger
+ * than HMS_RESOLVE_FORGET_MS (a name whose service is down is asked of the resolver at
+ * most that often, however many dials fail). */
+#define HMS_RESOLVE_FORGET_MS 1000
+void hms_resolve_forget (const char *host);
 
 /* How long an answer is kept (ok_ms; 0: no cache, every request looks up), how long a
  * failure is (fail_ms, at most ok_ms), and how many names at most. For all loops of the

@@ -1,6 +1,7 @@
 /* Unit tests of hms_dial with a name that has several addresses (a scaled service behind one
  * name): refused addresses are skipped, one that does not answer is raced after 250 ms, the
- * failed ones go last in the resolver's cache, and when all fail the reason names each. The
+ * failed ones go last in the resolver's cache, and when all fail the reason names each and
+ * the name is looked up again by the next dial (its instances were replaced). The
  * test runs in network and mount namespaces of its own: loopback there, and an /etc/hosts
  * of its own bind-mounted over the system's for its process only (getaddrinfo reads it). */
 #include <setjmp.h>
@@ -25,6 +26,11 @@
 
 #define S_NAME "pair.test"
 #define S_PORT 4433
+
+static const char s_hosts[] = "127.0.0.1 localhost\n"
+                              "127.0.0.2 " S_NAME "\n"
+                              "127.0.0.3 " S_NAME "\n"
+                              "127.0.0.4 " S_NAME "\n";
 
 /* The addresses of S_NAME as the resolver orders them (getaddrinfo sorts by RFC 6724). */
 static char s_order[3][64];
@@ -86,6 +92,15 @@ static s_answer_t s_lookup (struct ev_loop *loop)
     hms_resolve (loop, S_NAME, S_PORT, s_on_answer, &a);
     s_wait (loop, &a.calls);
     return a;
+}
+
+/* Rewrites /etc/hosts: the test's own copy, bind-mounted for this process (s_world). */
+static void s_set_hosts (const char *text)
+{
+    FILE *f = fopen ("/etc/hosts", "w");
+    assert_non_null (f);
+    assert_int_equal (fputs (text, f) >= 0, 1);
+    assert_int_equal (fclose (f), 0);
 }
 
 static int s_listen (const char *ip, int backlog)
@@ -181,6 +196,19 @@ static void test_when_every_address_fails_the_reason_names_each (void **state)
 {
     struct ev_loop *loop = ev_loop_new (EVFLAG_AUTO);
     hms_resolve_config (60000, 2000, 64);
+    s_lookup (loop);
+    /* an answer younger than HMS_RESOLVE_FORGET_MS is kept whatever fails */
+    s_result_t young = {0};
+    hms_dial_start (loop, S_NAME, S_PORT, 2000, NULL, s_on_dialed, &young);
+    s_wait (loop, &young.calls);
+    assert_int_equal (young.fd, -1);
+    hms_resolve_stats_t st_young;
+    hms_resolve_stats (&st_young);
+    s_lookup (loop);
+    hms_resolve_stats_t st_kept;
+    hms_resolve_stats (&st_kept);
+    assert_int_equal (st_kept.lookups, st_young.lookups);
+    usleep ((HMS_RESOLVE_FORGET_MS + 100) * 1000);
     s_result_t r = {0};
     hms_dial_start (loop, S_NAME, S_PORT, 2000, NULL, s_on_dialed, &r);
     s_wait (loop, &r.calls);
@@ -192,6 +220,23 @@ static void test_when_every_address_fails_the_reason_names_each (void **state)
         snprintf (want, sizeof want, "%s:%d: Connection refused", s_order[i], S_PORT);
         assert_non_null (strstr (r.why, want));
     }
+    /* the name's instances were replaced (new addresses): the next dial looks it up again
+     * and reaches the new one, though the old answer had 60 s to live */
+    int lfd = s_listen ("127.0.0.5", 16);
+    s_set_hosts ("127.0.0.1 localhost\n127.0.0.5 " S_NAME "\n");
+    hms_resolve_stats_t st0;
+    hms_resolve_stats (&st0);
+    s_result_t again = {0};
+    hms_dial_start (loop, S_NAME, S_PORT, 2000, NULL, s_on_dialed, &again);
+    s_wait (loop, &again.calls);
+    assert_true (again.fd >= 0);
+    assert_string_equal (again.addr, "127.0.0.5");
+    close (again.fd);
+    hms_resolve_stats_t st1;
+    hms_resolve_stats (&st1);
+    assert_int_equal (st1.lookups, st0.lookups + 1);
+    s_set_hosts (s_hosts);
+    close (lfd);
     /* an IP literal: one address, said as before */
     s_result_t one = {0};
     hms_dial_start (loop, "127.0.0.1", S_PORT, 2000, NULL, s_on_dialed, &one);
@@ -244,14 +289,9 @@ static int s_world (void)
     int fd = mkstemp (path);
     if (fd < 0)
         return -1;
-    static const char hosts[] = "127.0.0.1 localhost\n"
-                                "127.0.0.2 " S_NAME "\n"
-                                "127.0.0.3 " S_NAME "\n"
-                                "127.0.0.4 " S_NAME "\n";
-    ssize_t n = write (fd, hosts, sizeof hosts - 1);
+    ssize_t n = write (fd, s_hosts, strlen (s_hosts));
     close (fd);
-    int rc =
-        n == (ssize_t) (sizeof hosts - 1) ? mount (path, "/etc/hosts", NULL, MS_BIND, NULL) : -1;
+    int rc = n == (ssize_t) strlen (s_hosts) ? mount (path, "/etc/hosts", NULL, MS_BIND, NULL) : -1;
     if (rc != 0)
         fprintf (stderr, "test_hms_dial: bind-mount over /etc/hosts: %s\n", strerror (errno));
     unlink (path); /* the mount keeps it */
