@@ -312,7 +312,7 @@ def check_bypass_splices(ctl, compose, env, version):
 
 def overlay_flow(ip):
     """One flow through the ingress at ip, routed through the relays (tunnel-relay:4433,
-    mutual TLS, the name in their certificate) to controller:7101, whose ZMTP greeting
+    mutual TLS: the relay identity's certificate) to controller:7101, whose ZMTP greeting
     starts with its signature. None when it worked, else what went wrong."""
     try:
         with socket.create_connection((ip, 3128), timeout=10) as s:
@@ -380,7 +380,7 @@ def test_compose_stack_converges():
             assert relay_node(ctl) == (RELAYS, RELAYS, None)
 
             # Flows from the ingress's node through the relays' node: the ingress dials the
-            # relays by their service name (the name in their certificate)
+            # relays by their service name (Docker's DNS answers with every relay's address)
             run([*ctl, "node", "add", "edge"], timeout=30)
             run([*ctl, "link", "add", "edge", "relays"], timeout=30)
             rule = {"id": "citest-overlay", "priority": 4, "action": "route", "route": "relays",

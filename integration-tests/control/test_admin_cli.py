@@ -92,16 +92,3 @@ def test_routes_follow_the_topology(running):
         "edge", "core"]
     assert "routes" not in running.ctl_json("config", "show", "--kind", "retry")["configs"]["retry"]
 
-
-def test_keygen_certifies_relays_under_their_compose_name(suite):
-    """The relays' certificate names the compose service too (a node address
-    tunnel-relay:4433 verifies); the ingress's does not: one identity per kind."""
-    def sans(name):
-        r = subprocess.run(["openssl", "x509", "-in", os.path.join(suite.keys, "tls", name),
-                            "-noout", "-ext", "subjectAltName"], capture_output=True, text=True,
-                           timeout=30)
-        assert r.returncode == 0, r.stderr
-        return set(x.strip() for x in r.stdout.split("\n", 1)[1].split(","))
-    assert {"DNS:relay", "DNS:tunnel-relay", "DNS:localhost", "IP Address:127.0.0.1"} <= \
-        sans("relay.crt")
-    assert "DNS:tunnel-relay" not in sans("ingress.crt") and "DNS:ingress" in sans("ingress.crt")

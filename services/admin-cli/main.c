@@ -17,15 +17,10 @@ static int s_keygen (const ctl_args_t *args)
     char err[1024];
     /* CURVE keys for the control plane, and a private CA with a certificate per proxy
      * kind for the tunnels (mutual TLS) under DIR/tls. */
-    static const char *const tls_names[] = {"ingress", NULL};
-    /* relays are also reached by their compose service's name (a node address
-     * tunnel-relay:4433 in compose/docker-compose.yml): their certificate says it too */
-    static const char *const relay_names[] = {"relay", NULL};
-    static const char *const relay_sans[] = {"tunnel-relay", NULL};
+    static const char *const tls_names[] = {"relay", "ingress", NULL};
     char tls_dir[1024];
     snprintf (tls_dir, sizeof tls_dir, "%s/tls", dir);
     if (hms_keys_generate (dir, err, sizeof err) ||
-        hms_pki_generate (tls_dir, relay_names, relay_sans, err, sizeof err) ||
         hms_pki_generate (tls_dir, tls_names, NULL, err, sizeof err)) {
         fprintf (stderr, "hermesctl: %s\n", err);
         return CTL_EXIT_REFUSED;
