@@ -37,6 +37,7 @@ struct hms_h2_stream {
     /* in its connection's list of streams whose writer is owed an on_sent */
     bool sent_listed;
     struct hms_h2_stream *sent_prev, *sent_next;
+    bool lost; /* closed because its connection went away */
 };
 
 struct hms_h2_conn {
@@ -480,8 +481,10 @@ static void s_teardown (hms_h2_conn_t *self)
     ev_io_stop (self->loop, &self->io);
     hms_soon_stop (self->loop, &self->prep);
     ev_timer_stop (self->loop, &self->timer);
-    while (self->streams)
+    while (self->streams) {
+        self->streams->lost = true;
         s_stream_closed (self->streams, NGHTTP2_CANCEL);
+    }
     if (self->cbs.on_closed)
         self->cbs.on_closed (self, self->why, self->arg);
     nghttp2_session_del (self->session);
@@ -679,6 +682,11 @@ int hms_h2_refuse (hms_h2_stream_t *s, int status, const char *why)
         hms_h2_stream_end (s);
     }
     return 0;
+}
+
+bool hms_h2_stream_lost (const hms_h2_stream_t *s)
+{
+    return s->lost;
 }
 
 void hms_h2_stream_set_cbs (hms_h2_stream_t *s, const hms_h2_stream_cbs_t *cbs, void *arg)

@@ -1441,7 +1441,7 @@ def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(s
     for name, ip in addr.items():
         start_relay(name, ip)
     s.ctl("node", "add", "edge")
-    s.ctl("node", "add", "pair", "--address", f"relay:{port}")  # the name in relays' certs
+    s.ctl("node", "add", "pair", "--address", f"relay:{port}")
     s.ctl("link", "add", "edge", "pair")
     set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
     http = s.port("ingress-1", "http")
@@ -1495,6 +1495,45 @@ def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(s
     assert dns_counters(s, "ingress-1", "ingress")["demoted"] == 2  # and now the drained one's
 
 
+RELAY_HOSTS = "127.0.0.1 localhost\n127.0.0.2 relay\n127.0.0.3 relay\n"
+
+
+def relay_name_order(s):
+    """(first, other): the two addresses of the name relay in RELAY_HOSTS, in the order that
+    getaddrinfo gives them (RFC 6724), as the ingress will see them."""
+    path = os.path.join(s.dir, "order.hosts")
+    with open(path, "w") as f:
+        f.write(RELAY_HOSTS)
+    order = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            'mount --bind "$0" /etc/hosts && exec getent ahostsv4 relay', path],
+                           capture_output=True, text=True, timeout=30)
+    assert order.returncode == 0, order.stderr
+    first = order.stdout.split()[0]
+    return first, "127.0.0.3" if first == "127.0.0.2" else "127.0.0.2"
+
+
+def pair_behind_one_name(s, port, relay_ip):
+    """Controller, policy engine, an ingress that sees RELAY_HOSTS, and one real relay
+    (relay-b, node pair) on relay_ip:port; node pair's address is relay:port, and every flow
+    is routed to it. Returns the ingress's HTTP/1.1 port."""
+    s.start_controller()
+    s.start_service("policy")
+    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"),
+                    hosts=RELAY_HOSTS)
+    s.start_service("relay", "relay-b", extra=("--node", "pair", "--listen",
+                                               f"{relay_ip}:{port}"))
+    wait_for(lambda: "relay listening on" in s.daemons["relay-b"].log_text(), 10,
+             what="relay-b listening")
+    s.ctl("node", "add", "edge")
+    s.ctl("node", "add", "pair", "--address", f"relay:{port}")
+    s.ctl("link", "add", "edge", "pair")
+    set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
+    http = s.port("ingress-1", "http")
+    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
+             what="ingress listening")
+    return http
+
+
 def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(suite, targets):
     """The node's name leads to two addresses: at the one the resolver gives first, something
     that accepts TCP and closes at once (no TLS); at the other, a relay. The ingress's pool
@@ -1502,16 +1541,7 @@ def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(s
     none is answered 502, and nothing is logged as unreachable."""
     s = suite
     port = free_port()
-    hosts = "127.0.0.1 localhost\n127.0.0.2 relay\n127.0.0.3 relay\n"
-    path = os.path.join(s.dir, "order.hosts")
-    with open(path, "w") as f:
-        f.write(hosts)
-    order = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                            'mount --bind "$0" /etc/hosts && exec getent ahostsv4 relay', path],
-                           capture_output=True, text=True, timeout=30)
-    assert order.returncode == 0, order.stderr
-    first = order.stdout.split()[0]  # the address getaddrinfo gives first, as the ingress sees
-    other = "127.0.0.3" if first == "127.0.0.2" else "127.0.0.2"
+    first, other = relay_name_order(s)
     closer = socket.socket()
     closer.bind((first, port))
     closer.listen(16)
@@ -1529,21 +1559,7 @@ def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(s
     t = threading.Thread(target=close_all, daemon=True)
     t.start()
     try:
-        s.start_controller()
-        s.start_service("policy")
-        s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"),
-                        hosts=hosts)
-        s.start_service("relay", "relay-b", extra=("--node", "pair", "--listen",
-                                                   f"{other}:{port}"))
-        wait_for(lambda: "relay listening on" in s.daemons["relay-b"].log_text(), 10,
-                 what="relay-b listening")
-        s.ctl("node", "add", "edge")
-        s.ctl("node", "add", "pair", "--address", f"relay:{port}")
-        s.ctl("link", "add", "edge", "pair")
-        set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
-        http = s.port("ingress-1", "http")
-        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
-                 what="ingress listening")
+        http = pair_behind_one_name(s, port, other)
         for _ in range(3):
             data = last_request(open_tunnel(http, targets["http"]))
             assert data.endswith(b"hello through hermes\n"), data[:200]
@@ -1555,3 +1571,117 @@ def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(s
         stop.set()
         t.join(5)
         closer.close()
+
+
+class DyingRelay:
+    """A relay (python3-h2 with the relay identity's certificate) on ip:port that takes one
+    connection, closes its port, and drops the connection, without an answer or a TLS
+    close_notify, when the first request arrives: a relay that dies as a stream reaches it."""
+
+    def __init__(self, s, ip, port):
+        import h2.config
+        import h2.connection
+        import h2.events
+        tls_dir = os.path.join(s.keys, "tls")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(os.path.join(tls_dir, "relay.crt"),
+                            os.path.join(tls_dir, "relay.key"))
+        ctx.load_verify_locations(os.path.join(tls_dir, "ca.crt"))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.set_alpn_protocols(["h2"])
+        self.lsock = socket.socket()
+        self.lsock.bind((ip, port))
+        self.lsock.listen(4)
+        self.requests = 0
+
+        def run():
+            self.lsock.settimeout(20)
+            try:
+                raw, _ = self.lsock.accept()
+            finally:
+                self.lsock.close()  # later connections are refused
+            raw.settimeout(20)
+            # the routing headers of a Hermes CONNECT are not for python3-h2 to judge
+            config = h2.config.H2Configuration(client_side=False,
+                                               validate_inbound_headers=False)
+            with ctx.wrap_socket(raw, server_side=True) as t:
+                conn = h2.connection.H2Connection(config)
+                conn.initiate_connection()
+                t.sendall(conn.data_to_send())
+                while data := t.recv(65536):
+                    events = conn.receive_data(data)
+                    if any(isinstance(e, h2.events.RequestReceived) for e in events):
+                        self.requests += 1
+                        return
+                    t.sendall(conn.data_to_send())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def done(self):
+        self.thread.join(20)
+        self.lsock.close()
+        return not self.thread.is_alive() and self.requests == 1
+
+
+def test_a_connect_whose_relay_dies_before_answering_is_sent_again(suite, targets):
+    """The name's first address has a relay that dies as the first stream reaches it
+    (DyingRelay). The client's CONNECT (none of its bytes sent yet) is sent again on the
+    pool's next connection, to the real relay at the other address: the client gets its 200
+    and its bytes, no 502."""
+    s = suite
+    port = free_port()
+    first, other = relay_name_order(s)
+    dying = DyingRelay(s, first, port)
+    try:
+        http = pair_behind_one_name(s, port, other)
+        data = last_request(open_tunnel(http, targets["http"]))
+        assert data.endswith(b"hello through hermes\n"), data[:200]
+        assert dying.done()
+        log = s.daemons["ingress-1"].log_text()
+        assert "closed before it answered: sending the CONNECT again" in log, log[-3000:]
+        assert "flow failed" not in log, log[-3000:]
+        wait_for(lambda: s.daemons["relay-b"].log_text().count(
+            f"tunnel done target=127.0.0.1:{targets['http']}") == 1, 5, what="relay-b's tunnel")
+    finally:
+        dying.done()
+
+
+def test_a_relay_sends_a_connect_again_when_the_next_relay_dies_before_answering(suite,
+                                                                                 targets):
+    """The same one hop further: ingress -> core -> far, where far's address is a name
+    whose first address has a DyingRelay, seen by core. Core sends the CONNECT again to the
+    real far relay; the client gets its bytes."""
+    s = suite
+    port = free_port()
+    first, other = relay_name_order(s)
+    dying = DyingRelay(s, first, port)
+    try:
+        s.start_controller()
+        s.start_service("policy")
+        s.start_service("ingress", extra=("--node", "edge"))
+        s.start_service("relay", "relay-core", extra=("--node", "core"), hosts=RELAY_HOSTS)
+        s.start_service("relay", "relay-far", extra=("--node", "far", "--listen",
+                                                     f"{other}:{port}"))
+        for r in ("relay-core", "relay-far"):
+            wait_for(lambda: "relay listening on" in s.daemons[r].log_text(), 10,
+                     what=f"{r} listening")
+        s.ctl("node", "add", "edge")
+        s.ctl("node", "add", "core", "--address",
+              f"127.0.0.1:{s.port('relay-core', 'tunnel')}")
+        s.ctl("node", "add", "far", "--address", f"relay:{port}")
+        s.ctl("link", "add", "edge", "core")
+        s.ctl("link", "add", "core", "far")
+        set_policy(s, MODES["two-relays"])
+        http = s.port("ingress-1", "http")
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
+                 what="ingress listening")
+        data = last_request(open_tunnel(http, targets["http"]))
+        assert data.endswith(b"hello through hermes\n"), data[:200]
+        assert dying.done()
+        log = s.daemons["relay-core"].log_text()
+        assert "closed before it answered: sending the CONNECT again" in log, log[-3000:]
+        assert "tunnel refused" not in log, log[-3000:]
+    finally:
+        dying.done()

@@ -9,6 +9,7 @@
 #include "hms_log.h"
 #include "hms_routes.h"
 #include "hms_sni.h"
+#include "hms_soon.h"
 #include "hms_tunnel.h"
 #include "ingress_int.h"
 
@@ -64,6 +65,8 @@ typedef struct {
     bool ended;     /* an HTTP/2 client ended its stream before it was attached */
     ev_io sni_io;   /* a socket client's ClientHello */
     ev_timer sni_timer;
+    bool retried;     /* its CONNECT to the first relay was sent again once */
+    hms_soon_t again; /* ... at the end of this loop turn */
 } s_flow_t;
 
 static uint64_t s_next_id;
@@ -115,6 +118,7 @@ static void s_free (s_flow_t *f)
     ev_timer_stop (f->w->loop, &f->bypass_timer);
     ev_io_stop (f->w->loop, &f->sni_io);
     ev_timer_stop (f->w->loop, &f->sni_timer);
+    hms_soon_stop (f->w->loop, &f->again);
     if (f->offered)
         ingress_bypass_forget (f->w, f);
     ingress_ask_cancel (&f->ask);
@@ -257,6 +261,20 @@ static void s_on_out_close (hms_h2_stream_t *s, uint32_t code, void *arg)
 {
     s_flow_t *f = arg;
     f->out = NULL;
+    /* None of the client's bytes went with the CONNECT, and the relay refused the stream
+     * unprocessed (RFC 9113 8.7) or its connection went away before the relay answered (a
+     * relay that died as the stream left): the CONNECT is sent once more, on a connection
+     * the pool has by then (another relay of the node, if the first is gone). */
+    if (!f->retried && f->early_sent == 0 &&
+        (code == NGHTTP2_REFUSED_STREAM || hms_h2_stream_lost (s))) {
+        f->retried = true;
+        hms_info ("flow client=%s target=%s via=%s: the first relay's connection %s before it "
+                  "answered: sending the CONNECT again",
+                  f->peer, f->target, f->dest,
+                  code == NGHTTP2_REFUSED_STREAM ? "refused it" : "closed");
+        hms_soon_start (f->w->loop, &f->again);
+        return;
+    }
     char text[160];
     snprintf (text, sizeof text, "first relay reset the tunnel before answering (%s)",
               nghttp2_http2_strerror (code));
@@ -376,6 +394,26 @@ void ingress_flow_offered (void *arg, const bypass_answer_t *ans)
     if (ans && ans->unsent_down_len)
         hms_tunnel_send (f->tunnel, HMS_TUNNEL_A, ans->unsent_down, ans->unsent_down_len);
     hms_tunnel_resume (f->tunnel);
+}
+
+/* Asks the pool for a connection to the first relay toward f->dest (s_on_pool goes on). */
+static void s_to_first_relay (s_flow_t *f)
+{
+    char host[256], why[320];
+    uint16_t port = 0;
+    if (ingress_first_relay (f->w->ingress, f->dest, host, sizeof host, &port, why, sizeof why)) {
+        s_refuse (f, 502, why);
+        return;
+    }
+    /* s_on_pool may run (and end the flow) before hms_pool_get returns NULL */
+    hms_pool_req_t *req = hms_pool_get (f->w->pool, host, port, "relay", s_on_pool, f);
+    if (req)
+        f->pool_req = req;
+}
+
+static void s_on_again (struct ev_loop *loop, hms_soon_t *soon)
+{
+    s_to_first_relay (soon->data);
 }
 
 /* ---- the TLS server name, when the decision depends on it ------------------------------- */
@@ -551,16 +589,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
     hms_hostport (f->host, f->port, f->target, sizeof f->target);
     if (ingress_via_overlay (ingress, d)) {
         snprintf (f->dest, sizeof f->dest, "%s", d->route);
-        char host[256];
-        uint16_t port = 0;
-        if (ingress_first_relay (ingress, f->dest, host, sizeof host, &port, why, sizeof why)) {
-            s_refuse (f, 502, why);
-            return;
-        }
-        /* s_on_pool may run (and end the flow) before hms_pool_get returns NULL */
-        hms_pool_req_t *req = hms_pool_get (f->w->pool, host, port, "relay", s_on_pool, f);
-        if (req)
-            f->pool_req = req;
+        s_to_first_relay (f);
         return;
     }
     /* A flow the bypass agent may splice: the server leg is made to agree with the client
@@ -614,6 +643,7 @@ void ingress_flow_start (ingress_worker_t *w, const ingress_flow_req_t *req)
     f->bypass_timer.data = f;
     ev_init (&f->sni_io, s_on_sni_io);
     ev_init (&f->sni_timer, s_on_sni_timer);
+    hms_soon_init (&f->again, s_on_again, f);
     if (f->client_stream) /* its bytes are held while the flow is decided */
         hms_h2_stream_set_cbs (f->client_stream, &s_pending_cbs, f);
     s_decide (f);

@@ -14,6 +14,7 @@
 #include "hms_origin.h"
 #include "hms_pool.h"
 #include "hms_routes.h"
+#include "hms_soon.h"
 #include "hms_tls.h"
 #include "hms_tunnel.h"
 #include "hms_worker.h"
@@ -54,7 +55,11 @@ typedef struct {
     uint16_t port;
     char dest[64];
     int hops;
-    bool http; /* a plain HTTP request forwarded as a request, not a CONNECT tunnel */
+    bool http;           /* a plain HTTP request forwarded as a request, not a CONNECT tunnel */
+    char next_host[256]; /* the next relay */
+    uint16_t next_port;
+    bool retried;     /* the CONNECT to the next relay was sent again once */
+    hms_soon_t again; /* ... at the end of this loop turn */
 } s_flow_t;
 
 /* ---- flows ----------------------------------------------------------------------------- */
@@ -63,6 +68,7 @@ static void s_flow_done (hms_tunnel_t *t, const char *why, uint64_t a_to_b, uint
                          void *arg)
 {
     s_flow_t *f = arg;
+    hms_soon_stop (f->w->loop, &f->again);
     if (f->dial)
         hms_dial_cancel (f->dial);
     if (f->pool_req)
@@ -117,6 +123,18 @@ static void s_on_out_close (hms_h2_stream_t *s, uint32_t code, void *arg)
 {
     s_flow_t *f = arg;
     f->out = NULL;
+    /* A CONNECT carries nothing to the next relay before its answer (the tunnel joins the
+     * stream then): refused unprocessed (RFC 9113 8.7), or its connection gone before the
+     * answer (a relay that died as the stream left), it is sent once more, on the
+     * connection the pool has by then. */
+    if (!f->http && !f->retried && (code == NGHTTP2_REFUSED_STREAM || hms_h2_stream_lost (s))) {
+        f->retried = true;
+        hms_info ("tunnel target=%s dest=%s: the next relay's connection %s before it answered: "
+                  "sending the CONNECT again",
+                  f->target, f->dest, code == NGHTTP2_REFUSED_STREAM ? "refused it" : "closed");
+        hms_soon_start (f->w->loop, &f->again);
+        return;
+    }
     char text[128];
     snprintf (text, sizeof text, "next relay reset the tunnel before answering (%s)",
               nghttp2_http2_strerror (code));
@@ -165,6 +183,21 @@ static void s_on_pool (hms_h2_conn_t *conn, const char *why, void *arg)
         s_refuse (f, 502, "next relay connection is not usable");
 }
 
+/* Asks the pool for a connection to the next relay (s_on_pool goes on). */
+static void s_to_next_relay (s_flow_t *f)
+{
+    /* s_on_pool may run (and end the flow) before hms_pool_get returns NULL */
+    hms_pool_req_t *req =
+        hms_pool_get (f->w->pool, f->next_host, f->next_port, "relay", s_on_pool, f);
+    if (req)
+        f->pool_req = req;
+}
+
+static void s_on_again (struct ev_loop *loop, hms_soon_t *soon)
+{
+    s_to_next_relay (soon->data);
+}
+
 /* A forwarded HTTP request: the next relay's answer goes back as our answer. */
 static void s_on_forwarded_headers (hms_tunnel_t *t, hms_h2_stream_t *from, void *arg)
 {
@@ -186,6 +219,7 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
     f->w = w;
     f->in = in;
     f->http = !is_connect;
+    hms_soon_init (&f->again, s_on_again, f);
     snprintf (f->target, sizeof f->target, "%s", authority ? authority : "-");
     char why[256];
     const char *dest = hms_h2_stream_header (in, HMS_HDR_DEST);
@@ -228,10 +262,9 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
         return;
     }
     json_t *config = hms_current_get (relay->config, NULL);
-    char next[64], host[256];
-    uint16_t port = 0;
-    int rc = config ? hms_routes_next (config, relay->node, dest, next, sizeof next, host,
-                                       sizeof host, &port, why, sizeof why)
+    char next[64];
+    int rc = config ? hms_routes_next (config, relay->node, dest, next, sizeof next, f->next_host,
+                                       sizeof f->next_host, &f->next_port, why, sizeof why)
                     : (snprintf (why, sizeof why, "no routing config from the controller yet"), -1);
     json_decref (config);
     if (rc) {
@@ -240,10 +273,7 @@ static void s_on_request (hms_h2_stream_t *in, void *arg)
     }
     if (f->http)
         hms_tunnel_on_headers (f->tunnel, s_on_forwarded_headers);
-    /* s_on_pool may run (and end the flow) before hms_pool_get returns NULL */
-    hms_pool_req_t *req = hms_pool_get (w->pool, host, port, "relay", s_on_pool, f);
-    if (req)
-        f->pool_req = req;
+    s_to_next_relay (f);
 }
 
 /* ---- connections ------------------------------------------------------------------------- */
