@@ -1418,6 +1418,50 @@ def test_routes_go_around_a_node_whose_relays_are_stopping_or_down(overlay, targ
     assert nodes["core"]["avoided"].startswith("relay-core"), nodes["core"]
 
 
+RELAY_HOSTS = "127.0.0.1 localhost\n127.0.0.2 relay\n127.0.0.3 relay\n"
+
+
+def relay_name_order(s):
+    """(first, other): the two addresses of the name relay in RELAY_HOSTS, in the order that
+    getaddrinfo gives them (RFC 6724), as the ingress will see them."""
+    path = os.path.join(s.dir, "order.hosts")
+    with open(path, "w") as f:
+        f.write(RELAY_HOSTS)
+    order = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            'mount --bind "$0" /etc/hosts && exec getent ahostsv4 relay', path],
+                           capture_output=True, text=True, timeout=30)
+    assert order.returncode == 0, order.stderr
+    first = order.stdout.split()[0]
+    return first, "127.0.0.3" if first == "127.0.0.2" else "127.0.0.2"
+
+
+def start_pair_relay(s, name, ip, port):
+    """A relay of node pair on ip:port, listening."""
+    s.start_service("relay", name, extra=("--node", "pair", "--listen", f"{ip}:{port}"))
+    wait_for(lambda: "relay listening on" in s.daemons[name].log_text(), 10,
+             what=f"{name} listening")
+
+
+def pair_behind_one_name(s, port, relays):
+    """Controller, policy engine, an ingress that sees RELAY_HOSTS, and real relays of node
+    pair (relays: name -> IP, each on IP:port); node pair's address is relay:port, and every
+    flow is routed to it. Returns the ingress's HTTP/1.1 port."""
+    s.start_controller()
+    s.start_service("policy")
+    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"),
+                    hosts=RELAY_HOSTS)
+    for name, ip in relays.items():
+        start_pair_relay(s, name, ip, port)
+    s.ctl("node", "add", "edge")
+    s.ctl("node", "add", "pair", "--address", f"relay:{port}")
+    s.ctl("link", "add", "edge", "pair")
+    set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
+    http = s.port("ingress-1", "http")
+    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
+             what="ingress listening")
+    return http
+
+
 def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(suite, targets):
     """A node whose address is one name with several addresses, one relay behind each (a
     scaled relay service behind its DNS name; here an /etc/hosts that the ingress alone
@@ -1427,26 +1471,8 @@ def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(s
     the other one drains (SIGTERM), and new flows go to the one that is up."""
     s = suite
     port = free_port()
-    s.start_controller()
-    s.start_service("policy")
-    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"),
-                    hosts="127.0.0.1 localhost\n127.0.0.2 relay\n127.0.0.3 relay\n")
     addr = {"relay-a": "127.0.0.2", "relay-b": "127.0.0.3"}
-
-    def start_relay(name, ip):
-        s.start_service("relay", name, extra=("--node", "pair", "--listen", f"{ip}:{port}"))
-        wait_for(lambda: "relay listening on" in s.daemons[name].log_text(), 10,
-                 what=f"{name} listening")
-
-    for name, ip in addr.items():
-        start_relay(name, ip)
-    s.ctl("node", "add", "edge")
-    s.ctl("node", "add", "pair", "--address", f"relay:{port}")
-    s.ctl("link", "add", "edge", "pair")
-    set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
-    http = s.port("ingress-1", "http")
-    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
-             what="ingress listening")
+    http = pair_behind_one_name(s, port, addr)
     line = f"tunnel done target=127.0.0.1:{targets['http']}"
 
     def requests(n, relays):
@@ -1483,7 +1509,7 @@ def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(s
     assert dns_counters(s, "ingress-1", "ingress")["demoted"] == 1  # the dead relay's address
 
     # a rolling restart under the one name: the dead relay comes back, the other drains
-    start_relay(f"{first}-2", addr[first])
+    start_pair_relay(s, f"{first}-2", addr[first], port)
     unreachable = s.daemons["ingress-1"].log_text().count("cannot reach next hop")
     s.daemons[other].expected_exit = True
     s.daemons[other].proc.send_signal(signal.SIGTERM)
@@ -1493,45 +1519,6 @@ def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(s
     assert stopped(s.daemons[other], 10) == 0
     assert s.daemons["ingress-1"].log_text().count("cannot reach next hop") == unreachable
     assert dns_counters(s, "ingress-1", "ingress")["demoted"] == 2  # and now the drained one's
-
-
-RELAY_HOSTS = "127.0.0.1 localhost\n127.0.0.2 relay\n127.0.0.3 relay\n"
-
-
-def relay_name_order(s):
-    """(first, other): the two addresses of the name relay in RELAY_HOSTS, in the order that
-    getaddrinfo gives them (RFC 6724), as the ingress will see them."""
-    path = os.path.join(s.dir, "order.hosts")
-    with open(path, "w") as f:
-        f.write(RELAY_HOSTS)
-    order = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                            'mount --bind "$0" /etc/hosts && exec getent ahostsv4 relay', path],
-                           capture_output=True, text=True, timeout=30)
-    assert order.returncode == 0, order.stderr
-    first = order.stdout.split()[0]
-    return first, "127.0.0.3" if first == "127.0.0.2" else "127.0.0.2"
-
-
-def pair_behind_one_name(s, port, relay_ip):
-    """Controller, policy engine, an ingress that sees RELAY_HOSTS, and one real relay
-    (relay-b, node pair) on relay_ip:port; node pair's address is relay:port, and every flow
-    is routed to it. Returns the ingress's HTTP/1.1 port."""
-    s.start_controller()
-    s.start_service("policy")
-    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"),
-                    hosts=RELAY_HOSTS)
-    s.start_service("relay", "relay-b", extra=("--node", "pair", "--listen",
-                                               f"{relay_ip}:{port}"))
-    wait_for(lambda: "relay listening on" in s.daemons["relay-b"].log_text(), 10,
-             what="relay-b listening")
-    s.ctl("node", "add", "edge")
-    s.ctl("node", "add", "pair", "--address", f"relay:{port}")
-    s.ctl("link", "add", "edge", "pair")
-    set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
-    http = s.port("ingress-1", "http")
-    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
-             what="ingress listening")
-    return http
 
 
 def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(suite, targets):
@@ -1559,7 +1546,7 @@ def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(s
     t = threading.Thread(target=close_all, daemon=True)
     t.start()
     try:
-        http = pair_behind_one_name(s, port, other)
+        http = pair_behind_one_name(s, port, {"relay-b": other})
         for _ in range(3):
             data = last_request(open_tunnel(http, targets["http"]))
             assert data.endswith(b"hello through hermes\n"), data[:200]
@@ -1635,7 +1622,7 @@ def test_a_connect_whose_relay_dies_before_answering_is_sent_again(suite, target
     first, other = relay_name_order(s)
     dying = DyingRelay(s, first, port)
     try:
-        http = pair_behind_one_name(s, port, other)
+        http = pair_behind_one_name(s, port, {"relay-b": other})
         data = last_request(open_tunnel(http, targets["http"]))
         assert data.endswith(b"hello through hermes\n"), data[:200]
         assert dying.done()
