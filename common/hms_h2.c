@@ -684,9 +684,9 @@ int hms_h2_refuse (hms_h2_stream_t *s, int status, const char *why)
     return 0;
 }
 
-bool hms_h2_stream_lost (const hms_h2_stream_t *s)
+bool hms_h2_stream_unanswered (const hms_h2_stream_t *s, uint32_t error_code)
 {
-    return s->lost;
+    return s->lost || error_code == NGHTTP2_REFUSED_STREAM;
 }
 
 void hms_h2_stream_set_cbs (hms_h2_stream_t *s, const hms_h2_stream_cbs_t *cbs, void *arg)

@@ -95,9 +95,11 @@ int hms_h2_respond_as (hms_h2_stream_t *stream, const hms_h2_stream_t *answer, b
  * CONNECT). The caller lets go of the stream after. 0 or -1. */
 int hms_h2_refuse (hms_h2_stream_t *stream, int status, const char *why);
 void hms_h2_stream_set_cbs (hms_h2_stream_t *stream, const hms_h2_stream_cbs_t *cbs, void *arg);
-/* In on_close: true when the stream closed because its connection went away (the peer
- * closed it, a socket or TLS error, a timeout), not by a reset of the peer's or ours. */
-bool hms_h2_stream_lost (const hms_h2_stream_t *stream);
+/* In on_close of a request not answered yet: true when the peer surely did not answer it,
+ * so that a request that sent no body may go again: the peer refused it unprocessed
+ * (REFUSED_STREAM, RFC 9113 8.7), or the connection went away under it (the peer closed
+ * it, a socket or TLS error, a timeout), not a reset of the peer's or ours. */
+bool hms_h2_stream_unanswered (const hms_h2_stream_t *stream, uint32_t error_code);
 
 /* Lets go of a stream: its callbacks are dropped and whatever still arrives on it is
  * consumed and discarded, so it cannot hold the connection's window. */

@@ -265,8 +265,7 @@ static void s_on_out_close (hms_h2_stream_t *s, uint32_t code, void *arg)
      * unprocessed (RFC 9113 8.7) or its connection went away before the relay answered (a
      * relay that died as the stream left): the CONNECT is sent once more, on a connection
      * the pool has by then (another relay of the node, if the first is gone). */
-    if (!f->retried && f->early_sent == 0 &&
-        (code == NGHTTP2_REFUSED_STREAM || hms_h2_stream_lost (s))) {
+    if (!f->retried && f->early_sent == 0 && hms_h2_stream_unanswered (s, code)) {
         f->retried = true;
         hms_info ("flow client=%s target=%s via=%s: the first relay's connection %s before it "
                   "answered: sending the CONNECT again",

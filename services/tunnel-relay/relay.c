@@ -127,7 +127,7 @@ static void s_on_out_close (hms_h2_stream_t *s, uint32_t code, void *arg)
      * stream then): refused unprocessed (RFC 9113 8.7), or its connection gone before the
      * answer (a relay that died as the stream left), it is sent once more, on the
      * connection the pool has by then. */
-    if (!f->http && !f->retried && (code == NGHTTP2_REFUSED_STREAM || hms_h2_stream_lost (s))) {
+    if (!f->http && !f->retried && hms_h2_stream_unanswered (s, code)) {
         f->retried = true;
         hms_info ("tunnel target=%s dest=%s: the next relay's connection %s before it answered: "
                   "sending the CONNECT again",
