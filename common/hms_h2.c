@@ -210,7 +210,10 @@ static int s_on_frame_recv (nghttp2_session *session, const nghttp2_frame *frame
 {
     hms_h2_conn_t *self = user_data;
     if (frame->hd.type == NGHTTP2_GOAWAY) {
+        bool first = !self->going_away;
         self->going_away = true;
+        if (first && self->cbs.on_goaway)
+            self->cbs.on_goaway (self, self->arg);
         return 0;
     }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)

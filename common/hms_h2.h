@@ -43,6 +43,9 @@ typedef struct {
     void (*on_ready) (hms_h2_conn_t *conn, void *arg);
     /* The connection is gone (why says what happened); every stream got on_close before. */
     void (*on_closed) (hms_h2_conn_t *conn, const char *why, void *arg);
+    /* Optional, client: the peer sent GOAWAY (it is stopping, say): no new streams from now
+     * on; the open ones go on. Once per connection. */
+    void (*on_goaway) (hms_h2_conn_t *conn, void *arg);
 } hms_h2_conn_cbs_t;
 
 typedef struct {

@@ -435,6 +435,14 @@ void hms_resolve_forget (const char *host)
     pthread_mutex_unlock (&s.lock);
 }
 
+int hms_resolve_lifetime_ms (void)
+{
+    pthread_mutex_lock (&s.lock);
+    int ms = s.ok_ms;
+    pthread_mutex_unlock (&s.lock);
+    return ms;
+}
+
 void hms_resolve_config (int ok_ms, int fail_ms, int max_names)
 {
     pthread_mutex_lock (&s.lock);

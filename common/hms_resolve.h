@@ -49,6 +49,8 @@ void hms_resolve_forget (const char *host);
  * failure is (fail_ms, at most ok_ms), and how many names at most. For all loops of the
  * process; entries already kept keep their expiry. */
 void hms_resolve_config (int ok_ms, int fail_ms, int max_names);
+/* How long an answer is kept now (ok_ms of hms_resolve_config). */
+int hms_resolve_lifetime_ms (void);
 
 typedef struct {
     uint64_t lookups;     /* getaddrinfo calls */

@@ -387,10 +387,15 @@ def test_compose_stack_converges():
                     "match": {"ports": ["7101"]}}
             run([*ctl, "policy", "add", "-"], timeout=30, input=json.dumps(rule))
             status = wait_converged(ctl, PUSH_S, min_version=status["config_version"] + 3)
+            # (the ingress keeps a connection to each relay, and new flows take turns)
             ip = ingress_ip(compose, env)
-            errors = [e for e in (overlay_flow(ip) for _ in range(5)) if e]
+            errors = [e for e in (overlay_flow(ip) for _ in range(2 * RELAYS)) if e]
             assert not errors, f"flows through the relays failed: {errors}"
-            log(f"flows through {ip}:3128 and the relays reach controller:7101")
+            carried = relays_carried(ctl, 2 * RELAYS)
+            assert len(carried) == RELAYS and min(carried.values()) >= 1, \
+                f"the flows did not spread over the {RELAYS} relays: {carried}"
+            log(f"flows through {ip}:3128 and the relays reach controller:7101, "
+                f"carried by each relay: {sorted(carried.values())}")
 
             # The bypass agent shares the ingress's network namespace: its eBPF data plane
             # loaded, its SYN shaper on the ingress's interface, the ingress connected to it.
@@ -436,6 +441,18 @@ def test_compose_stack_converges():
 
 def ctl_json(ctl, *args):
     return json.loads(run([*ctl, *args, "--json"], timeout=30).stdout)
+
+
+def relays_carried(ctl, flows, seconds=10):
+    """Per relay instance, the flows it terminated (relay_terminated, from the heartbeats
+    the controller keeps), once they add up to flows or after seconds."""
+    deadline = time.monotonic() + seconds
+    while True:
+        carried = {r["instance"]: r["stats"].get("relay_terminated", 0)
+                   for r in ctl_json(ctl, "stats", "--kind", "relay")}
+        if sum(carried.values()) >= flows or time.monotonic() > deadline:
+            return carried
+        time.sleep(0.5)
 
 
 def relay_node(ctl):

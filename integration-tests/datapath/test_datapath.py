@@ -291,16 +291,27 @@ def test_ipv6_targets(overlay, targets, v6_origin, mode, front):
     assert f"target=[::1]:{v6_origin} rule=no-v6-loopback" in log, log[-1500:]
 
 
-def dns_counters(s, instance, kind):
-    """The resolver's counters of a daemon, from its metrics port."""
+def counters(s, instance, prefix, names):
+    """A daemon's counters hermes_PREFIX_NAME, from its metrics port."""
     text = urllib.request.urlopen(
         f"http://127.0.0.1:{s.port(instance, 'metrics')}/metrics", timeout=5).read().decode()
     out = {}
-    for what in ("lookups", "cached", "joined", "names", "threads", "demoted"):
-        m = re.search(rf"^hermes_{kind}_dns_{what}{{[^}}]*}} (\d+)$", text, re.M)
+    for what in names:
+        m = re.search(rf"^hermes_{prefix}_{what}{{[^}}]*}} (\d+)$", text, re.M)
         assert m, (what, text)
         out[what] = int(m.group(1))
     return out
+
+
+def dns_counters(s, instance, kind):
+    """The resolver's counters of a daemon."""
+    return counters(s, instance, f"{kind}_dns",
+                    ("lookups", "cached", "joined", "names", "threads", "demoted"))
+
+
+def pool_counters(s, instance, kind):
+    """The counters of a daemon's pools of connections to next hops."""
+    return counters(s, instance, f"{kind}_pool", ("connections", "failed"))
 
 
 def test_a_name_is_looked_up_once_for_many_flows(overlay, targets):
@@ -1442,14 +1453,15 @@ def start_pair_relay(s, name, ip, port):
              what=f"{name} listening")
 
 
-def pair_behind_one_name(s, port, relays):
-    """Controller, policy engine, an ingress that sees RELAY_HOSTS, and real relays of node
-    pair (relays: name -> IP, each on IP:port); node pair's address is relay:port, and every
-    flow is routed to it. Returns the ingress's HTTP/1.1 port."""
+def pair_behind_one_name(s, port, relays, hosts=RELAY_HOSTS, extra=()):
+    """Controller, policy engine, an ingress that sees hosts (its file: ingress-1.hosts in
+    the suite's folder), and real relays of node pair (relays: name -> IP, each on IP:port);
+    node pair's address is relay:port, and every flow is routed to it. Returns the
+    ingress's HTTP/1.1 port."""
     s.start_controller()
     s.start_service("policy")
-    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000"),
-                    hosts=RELAY_HOSTS)
+    s.start_service("ingress", extra=("--node", "edge", "--connect-timeout-ms", "2000", *extra),
+                    hosts=hosts)
     for name, ip in relays.items():
         start_pair_relay(s, name, ip, port)
     s.ctl("node", "add", "edge")
@@ -1462,18 +1474,23 @@ def pair_behind_one_name(s, port, relays):
     return http
 
 
-def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(suite, targets):
+def test_a_node_name_with_several_relays_behind_it_shares_the_load_and_survives_one_going(
+        suite, targets):
     """A node whose address is one name with several addresses, one relay behind each (a
     scaled relay service behind its DNS name; here an /etc/hosts that the ingress alone
-    sees). The ingress tries the name's addresses in turn, so when the relay it uses dies
-    (SIGKILL) new flows reach the other one at once: no 502, and the routes stay (the node
-    has a relay up). Then a rolling restart under the same name: the dead relay comes back,
-    the other one drains (SIGTERM), and new flows go to the one that is up."""
+    sees). The ingress keeps a connection to each relay and gives each new flow to the one
+    that carries the fewest streams, turn by turn among equals: one flow after another
+    alternates. When one relay dies (SIGKILL), new flows reach the other at once: no 502,
+    and the routes stay (the node has a relay up). Then a rolling restart under the same
+    name: the dead relay comes back, the other one drains (SIGTERM), and new flows go to the
+    one that is up, at once, although the pool was waiting out a back-off for it."""
     s = suite
     port = free_port()
     addr = {"relay-a": "127.0.0.2", "relay-b": "127.0.0.3"}
     http = pair_behind_one_name(s, port, addr)
     line = f"tunnel done target=127.0.0.1:{targets['http']}"
+    wait_for(lambda: pool_counters(s, "ingress-1", "ingress")["connections"] == 2, 10,
+             what="a connection to each relay")
 
     def requests(n, relays):
         """n requests, each in a new tunnel (answered 200, so not 502); how many of them each
@@ -1488,44 +1505,86 @@ def test_a_node_name_with_several_relays_behind_it_keeps_serving_when_one_goes(s
                  what=f"{n} tunnels done at the relays")
         return {r: done()[r] - before[r] for r in relays}
 
-    crossed = requests(3, list(addr))
-    first = max(crossed, key=crossed.get)  # the pool's connection: the name's first address
-    other = next(r for r in addr if r != first)
-    assert crossed == {first: 3, other: 0}, crossed
+    assert requests(6, list(addr)) == {"relay-a": 3, "relay-b": 3}
 
-    # the relay in use dies without a word: the next flows reach the other one at once. (The
-    # warm pool reconnects the instant its connection drops; if its connect lands before the
-    # dying relay's port is closed, that one handshake is reset, and logged.)
-    s.allow_error(rf"instance down kind=relay instance={first}")
-    s.allow_error(rf"cannot reach next hop relay relay:{port}: TLS handshake: .*reset by peer")
+    # relay-a dies without a word: the next flows reach relay-b at once (a flow whose CONNECT
+    # met the dead connection is sent again); the pool keeps trying relay-a's address in the
+    # background, which is information, not an unreachable hop
+    s.allow_error(r"instance down kind=relay instance=relay-a")
     version = s.status()["config_version"]
-    s.daemons[first].kill9()
-    assert requests(5, [other]) == {other: 5}
+    s.daemons["relay-a"].kill9()
+    assert requests(5, ["relay-b"]) == {"relay-b": 5}
     wait_for(lambda: {n["name"]: n for n in s.ctl_json("node", "list")}["pair"]["relays_up"]
              == 1, 8, what="the controller counting the dead relay down")
     pair = {n["name"]: n for n in s.ctl_json("node", "list")}["pair"]
     assert pair["relays"] == 2 and "avoided" not in pair, pair
     assert s.status()["config_version"] == version  # the routes stayed
-    assert dns_counters(s, "ingress-1", "ingress")["demoted"] == 1  # the dead relay's address
+    log = s.daemons["ingress-1"].log_text()
+    assert f"address 127.0.0.2:{port} failed" in log, log[-3000:]
+    assert "cannot reach next hop" not in log, log[-3000:]
+    assert pool_counters(s, "ingress-1", "ingress")["connections"] == 1
 
-    # a rolling restart under the one name: the dead relay comes back, the other drains
-    start_pair_relay(s, f"{first}-2", addr[first], port)
-    unreachable = s.daemons["ingress-1"].log_text().count("cannot reach next hop")
-    s.daemons[other].expected_exit = True
-    s.daemons[other].proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: "draining on signal 15" in s.daemons[other].log_text(), 5,
-             what=f"{other} draining")
-    assert requests(4, [f"{first}-2", other]) == {f"{first}-2": 4, other: 0}
-    assert stopped(s.daemons[other], 10) == 0
-    assert s.daemons["ingress-1"].log_text().count("cannot reach next hop") == unreachable
-    assert dns_counters(s, "ingress-1", "ingress")["demoted"] == 2  # and now the drained one's
+    # a rolling restart under the one name: relay-a comes back, relay-b drains. The pool's
+    # connection to relay-b goes away, the last that served, so relay-a's address is tried
+    # at once instead of at the end of its back-off
+    start_pair_relay(s, "relay-a-2", addr["relay-a"], port)
+    s.daemons["relay-b"].expected_exit = True
+    s.daemons["relay-b"].proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining on signal 15" in s.daemons["relay-b"].log_text(), 5,
+             what="relay-b draining")
+    started = time.monotonic()
+    assert requests(4, ["relay-a-2", "relay-b"]) == {"relay-a-2": 4, "relay-b": 0}
+    assert time.monotonic() - started < 3, "the pool waited out its back-off"
+    assert stopped(s.daemons["relay-b"], 10) == 0
+    assert "cannot reach next hop" not in s.daemons["ingress-1"].log_text()
 
 
-def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(suite, targets):
-    """The node's name leads to two addresses: at the one the resolver gives first, something
-    that accepts TCP and closes at once (no TLS); at the other, a relay. The ingress's pool
-    meets the failed handshake, puts that address last and tries again at once: flows arrive,
-    none is answered 502, and nothing is logged as unreachable."""
+def test_relays_that_join_or_leave_a_name_are_seen_when_its_answer_expires(suite, targets):
+    """The pool looks a hop's name up again as its answer expires (--dns-cache-s 1 here): a
+    relay whose address joins the name is connected to and takes its share of new flows; one
+    whose address leaves it takes no new flows and its idle connection is closed."""
+    s = suite
+    port = free_port()
+    addr = {"relay-a": "127.0.0.2", "relay-b": "127.0.0.3"}
+    http = pair_behind_one_name(s, port, addr, hosts="127.0.0.2 relay\n",
+                                extra=("--dns-cache-s", "1"))
+    hosts = os.path.join(s.dir, "ingress-1.hosts")
+    line = f"tunnel done target=127.0.0.1:{targets['http']}"
+
+    def requests(n):
+        before = {r: s.daemons[r].log_text().count(line) for r in addr}
+        for _ in range(n):
+            data = last_request(open_tunnel(http, targets["http"]))
+            assert data.endswith(b"hello through hermes\n"), data[:200]
+        wait_for(lambda: sum(s.daemons[r].log_text().count(line) for r in addr)
+                 - sum(before.values()) == n, 5, what=f"{n} tunnels done at the relays")
+        return {r: s.daemons[r].log_text().count(line) - before[r] for r in addr}
+
+    def connections():
+        return pool_counters(s, "ingress-1", "ingress")["connections"]
+
+    wait_for(lambda: connections() == 1, 10, what="the pool connected to relay-a")
+    assert requests(3) == {"relay-a": 3, "relay-b": 0}
+
+    with open(hosts, "w") as f:  # the same file: the bind mount shows the new text
+        f.write("127.0.0.2 relay\n127.0.0.3 relay\n")
+    wait_for(lambda: connections() == 2, 5, what="the pool connected to relay-b")
+    assert requests(4) == {"relay-a": 2, "relay-b": 2}
+
+    with open(hosts, "w") as f:
+        f.write("127.0.0.3 relay\n")
+    wait_for(lambda: connections() == 1, 5, what="the pool letting relay-a go")
+    assert f"address 127.0.0.2:{port} left the name" in s.daemons["ingress-1"].log_text()
+    assert requests(3) == {"relay-a": 0, "relay-b": 3}
+    log = s.daemons["ingress-1"].log_text()
+    assert "cannot reach next hop" not in log and " failed (" not in log, log[-3000:]
+
+
+def test_a_relay_address_that_fails_the_handshake_is_left_to_its_back_off(suite, targets):
+    """The node's name leads to two addresses: at one, something that accepts TCP and closes
+    at once (no TLS); at the other, a relay. Every flow goes to the relay, none is answered
+    502, and the failing address is logged as information (the hop is not unreachable) and
+    tried again with a back-off, not in a loop."""
     s = suite
     port = free_port()
     first, other = relay_name_order(s)
@@ -1533,12 +1592,14 @@ def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(s
     closer.bind((first, port))
     closer.listen(16)
     stop = threading.Event()
+    accepted = []
 
     def close_all():
         closer.settimeout(0.2)
         while not stop.is_set():
             try:
                 c, _ = closer.accept()
+                accepted.append(time.monotonic())
                 c.close()
             except OSError:
                 pass
@@ -1547,13 +1608,18 @@ def test_a_relay_address_that_fails_the_handshake_is_tried_once_more_elsewhere(s
     t.start()
     try:
         http = pair_behind_one_name(s, port, {"relay-b": other})
-        for _ in range(3):
+        for _ in range(4):
             data = last_request(open_tunnel(http, targets["http"]))
             assert data.endswith(b"hello through hermes\n"), data[:200]
+        wait_for(lambda: s.daemons["relay-b"].log_text().count(
+            f"tunnel done target=127.0.0.1:{targets['http']}") == 4, 5, what="4 tunnels done")
         log = s.daemons["ingress-1"].log_text()
-        assert f"next hop relay relay:{port}: " in log and "trying again at once" in log, log
+        assert f"next hop relay relay:{port}: address {first}:{port} failed" in log, log
         assert "cannot reach next hop" not in log
-        assert dns_counters(s, "ingress-1", "ingress")["demoted"] >= 1
+        # back-off: 0.2, 0.4, 0.8 ... s between tries, so in 2 s at most about 5 tries
+        time.sleep(2)
+        assert 1 <= len(accepted) <= 6, accepted
+        assert pool_counters(s, "ingress-1", "ingress")["failed"] == len(accepted)
     finally:
         stop.set()
         t.join(5)
@@ -1613,24 +1679,28 @@ class DyingRelay:
 
 
 def test_a_connect_whose_relay_dies_before_answering_is_sent_again(suite, targets):
-    """The name's first address has a relay that dies as the first stream reaches it
-    (DyingRelay). The client's CONNECT (none of its bytes sent yet) is sent again on the
-    pool's next connection, to the real relay at the other address: the client gets its 200
-    and its bytes, no 502."""
+    """One of the name's addresses has a relay that dies as the first stream reaches it
+    (DyingRelay), the other a real relay. Two flows, one after the other: the pool gives one
+    of them to each relay. The CONNECT that met the dying relay (none of the client's bytes
+    sent yet) is sent again on a connection that works: both clients get their 200 and
+    their bytes, no 502."""
     s = suite
     port = free_port()
     first, other = relay_name_order(s)
     dying = DyingRelay(s, first, port)
     try:
         http = pair_behind_one_name(s, port, {"relay-b": other})
-        data = last_request(open_tunnel(http, targets["http"]))
-        assert data.endswith(b"hello through hermes\n"), data[:200]
+        wait_for(lambda: pool_counters(s, "ingress-1", "ingress")["connections"] == 2, 10,
+                 what="a connection to each relay")
+        for _ in range(2):
+            data = last_request(open_tunnel(http, targets["http"]))
+            assert data.endswith(b"hello through hermes\n"), data[:200]
         assert dying.done()
         log = s.daemons["ingress-1"].log_text()
         assert "closed before it answered: sending the CONNECT again" in log, log[-3000:]
         assert "flow failed" not in log, log[-3000:]
         wait_for(lambda: s.daemons["relay-b"].log_text().count(
-            f"tunnel done target=127.0.0.1:{targets['http']}") == 1, 5, what="relay-b's tunnel")
+            f"tunnel done target=127.0.0.1:{targets['http']}") == 2, 5, what="relay-b's tunnels")
     finally:
         dying.done()
 
@@ -1638,8 +1708,9 @@ def test_a_connect_whose_relay_dies_before_answering_is_sent_again(suite, target
 def test_a_relay_sends_a_connect_again_when_the_next_relay_dies_before_answering(suite,
                                                                                  targets):
     """The same one hop further: ingress -> core -> far, where far's address is a name
-    whose first address has a DyingRelay, seen by core. Core sends the CONNECT again to the
-    real far relay; the client gets its bytes."""
+    with a DyingRelay behind one address and the real far relay behind the other, seen by
+    core. Of two flows, core gives one to each; it sends the CONNECT that met the dying
+    relay again, to the real one: both clients get their bytes."""
     s = suite
     port = free_port()
     first, other = relay_name_order(s)
@@ -1666,7 +1737,14 @@ def test_a_relay_sends_a_connect_again_when_the_next_relay_dies_before_answering
                  what="ingress listening")
         data = last_request(open_tunnel(http, targets["http"]))
         assert data.endswith(b"hello through hermes\n"), data[:200]
+        # core connected to both of far's addresses for the first flow's sake
+        wait_for(lambda: pool_counters(s, "relay-core", "relay")["connections"] == 2
+                 or dying.requests, 10, what="core connected to both of far's addresses")
+        data = last_request(open_tunnel(http, targets["http"]))
+        assert data.endswith(b"hello through hermes\n"), data[:200]
         assert dying.done()
+        wait_for(lambda: s.daemons["relay-far"].log_text().count(
+            f"tunnel done target=127.0.0.1:{targets['http']}") == 2, 5, what="far's tunnels")
         log = s.daemons["relay-core"].log_text()
         assert "closed before it answered: sending the CONNECT again" in log, log[-3000:]
         assert "tunnel refused" not in log, log[-3000:]

@@ -341,7 +341,7 @@ json_t *ingress_stats (void *arg)
                    (json_int_t) atomic_load (&c->bad_requests), "ingress_origin_reused",
                    (json_int_t) atomic_load (&c->origin_reused), "ingress_origin_retried",
                    (json_int_t) atomic_load (&c->origin_retried));
-    return hms_resolve_stats_add (stats, "ingress");
+    return hms_pool_stats_add (hms_resolve_stats_add (stats, "ingress"), "ingress");
 }
 
 void ingress_drain (void *arg)

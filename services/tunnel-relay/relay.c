@@ -482,7 +482,7 @@ json_t *relay_stats (void *arg)
                    (json_int_t) atomic_load (&self->refused), "relay_origin_reused",
                    (json_int_t) atomic_load (&self->origin_reused), "relay_origin_retried",
                    (json_int_t) atomic_load (&self->origin_retried));
-    return hms_resolve_stats_add (stats, "relay");
+    return hms_pool_stats_add (hms_resolve_stats_add (stats, "relay"), "relay");
 }
 
 uint16_t relay_port (const relay_t *self)
