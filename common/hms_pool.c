@@ -266,10 +266,16 @@ static void s_ep_maybe_free (s_ep_t *ep)
     free (ep);
 }
 
+/* The back-off is over: flows waiting for the hop get their try (s_serve), and a warm
+ * address with nothing open is connected to again. */
 static void s_on_ep_retry (struct ev_loop *loop, ev_timer *w, int revents)
 {
     s_ep_t *ep = w->data;
-    if (ep->listed && (ep->hop->warm || ep->hop->waiters))
+    if (!ep->listed)
+        return;
+    if (ep->hop->waiters)
+        s_serve (ep->hop);
+    else if (ep->hop->warm && !ep->conns)
         s_dial (ep);
 }
 
@@ -336,6 +342,7 @@ static void s_on_ready (hms_h2_conn_t *h2, void *arg)
         return; /* the pool is gone */
     conn->ready = true;
     conn->ep->failures = 0;
+    ev_timer_stop (conn->ep->hop->pool->loop, &conn->ep->retry);
     conn->ep->why[0] = '\0';
     atomic_fetch_add (&s_connections, 1);
     hms_debug ("pool", "connected to %s (%s)", conn->ep->hop->text, conn->ep->text);
