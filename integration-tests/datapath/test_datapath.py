@@ -1539,6 +1539,42 @@ def test_a_node_name_with_several_relays_behind_it_shares_the_load_and_survives_
     assert "cannot reach next hop" not in s.daemons["ingress-1"].log_text()
 
 
+def test_a_new_flow_goes_to_the_relay_with_the_fewest_open_streams(suite, targets):
+    """Flows held open: four tunnels alternate over the two relays of one name (t1, t3 on
+    one, t2, t4 on the other). Once t1 and t3 are done, that relay carries nothing while the
+    other still carries two, so the next two tunnels both go to it (taking turns would have
+    split them)."""
+    s = suite
+    port = free_port()
+    addr = {"relay-a": "127.0.0.2", "relay-b": "127.0.0.3"}
+    http = pair_behind_one_name(s, port, addr)
+    line = f"tunnel done target=127.0.0.1:{targets['http']}"
+    wait_for(lambda: pool_counters(s, "ingress-1", "ingress")["connections"] == 2, 10,
+             what="a connection to each relay")
+
+    def done():
+        return {r: s.daemons[r].log_text().count(line) for r in addr}
+
+    def finish(*tunnels):
+        before = sum(done().values())
+        for t in tunnels:
+            assert last_request(t).endswith(b"hello through hermes\n")
+        wait_for(lambda: sum(done().values()) - before == len(tunnels), 5,
+                 what=f"{len(tunnels)} tunnels done at the relays")
+
+    t1, t2, t3, t4 = (open_tunnel(http, targets["http"]) for _ in range(4))
+    finish(t1, t3)
+    first = done()
+    x = next(r for r in addr if first[r] == 2)  # the relay that carried t1 and t3
+    y = next(r for r in addr if r != x)
+    assert first[y] == 0, first
+    t5, t6 = (open_tunnel(http, targets["http"]) for _ in range(2))
+    finish(t5, t6)
+    assert done() == {x: 4, y: 0}
+    finish(t2, t4)
+    assert done() == {x: 4, y: 2}
+
+
 def test_relays_that_join_or_leave_a_name_are_seen_when_its_answer_expires(suite, targets):
     """The pool looks a hop's name up again as its answer expires (--dns-cache-s 1 here): a
     relay whose address joins the name is connected to and takes its share of new flows; one
