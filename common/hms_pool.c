@@ -231,12 +231,13 @@ static void s_fail_text (const s_hop_t *hop, const char *why, char *out, size_t 
     for (s_ep_t *ep = hop->eps; ep; ep = ep->next)
         n += ep->listed && ep->why[0];
     int used = snprintf (out, len, "relay %s: %s", hop->text, n <= 1 ? why : "");
+    bool first = true;
     for (s_ep_t *ep = hop->eps; ep && n > 1 && used >= 0 && (size_t) used < len; ep = ep->next)
         if (ep->listed && ep->why[0]) {
             bool named = strstr (ep->why, ep->text) != NULL; /* "connect to ADDR: ..." */
-            used += snprintf (out + used, len - (size_t) used, "%s%s%s%s",
-                              out[used - 2] == ':' && out[used - 1] == ' ' ? "" : "; ",
+            used += snprintf (out + used, len - (size_t) used, "%s%s%s%s", first ? "" : "; ",
                               named ? "" : ep->text, named ? "" : ": ", ep->why);
+            first = false;
         }
 }
 

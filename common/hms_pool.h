@@ -52,7 +52,7 @@ void hms_pool_cool (hms_pool_t *self);
 /* Process-wide counters (all pools, all loops). */
 typedef struct {
     uint64_t connections; /* connections to next hops up now */
-    uint64_t failed;      /* connection attempts that failed (connect or TLS/HTTP/2 set-up) */
+    uint64_t failed;      /* attempts that failed: a lookup, a connect, a TLS/HTTP/2 set-up */
 } hms_pool_stats_t;
 void hms_pool_stats (hms_pool_stats_t *out);
 /* Adds them to a daemon's counters as PREFIX_pool_connections and PREFIX_pool_failed.

@@ -1616,6 +1616,21 @@ def test_relays_that_join_or_leave_a_name_are_seen_when_its_answer_expires(suite
     assert "cannot reach next hop" not in log and " failed (" not in log, log[-3000:]
 
 
+def test_a_name_none_of_whose_relays_answers_is_unreachable_with_each_reason(suite, targets):
+    """Neither address of the node's name has a relay: a flow is answered 502, and the
+    warning names each address and what it said."""
+    s = suite
+    port = free_port()
+    http = pair_behind_one_name(s, port, {})
+    s.allow_error(r"cannot reach next hop relay relay:")
+    resp = raw_request(http, f"CONNECT 127.0.0.1:{targets['http']} HTTP/1.1\r\n\r\n".encode())
+    assert resp.startswith(b"HTTP/1.1 502 "), resp
+    log = s.daemons["ingress-1"].log_text()
+    assert re.search(rf"cannot reach next hop relay relay:{port}: connect to 127\.0\.0\.[23]:"
+                     rf"{port}: Connection refused; connect to 127\.0\.0\.[23]:{port}: "
+                     r"Connection refused", log), log[-3000:]
+
+
 def test_a_relay_address_that_fails_the_handshake_is_left_to_its_back_off(suite, targets):
     """The node's name leads to two addresses: at one, something that accepts TCP and closes
     at once (no TLS); at the other, a relay. Every flow goes to the relay, none is answered
