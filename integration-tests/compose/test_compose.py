@@ -434,6 +434,31 @@ def test_compose_stack_converges():
                 f"{len(failed)} of {len(outcomes)} flows failed during the scale-down: {failed[:5]}"
             log(f"scaled the relays down by one: their node is still used, and "
                 f"{len(outcomes)} flows sent meanwhile all arrived")
+
+            # A scale-up: the new relay registers and takes a share of new flows once the
+            # ingress's pool sees it: a new address when the name's answer expires
+            # (--dns-cache-s, 10 s), or the stopped relay's address reused by Docker when
+            # the pool's back-off for it ends (6.4 s at most).
+            known = set(relays_carried(ctl, 0))
+            run([*compose, "up", "-d", "--no-build", "--scale", f"tunnel-relay={RELAYS}"],
+                timeout=300, env=env, cwd=SOURCE_DIR)
+            started = time.monotonic()
+            deadline = started + PUSH_S
+            while relay_node(ctl)[1] != RELAYS and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert relay_node(ctl) == (RELAYS + 1, RELAYS, None)
+            new, sent, deadline = {}, 0, time.monotonic() + 40
+            while time.monotonic() < deadline and not any(new.values()):
+                for _ in range(5):
+                    err = overlay_flow(ip)
+                    assert not err, f"a flow after the scale-up failed: {err}"
+                    sent += 1
+                    time.sleep(0.1)
+                new = {r: n for r, n in relays_carried(ctl, 0).items() if r not in known}
+            assert len(new) == 1 and sum(new.values()) >= 1, \
+                f"the new relay took no flow in {sent} flows: {new}"
+            log(f"scaled the relays up by one: the new relay carried flows "
+                f"{time.monotonic() - started:.1f} s after the scale-up ({sent} flows sent)")
         except BaseException:
             dump_logs(compose, env)
             raise
