@@ -75,8 +75,10 @@ json_t *hms_resolve_stats_add (json_t *into, const char *prefix);
 #define HMS_RESOLVE_KEYS                                                                           \
     {                                                                                              \
         "dns_cache_s", HMS_CFG_INT, "10",                                                          \
-            "a name's address is reused this many seconds (a name that cannot be resolved is "     \
-            "tried again after at most 2 s); 0 looks a name up for every connection"               \
+            "a name's addresses are reused this many seconds, and a relay's name in use is "       \
+            "looked up again at this pace (relays joining or leaving it are seen); a name that "   \
+            "cannot be resolved is tried again after at most 2 s; 0 looks a name up for every "    \
+            "connection"                                                                           \
     }
 
 /* Applies HMS_RESOLVE_KEYS from a daemon's config; -1 with err when out of range. */
