@@ -1670,7 +1670,8 @@ def test_a_relay_address_that_fails_the_handshake_is_left_to_its_back_off(suite,
         # back-off: 0.2, 0.4, 0.8 ... s between tries, so in 2 s at most about 5 tries
         time.sleep(2)
         assert 1 <= len(accepted) <= 6, accepted
-        assert pool_counters(s, "ingress-1", "ingress")["failed"] == len(accepted)
+        wait_for(lambda: pool_counters(s, "ingress-1", "ingress")["failed"] == len(accepted), 2,
+                 what="a failed attempt counted for each connection the closer took")
     finally:
         stop.set()
         t.join(5)
