@@ -1631,6 +1631,28 @@ def test_a_name_none_of_whose_relays_answers_is_unreachable_with_each_reason(sui
                      r"Connection refused", log), log[-3000:]
 
 
+def test_a_relay_on_an_ipv6_address(suite, targets):
+    """A node whose relay address is an IPv6 literal ([::1]:PORT): the pool connects to it
+    and flows cross it."""
+    s = suite
+    port = free_port()
+    s.start_controller()
+    s.start_service("policy")
+    s.start_service("ingress", extra=("--node", "edge"))
+    start_pair_relay(s, "relay-6", "[::1]", port)
+    s.ctl("node", "add", "edge")
+    s.ctl("node", "add", "pair", "--address", f"[::1]:{port}")
+    s.ctl("link", "add", "edge", "pair")
+    set_policy(s, {"id": "all", "priority": 1000, "action": "route", "route": "pair"})
+    http = s.port("ingress-1", "http")
+    wait_for(lambda: pool_counters(s, "ingress-1", "ingress")["connections"] == 1, 10,
+             what="the pool connected to [::1]")
+    data = last_request(open_tunnel(http, targets["http"]))
+    assert data.endswith(b"hello through hermes\n"), data[:200]
+    wait_for(lambda: f"tunnel done target=127.0.0.1:{targets['http']}"
+             in s.daemons["relay-6"].log_text(), 5, what="the tunnel done at the relay")
+
+
 def test_a_relay_address_that_fails_the_handshake_is_left_to_its_back_off(suite, targets):
     """The node's name leads to two addresses: at one, something that accepts TCP and closes
     at once (no TLS); at the other, a relay. Every flow goes to the relay, none is answered
