@@ -1474,6 +1474,14 @@ def pair_behind_one_name(s, port, relays, hosts=RELAY_HOSTS, extra=()):
     return http
 
 
+def two_relays_connected(s, port, relays):
+    """pair_behind_one_name, once the ingress's pool has a connection to each relay."""
+    http = pair_behind_one_name(s, port, relays)
+    wait_for(lambda: pool_counters(s, "ingress-1", "ingress")["connections"] == len(relays),
+             10, what="a connection to each relay")
+    return http
+
+
 def test_a_node_name_with_several_relays_behind_it_shares_the_load_and_survives_one_going(
         suite, targets):
     """A node whose address is one name with several addresses, one relay behind each (a
@@ -1487,10 +1495,8 @@ def test_a_node_name_with_several_relays_behind_it_shares_the_load_and_survives_
     s = suite
     port = free_port()
     addr = {"relay-a": "127.0.0.2", "relay-b": "127.0.0.3"}
-    http = pair_behind_one_name(s, port, addr)
+    http = two_relays_connected(s, port, addr)
     line = f"tunnel done target=127.0.0.1:{targets['http']}"
-    wait_for(lambda: pool_counters(s, "ingress-1", "ingress")["connections"] == 2, 10,
-             what="a connection to each relay")
 
     def requests(n, relays):
         """n requests, each in a new tunnel (answered 200, so not 502); how many of them each
@@ -1545,12 +1551,9 @@ def test_a_new_flow_goes_to_the_relay_with_the_fewest_open_streams(suite, target
     other still carries two, so the next two tunnels both go to it (taking turns would have
     split them)."""
     s = suite
-    port = free_port()
     addr = {"relay-a": "127.0.0.2", "relay-b": "127.0.0.3"}
-    http = pair_behind_one_name(s, port, addr)
+    http = two_relays_connected(s, free_port(), addr)
     line = f"tunnel done target=127.0.0.1:{targets['http']}"
-    wait_for(lambda: pool_counters(s, "ingress-1", "ingress")["connections"] == 2, 10,
-             what="a connection to each relay")
 
     def done():
         return {r: s.daemons[r].log_text().count(line) for r in addr}
