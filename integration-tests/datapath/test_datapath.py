@@ -1634,6 +1634,39 @@ def test_a_name_none_of_whose_relays_answers_is_unreachable_with_each_reason(sui
                      r"Connection refused", log), log[-3000:]
 
 
+def test_a_relay_name_that_cannot_be_resolved_is_answered_502_with_the_reason(suite, targets):
+    """A node whose relay address is a name that never resolves (.invalid): a flow routed
+    through it is answered 502 and the warning says why; the warm pool asks again with a
+    back-off, not in a loop; the ingress keeps serving other flows."""
+    s = suite
+    s.start_controller()
+    s.start_service("policy")
+    s.start_service("ingress", extra=("--node", "edge"))
+    s.ctl("node", "add", "edge")
+    s.ctl("node", "add", "gone", "--address", "no-relay.invalid:4433")
+    s.ctl("link", "add", "edge", "gone")
+    set_policy(s, {"id": "web", "priority": 10, "action": "allow",
+                   "match": {"ports": [str(targets["http"])]}},
+               {"id": "all", "priority": 1000, "action": "route", "route": "gone"})
+    s.allow_error(r"cannot reach next hop relay no-relay\.invalid:4433: ")
+    http = s.port("ingress-1", "http")
+    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", http)) == 0, 10,
+             what="ingress listening")
+    resp = raw_request(http, f"CONNECT 127.0.0.1:{targets['tls']} HTTP/1.1\r\n\r\n".encode())
+    assert resp.startswith(b"HTTP/1.1 502 "), resp
+    log = s.daemons["ingress-1"].log_text()
+    assert re.search(r"cannot reach next hop relay no-relay\.invalid:4433: cannot resolve "
+                     r"'no-relay\.invalid'", log), log[-3000:]
+    # the warm hop is asked for again with a back-off: a handful of tries in 2 s
+    tries = log.count("cannot reach next hop relay no-relay.invalid")
+    time.sleep(2)
+    assert s.daemons["ingress-1"].log_text().count(
+        "cannot reach next hop relay no-relay.invalid") - tries <= 4
+    # and a flow the policy sends direct still works
+    data = last_request(open_tunnel(http, targets["http"]))
+    assert data.endswith(b"hello through hermes\n"), data[:200]
+
+
 def test_a_relay_on_an_ipv6_address(suite, targets):
     """A node whose relay address is an IPv6 literal ([::1]:PORT): the pool connects to it
     and flows cross it."""
