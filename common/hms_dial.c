@@ -30,7 +30,6 @@ struct hms_dial {
     s_attempt_t att[HMS_RESOLVE_ADDRS_MAX]; /* one per address, in the same order */
     int next;                               /* the address tried next */
     int waiting;                            /* attempts in progress */
-    int won;                                /* the address connected, -1 until then */
     int won_fd;
     bool named; /* host is a name: failed addresses are demoted in the cache */
     ev_timer timer;
@@ -79,10 +78,7 @@ static void s_finish (hms_dial_t *self)
     int fd = self->won_fd;
     self->won_fd = -1;
     s_stop_all (self);
-    hms_addr_t addr = {0};
-    if (self->won >= 0)
-        addr = self->addrs.addr[self->won];
-    self->fn (fd, &addr, fd < 0 ? self->why : NULL, self->arg);
+    self->fn (fd, fd < 0 ? self->why : NULL, self->arg);
     free (self);
 }
 
@@ -117,7 +113,6 @@ static void s_win (hms_dial_t *self, int i, int fd)
     self->att[i].fd = -1;
     self->waiting--;
     ev_io_stop (self->loop, &self->att[i].io);
-    self->won = i;
     self->won_fd = fd;
     for (int j = 0; j < i && self->named; j++)
         if (self->att[j].fd >= 0)
@@ -257,7 +252,6 @@ static hms_dial_t *s_start (struct ev_loop *loop, const char *host, uint16_t por
     self->loop = loop;
     self->fn = fn;
     self->arg = arg;
-    self->won = -1;
     self->won_fd = -1;
     snprintf (self->host, sizeof self->host, "%s", host);
     hms_hostport (host, port, self->target, sizeof self->target);

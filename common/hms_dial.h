@@ -13,11 +13,10 @@
 #include <ev.h>
 
 typedef struct hms_dial hms_dial_t;
-/* fd >= 0 on success (caller owns it, non-blocking, TCP_NODELAY), addr the address it
- * reached; -1 with why (e.g. "connect to 127.0.0.1:9: Connection refused", "connect to
- * relays.example:4433: 10.0.0.2:4433: Connection refused, 10.0.0.3:4433: No route to host").
- * The dial is freed after the callback. */
-typedef void (hms_dial_fn) (int fd, const hms_addr_t *addr, const char *why, void *arg);
+/* fd >= 0 on success (caller owns it, non-blocking, TCP_NODELAY); -1 with why (e.g. "connect to
+ * 127.0.0.1:9: Connection refused", "connect to relays.example:4433: 10.0.0.2:4433: Connection
+ * refused, 10.0.0.3:4433: No route to host"). The dial is freed after the callback. */
+typedef void (hms_dial_fn) (int fd, const char *why, void *arg);
 
 /* Starts dialing; the callback always comes later from the loop, never from this call.
  * opts (copied; NULL: the kernel's defaults) are set on the socket before the SYN

@@ -213,7 +213,7 @@ static int s_from_origin (s_req_t *r, const char *data, size_t len)
     return 0;
 }
 
-static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg);
+static void s_on_dialed (int fd, const char *why, void *arg);
 
 /* A new origin connection for r: to the address the caller resolved, else by the host. */
 static void s_dial (s_req_t *r)
@@ -367,7 +367,7 @@ static void s_attach (s_req_t *r)
     s_update (r);
 }
 
-static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+static void s_on_dialed (int fd, const char *why, void *arg)
 {
     s_req_t *r = arg;
     r->dial = NULL;

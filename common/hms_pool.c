@@ -280,8 +280,9 @@ static void s_on_ep_retry (struct ev_loop *loop, ev_timer *w, int revents)
         s_dial (ep);
 }
 
-/* A connection to ep failed before it was ready (why): ep waits out a back-off; waiters go
- * to the name's other addresses, or fail when none is up or being connected to. */
+/* A connection to ep (an address in the name's answer) failed before it was ready (why): ep
+ * waits out a back-off; waiters go to the name's other addresses, or fail when none is up or
+ * being connected to. */
 static void s_ep_failed (s_ep_t *ep, const char *why)
 {
     s_hop_t *hop = ep->hop;
@@ -290,8 +291,7 @@ static void s_ep_failed (s_ep_t *ep, const char *why)
     snprintf (ep->why, sizeof ep->why, "%s", why);
     if (hop->pool->closing)
         return;
-    hms_resolve_demote (hop->host, &ep->addr);
-    if (ep->listed && (hop->warm || hop->waiters)) {
+    if (hop->warm || hop->waiters) {
         ev_timer_set (&ep->retry, s_backoff (ep->failures), 0);
         ev_timer_start (hop->pool->loop, &ep->retry);
     }
@@ -299,7 +299,6 @@ static void s_ep_failed (s_ep_t *ep, const char *why)
     if (s_others_serve (hop, ep)) {
         hms_info ("next hop relay %s: address %s failed (%s); its other addresses serve", hop->text,
                   ep->text, why);
-        s_ep_maybe_free (ep);
         return;
     }
     char text[768];
@@ -309,7 +308,6 @@ static void s_ep_failed (s_ep_t *ep, const char *why)
     /* every address failed: the instances behind the name may have been replaced */
     hms_resolve_forget (hop->host);
     s_resolve (hop);
-    s_ep_maybe_free (ep);
 }
 
 /* A connection of ep stopped taking streams (GOAWAY, or closed): when no connection of the
@@ -385,7 +383,7 @@ static void s_on_goaway (hms_h2_conn_t *h2, void *arg)
     s_lost (conn->ep);
 }
 
-static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+static void s_on_dialed (int fd, const char *why, void *arg)
 {
     s_conn_t *conn = arg;
     s_ep_t *ep = conn->ep;

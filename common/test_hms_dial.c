@@ -42,14 +42,16 @@ typedef struct {
     char why[400];
 } s_result_t;
 
-static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+static void s_on_dialed (int fd, const char *why, void *arg)
 {
     s_result_t *r = arg;
     r->calls++;
     r->fd = fd;
-    if (fd >= 0)
-        hms_addr_ip (addr, r->addr, sizeof r->addr);
-    else
+    if (fd >= 0) { /* the address reached */
+        hms_addr_t peer = {.len = sizeof peer.ss};
+        getpeername (fd, (struct sockaddr *) &peer.ss, &peer.len);
+        hms_addr_ip (&peer, r->addr, sizeof r->addr);
+    } else
         snprintf (r->why, sizeof r->why, "%s", why);
 }
 

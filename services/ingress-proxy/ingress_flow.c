@@ -222,7 +222,7 @@ static void s_established (s_flow_t *f)
     }
 }
 
-static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+static void s_on_dialed (int fd, const char *why, void *arg)
 {
     s_flow_t *f = arg;
     f->dial = NULL;
@@ -604,7 +604,7 @@ static void s_on_decision (const hms_decision_t *d, void *arg)
         hms_dial_start_now (f->w->loop, dial_host, f->port, ingress->connect_timeout_ms, &opts,
                             s_on_dialed, f, &fd_now);
     if (fd_now >= 0)
-        s_on_dialed (fd_now, NULL, NULL, f);
+        s_on_dialed (fd_now, NULL, f);
     else
         f->dial = dial;
 }

@@ -518,7 +518,7 @@ static int s_body_to_up (void *arg, const char *data, size_t len)
     return 0;
 }
 
-static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+static void s_on_dialed (int fd, const char *why, void *arg)
 {
     s_http_t *h = arg;
     h->dial = NULL;

@@ -90,7 +90,7 @@ static void s_refuse (s_flow_t *f, int status, const char *why)
     hms_tunnel_refuse (f->tunnel, status, why);
 }
 
-static void s_on_dialed (int fd, const hms_addr_t *addr, const char *why, void *arg)
+static void s_on_dialed (int fd, const char *why, void *arg)
 {
     s_flow_t *f = arg;
     f->dial = NULL;
