@@ -538,9 +538,15 @@ def all_proxy_pids(env):
     return pids
 
 
+# --arms: the loopback parts run only these arms (None: all)
+SELECTED_ARMS = None
+
+
 def ordered(arms, names):
     """Arms in an order that changes the Hermes policy as rarely as possible."""
     rank = {None: 0, "direct": 1, "core": 2, "far": 3}
+    if SELECTED_ARMS:
+        names = [n for n in names if n in SELECTED_ARMS]
     return sorted((arms[n] for n in names), key=lambda a: (rank[a.policy], names.index(a.name)))
 
 
@@ -581,7 +587,7 @@ def rounds(env, args, names, tag, run, nrounds=None):
             run_arm(env, arm, lambda a: run(a, path))
             with open(path) as f:
                 acc[arm.name] += [float(x) for x in f.read().split()]
-    return {n: stats(acc[n]) for n in names}
+    return {n: stats(acc[n]) for n in names if acc[n]}
 
 
 def part_latency(env, args):
@@ -618,20 +624,42 @@ def pct(sorted_vals, p):
     return sorted_vals[rank - 1]
 
 
-def waves(arms_runs, nwaves, tmp, tag):
+def syn_retransmits():
+    """The kernel's count of SYNs sent again in this network namespace (TcpExt
+    TCPSynRetrans): a SYN lost on loopback costs its connection 1 s, then 3 s."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            if names.startswith("TcpExt:"):
+                return int(dict(zip(names.split(), values.split()))["TCPSynRetrans"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return None
+
+
+def waves(arms_runs, nwaves, tmp, tag, loopback=False):
     """Runs each arm's wave function nwaves times, arms interleaved wave by wave (so that
     drift and other load on the machine touch every arm alike), and merges the samples.
-    arms_runs: [(name, setup_fn or None, wave_fn(samples_path) -> result dict)]."""
+    arms_runs: [(name, setup_fn or None, wave_fn(samples_path) -> result dict)].
+    loopback: the waves run on loopback in this namespace, the proxies on a CPU of their own;
+    then the proxies' idle time per wave is reported, and the SYNs sent again during each
+    arm's waves are counted (a wave that lost SYNs has seconds-long exchanges, whatever the
+    arm)."""
     acc = {name: {"samples": [], "totals": [], "failed": 0, "cpu": 0.0, "load": 0.0,
-                  "client": 0.0, "n": 0}
+                  "client": 0.0, "n": 0, "syn": 0 if loopback else None}
            for name, _, _ in arms_runs}
     for w in range(nwaves):
         for name, setup, wave in arms_runs:
             if setup:
                 setup()
             path = os.path.join(tmp, f"{tag}-{name}-{w}.samples")
+            s0 = syn_retransmits() if loopback else None
             r = wave(path)
             a = acc[name]
+            s1 = syn_retransmits() if loopback else None
+            if s0 is not None and s1 is not None:
+                a["syn"] += s1 - s0
             with open(path) as f:
                 a["samples"] += [float(x) for x in f.read().split()]
             a["totals"].append(r["total_s"])
@@ -653,8 +681,15 @@ def waves(arms_runs, nwaves, tmp, tag):
                      "wave_s_max": round(max(a["totals"]), 3),
                      "proxy_cpu_s": round(a["cpu"], 3),
                      "proxy_cpu_us_per_exchange": round(a["cpu"] / max(1, a["n"]) * 1e6, 1),
+                     # the wave's time that the proxies (on their own CPU) did not run: they
+                     # waited for the load, e.g. a CONNECT proxy for the client's requests
+                     # while the client still opens its connections
+                     "proxy_idle_ms_per_wave":
+                         round((sum(a["totals"]) - a["cpu"]) / nwaves * 1e3, 1)
+                         if loopback and a["cpu"] else None,
                      "client_cpu_us_per_exchange": round(a["client"] / max(1, a["n"]) * 1e6, 1),
                      "load_cpu_ms_per_wave": round(a["load"] / nwaves * 1e3, 1),
+                     "syn_retransmits": a["syn"],
                      "first_error": a.get("first_error", "")}
     return out
 
@@ -690,7 +725,7 @@ def part_concurrent(env, args):
                  rpc=args.rpc, user=arm.user)
         runs.append((arm.name, setup, wave))
     log(f"concurrent: {args.conc_waves} waves of {args.concurrency} over {len(runs)} arms")
-    return waves(runs, args.conc_waves, env["tmp"], "conc")
+    return waves(runs, args.conc_waves, env["tmp"], "conc", loopback=True)
 
 
 TPUT_ARMS = ["direct", "haproxy", "squid", "hermes", "hermes-h2", "nghttpx", "hermes-relay"]
@@ -1269,6 +1304,14 @@ def verdicts(R, args):
             # client's own extra work shows here, not in the proxy's column
             lh, lb = cc[arm].get("load_cpu_ms_per_wave"), cc["haproxy"].get("load_cpu_ms_per_wave")
             load = f"; load CPU {lh:.0f} vs {lb:.0f} ms per wave" if lh and lb else ""
+            ih = cc[arm].get("proxy_idle_ms_per_wave")
+            ib = cc["haproxy"].get("proxy_idle_ms_per_wave")
+            if ih is not None and ib is not None:
+                load += f"; proxy idle {ih:.0f} vs {ib:.0f} ms per wave"
+            sh, sb = cc[arm].get("syn_retransmits"), cc["haproxy"].get("syn_retransmits")
+            if sh or sb:
+                load += (f"; the kernel resent {sh} vs {sb} SYNs in these waves (each costs its "
+                         "connection 1 s or more: the p99 then measures the machine)")
             add(f"{args.concurrency} concurrent on loopback p99 <= haproxy's ({how})",
                 f"Hermes {h / 1000:.2f} ms vs haproxy {b / 1000:.2f} ms ({h / b:.2f}x){load}",
                 h <= b and cc[arm]["failed"] == 0)
@@ -1319,13 +1362,16 @@ def report(R, args):
     if "concurrent" in R:
         rows = [[a, fmt(r["p50_us"] / 1000, 2), fmt(r["p99_us"] / 1000, 2),
                  fmt(r["wave_s_mean"], 3), r["failed"], fmt(r["proxy_cpu_us_per_exchange"], 0),
+                 fmt(r.get("proxy_idle_ms_per_wave"), 0),
                  fmt(r.get("client_cpu_us_per_exchange", 0), 0),
-                 fmt(r.get("load_cpu_ms_per_wave", 0), 0), labels.get(a, "")]
+                 fmt(r.get("load_cpu_ms_per_wave", 0), 0), fmt(r.get("syn_retransmits")),
+                 labels.get(a, "")]
                 for a, r in R["concurrent"].items()]
         table(f"{args.concurrency} HTTPS-like exchanges ({args.rpc} bytes) started at once, "
               f"{args.conc_waves} waves, loopback (load on CPU 0, proxies on CPU 1)",
               ["arm", "p50 ms", "p99 ms", "wave s", "failed", "proxy cpu us/exch",
-               "client cpu us/exch", "load cpu ms/wave", "path"], rows)
+               "proxy idle ms/wave", "client cpu us/exch", "load cpu ms/wave", "SYNs resent",
+               "path"], rows)
     if "throughput" in R:
         rows = []
         for a, r in R["throughput"].items():
@@ -1380,6 +1426,9 @@ def parse_args(argv):
                                              "haproxy and nghttpx")
     ap.add_argument("--only", default=",".join(PARTS),
                     help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
+    ap.add_argument("--arms", default="",
+                    help="comma-separated arms the latency, setup, concurrent and throughput "
+                         "parts run (default all; the targets need haproxy and the Hermes arm)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="latency and setup: rounds over all arms, interleaved")
     ap.add_argument("--lat-count", type=int, default=30000, help="round trips per arm")
@@ -1417,6 +1466,11 @@ def parse_args(argv):
         ap.error("--concurrency at most 10000, --idle-size at most 65536, --wan-rtt-ms >= 0")
     if not re.fullmatch(r"\d+,\d+,\d+,\d+", args.rpc):
         ap.error("--rpc takes A,B,C,D (bytes)")
+    known = sorted(set(LAT_ARMS + SETUP_ARMS + CONC_ARMS + TPUT_ARMS))
+    args.arms = [a for a in args.arms.split(",") if a]
+    bad = [a for a in args.arms if a not in known]
+    if bad:
+        ap.error(f"unknown arm(s) {bad}: choose from {known}")
     return args
 
 
@@ -1440,9 +1494,10 @@ def check_tools(args):
 
 
 def main(argv):
-    global KEEP
+    global KEEP, SELECTED_ARMS
     args = parse_args(argv)
     KEEP = args.keep
+    SELECTED_ARMS = set(args.arms) or None
     check_tools(args)
     # the daemons and the client take every descriptor they may: 10k tunnels need 2 each
     try:
