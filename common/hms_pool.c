@@ -141,36 +141,38 @@ static bool s_usable (const s_conn_t *c)
 }
 
 /* The usable connection with the fewest streams, an address still in the name's answer
- * first; among equals, the search starts one address further each time. */
+ * first; among equals, the one whose address comes first counting from hop->turn, which
+ * then moves one address past it (flows after another take turns). */
 static s_conn_t *s_pick (s_hop_t *hop)
 {
-    int n = 0;
+    unsigned n = 0;
     for (s_ep_t *ep = hop->eps; ep; ep = ep->next)
         n++;
+    if (n == 0)
+        return NULL;
     s_conn_t *best = NULL;
     bool best_listed = false;
     size_t best_streams = 0;
-    int best_at = 0;
-    for (int k = 0; k < n; k++) {
-        int at = (int) ((hop->turn + (unsigned) k) % (unsigned) n);
-        s_ep_t *ep = hop->eps;
-        for (int j = 0; j < at; j++)
-            ep = ep->next;
+    unsigned best_rank = 0, best_at = 0, at = 0;
+    for (s_ep_t *ep = hop->eps; ep; ep = ep->next, at++) {
+        unsigned rank = (at + n - hop->turn % n) % n;
         for (s_conn_t *c = ep->conns; c; c = c->next) {
             if (!s_usable (c))
                 continue;
             size_t streams = hms_h2_conn_streams (c->h2);
-            if (!best || (ep->listed && !best_listed) ||
-                (ep->listed == best_listed && streams < best_streams)) {
-                best = c;
-                best_listed = ep->listed;
-                best_streams = streams;
-                best_at = at;
-            }
+            if (best && (ep->listed != best_listed ? !ep->listed
+                         : streams != best_streams ? streams > best_streams
+                                                   : rank >= best_rank))
+                continue;
+            best = c;
+            best_listed = ep->listed;
+            best_streams = streams;
+            best_rank = rank;
+            best_at = at;
         }
     }
     if (best)
-        hop->turn = (unsigned) best_at + 1;
+        hop->turn = best_at + 1;
     return best;
 }
 
